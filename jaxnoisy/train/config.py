@@ -1,0 +1,68 @@
+"""The training configuration: one plain, frozen dataclass (configs are code)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from jaxnoisy._validate import check_range
+
+SCHEDULES = ("cosine", "constant", "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything a run depends on. ``validate`` checks it before anything compiles."""
+
+  method: str = "sgd"
+  dataset: str = "fashion_mnist"
+  noise: str = "symmetric:0.4"
+  model: str = "cnn"
+  epochs: int = 10
+  batch_size: int = 128
+  learning_rate: float = 0.05
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  schedule: str = "cosine"
+  seed: int = 0
+  train_size: Optional[int] = None   # use a random subset of the noisy training set
+  heldout_size: int = 5000           # noisy held-out split for model selection
+  clean_size: int = 0                # clean subset for the meta methods (true labels)
+  # SAM family.
+  rho: float = 0.05
+  asam_eta: float = 0.01
+  per_device_ascent: bool = False    # ε from each device's own gradient (m-sharpness)
+  # Run-time.
+  num_devices: Optional[int] = None  # None: all devices of the default backend
+  eval_batch_size: int = 2000
+  data_dir: Optional[str] = None
+  tfds_data_dir: Optional[str] = None
+
+  def replace(self, **changes) -> "TrainConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def validate(self) -> "TrainConfig":
+    from jaxnoisy.train.methods import METHODS  # the method table validates the name
+
+    if self.method not in METHODS:
+      raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+    check_range("epochs", self.epochs, low=1)
+    check_range("batch_size", self.batch_size, low=1)
+    check_range("learning_rate", self.learning_rate, low=0.0, low_open=True)
+    check_range("momentum", self.momentum, low=0.0, high=1.0, high_open=True)
+    check_range("weight_decay", self.weight_decay, low=0.0)
+    check_range("heldout_size", self.heldout_size, low=0)
+    check_range("clean_size", self.clean_size, low=0)
+    check_range("rho", self.rho, low=0.0, low_open=True)
+    check_range("asam_eta", self.asam_eta, low=0.0)
+    check_range("eval_batch_size", self.eval_batch_size, low=1)
+    if self.train_size is not None:
+      check_range("train_size", self.train_size, low=1)
+    if self.num_devices is not None:
+      check_range("num_devices", self.num_devices, low=1)
+    return self

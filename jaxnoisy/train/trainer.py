@@ -1,0 +1,286 @@
+"""The one trainer: data with label noise, the jitted step, metrics, checkpoints.
+
+``train(config, out_dir)`` runs a method end to end and writes ``metrics.jsonl`` (one
+JSON object per epoch) and ``summary.json``; ``resume=True`` continues from the last
+complete checkpoint and reaches the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+import jaxnoisy
+from jaxnoisy import data as data_lib
+from jaxnoisy import models as models_lib
+from jaxnoisy import noise as noise_lib
+from jaxnoisy.train import checkpoints
+from jaxnoisy.train import step as step_lib
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.methods import METHODS
+
+
+class NoisyData(NamedTuple):
+  """The arrays a run trains and evaluates on (host numpy; the trainer puts them on device)."""
+
+  train_images: np.ndarray
+  train_labels: np.ndarray        # noisy labels, used for training
+  train_true: np.ndarray          # true labels (for memorization and diagnostics)
+  train_corrupted: np.ndarray     # bool mask: label was changed by the noise
+  heldout_images: np.ndarray
+  heldout_labels: np.ndarray      # noisy: model selection never sees clean labels
+  clean_images: np.ndarray        # clean subset (true labels), for the meta methods
+  clean_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  mean: tuple
+  std: tuple
+  noise_summary: dict
+
+
+def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None) -> NoisyData:
+  """Loads the dataset, corrupts the training labels, splits off held-out and clean sets.
+
+  The noise is drawn on the whole training set from the seed (so it does not depend on
+  the split sizes); the clean subset keeps its true labels; ``train_size`` then keeps
+  a random subset of the remaining noisy training examples.
+  """
+  if dataset is None:
+    dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir,
+                                    tfds_data_dir=config.tfds_data_dir)
+  key = jax.random.key(config.seed)
+  noise_key, _ = jax.random.split(jax.random.fold_in(key, 1))
+  true = np.asarray(dataset.train_labels, np.int32)
+  noisy, corrupted = noise_lib.apply_noise(config.noise, true, noise_key,
+                                           dataset.num_classes, dataset=dataset.name)
+  noisy, corrupted = np.asarray(noisy, np.int32), np.asarray(corrupted, bool)
+  splits = data_lib.make_splits(len(true), heldout_size=config.heldout_size,
+                                clean_size=config.clean_size, seed=config.seed)
+  train_idx = splits.train
+  if config.train_size is not None:
+    if config.train_size > len(train_idx):
+      raise ValueError(f"train_size must be in [1, {len(train_idx)}], got {config.train_size}")
+    rng = np.random.default_rng(config.seed + 1)
+    train_idx = np.sort(rng.choice(train_idx, config.train_size, replace=False))
+  return NoisyData(
+      train_images=dataset.train_images[train_idx], train_labels=noisy[train_idx],
+      train_true=true[train_idx], train_corrupted=corrupted[train_idx],
+      heldout_images=dataset.train_images[splits.heldout],
+      heldout_labels=noisy[splits.heldout],
+      clean_images=dataset.train_images[splits.clean], clean_labels=true[splits.clean],
+      test_images=dataset.test_images, test_labels=np.asarray(dataset.test_labels, np.int32),
+      num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std,
+      noise_summary={
+          "spec": config.noise,
+          "realised_rate": float(noise_lib.noise_rate(true, noisy)),
+          "realised_rate_train": float(corrupted[train_idx].mean()),
+          "transition_matrix": noise_lib.transition_matrix(
+              true, noisy, dataset.num_classes).round(4).tolist(),
+      })
+
+
+class Trainer:
+  """Builds model, optimizer and jitted steps for a config; ``fit`` runs the epochs."""
+
+  def __init__(self, config: TrainConfig, data: NoisyData):
+    self.config = config.validate()
+    self.data = data
+    self.mesh = step_lib.make_mesh(config.num_devices)
+    n_dev = self.mesh.devices.size
+    if config.batch_size % n_dev:
+      raise ValueError(
+          f"batch_size must be a multiple of the {n_dev} devices, got {config.batch_size}")
+    self.steps_per_epoch = len(data.train_labels) // config.batch_size
+    if self.steps_per_epoch < 1:
+      raise ValueError(f"batch_size must be at most the {len(data.train_labels)} "
+                       f"training examples, got {config.batch_size}")
+    self.total_steps = self.steps_per_epoch * config.epochs
+    self.eval_chunk = -(-config.eval_batch_size // n_dev) * n_dev
+
+    model = models_lib.make_model(config.model, data.num_classes,
+                                  data.train_images.shape[1:], seed=config.seed)
+    self.apply = model.apply
+    axis = step_lib.DATA_AXIS if config.per_device_ascent else None
+    self.tx = step_lib.make_optimizer(
+        METHODS[config.method].transform(config, axis),
+        learning_rate=self._schedule(), momentum=config.momentum,
+        weight_decay=config.weight_decay)
+    self.replicated = NamedSharding(self.mesh, P())
+    self.initial_state = jax.device_put(
+        step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
+                            self.tx.init(model.params)), self.replicated)
+    self.data_key = jax.random.fold_in(jax.random.key(config.seed), 2)
+    self.train_step = step_lib.make_train_step(
+        self.apply, self.tx, self.mesh, batch_size=config.batch_size, mean=data.mean,
+        std=data.std, per_device_ascent=config.per_device_ascent)
+    self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
+    self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
+    put = lambda a: jax.device_put(a, self.replicated)
+    self.train_images, self.train_labels = put(data.train_images), put(data.train_labels)
+    self.memorization_images = put(data.train_images[data.train_corrupted])
+    self.memorization_labels = data.train_labels[data.train_corrupted]
+
+  def _schedule(self):
+    import optax
+    c = self.config
+    if c.schedule == "constant":
+      return c.learning_rate
+    if c.schedule == "cosine":
+      return optax.cosine_decay_schedule(c.learning_rate, self.total_steps)
+    # "step": ×0.1 at 50% and 75% of training (SANER's schedule).
+    return optax.piecewise_constant_schedule(
+        c.learning_rate, {int(0.5 * self.total_steps): 0.1, int(0.75 * self.total_steps): 0.1})
+
+  def accuracy(self, state, images, labels) -> float:
+    pred = step_lib.predict_all(self.predict, state.params, state.model_state,
+                                jax.device_put(images, self.replicated), self.eval_chunk)
+    return float(np.mean(pred == labels)) if len(labels) else float("nan")
+
+  def evaluate(self, state) -> dict:
+    d = self.data
+    metrics = {
+        "test_accuracy": self.accuracy(state, d.test_images, d.test_labels),
+        "heldout_accuracy": self.accuracy(state, d.heldout_images, d.heldout_labels),
+    }
+    if len(self.memorization_labels):
+      pred = step_lib.predict_all(self.predict, state.params, state.model_state,
+                                  self.memorization_images, self.eval_chunk)
+      metrics["memorization"] = float(np.mean(pred == self.memorization_labels))
+    else:
+      metrics["memorization"] = float("nan")
+    return metrics
+
+  def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
+    """Steps ``start..end-1`` of ``epoch``; returns (state, mean loss)."""
+    perm = self._permute(self.data_key, epoch, len(self.data.train_labels))
+    losses = []
+    for i in range(start, end):
+      state, loss = self.train_step(state, self.train_images, self.train_labels, perm,
+                                    jnp.int32(i))
+      losses.append(loss)
+      if progress is not None:
+        progress.update(1)
+    mean_loss = float(jnp.mean(jnp.stack(losses))) if losses else float("nan")
+    return state, mean_loss
+
+
+def write_atomic(path: str, text: str) -> None:
+  """Writes a temp file beside ``path`` and renames it: readers never see half a file."""
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def _read_metrics(path: str, upto_epoch: int) -> list[dict]:
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  return [r for r in rows if r["epoch"] <= upto_epoch]
+
+
+def _write_metrics(path: str, rows: list[dict]) -> None:
+  write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress: bool = True,
+          data: Optional[NoisyData] = None, stop_after_steps: Optional[int] = None) -> dict:
+  """Trains ``config`` and writes metrics, summary and checkpoints under ``out_dir``.
+
+  ``stop_after_steps`` simulates an interruption (as Ctrl-C does): it checkpoints the
+  current step and raises ``KeyboardInterrupt``.
+  """
+  config = config.validate()
+  os.makedirs(out_dir, exist_ok=True)
+  if data is None:
+    data = prepare_data(config)
+  trainer = Trainer(config, data)
+  metrics_path = os.path.join(out_dir, "metrics.jsonl")
+  manager = checkpoints.manager(os.path.join(out_dir, "checkpoints"))
+
+  state = trainer.initial_state
+  rows: list[dict] = []
+  elapsed = 0.0
+  summary_path = os.path.join(out_dir, "summary.json")
+  if resume and manager.latest_step() is not None:
+    state, elapsed = checkpoints.restore(manager, state)
+    if int(state.step) >= trainer.total_steps and os.path.exists(summary_path):
+      with open(summary_path) as f:  # already finished: nothing to do
+        return {"summary": json.load(f), "state": state,
+                "metrics": _read_metrics(metrics_path, config.epochs)}
+    done_epochs = int(state.step) // trainer.steps_per_epoch
+    rows = _read_metrics(metrics_path, done_epochs - 1)
+  elif not resume and manager.latest_step() is not None:
+    raise FileExistsError(f"out_dir {out_dir} already holds checkpoints: pass --resume "
+                          "to continue it or choose another --out")
+  _write_metrics(metrics_path, rows)
+
+  bar = None
+  if progress:
+    from tqdm import tqdm
+    bar = tqdm(total=trainer.total_steps, initial=int(state.step), unit="step",
+               desc=f"{config.method}", dynamic_ncols=True)
+  t0 = time.perf_counter() - elapsed
+  step_seconds: list[float] = []
+  try:
+    while int(state.step) < trainer.total_steps:
+      epoch, start = divmod(int(state.step), trainer.steps_per_epoch)
+      end = trainer.steps_per_epoch
+      if stop_after_steps is not None:
+        end = min(end, stop_after_steps - epoch * trainer.steps_per_epoch)
+      te = time.perf_counter()
+      state, loss = trainer.run_epoch(state, epoch, start, end, bar)
+      if end < trainer.steps_per_epoch:
+        raise KeyboardInterrupt  # the simulated interruption, mid-epoch
+      epoch_seconds = time.perf_counter() - te
+      step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
+      row = {"epoch": epoch, "step": int(state.step), "train_loss": loss,
+             **trainer.evaluate(state), "epoch_seconds": epoch_seconds}
+      rows.append(row)
+      _write_metrics(metrics_path, rows)
+      checkpoints.save(manager, state, time.perf_counter() - t0)
+      if bar is not None:
+        bar.set_postfix(loss=f"{loss:.3f}", test=f"{row['test_accuracy']:.3f}",
+                        mem=f"{row['memorization']:.3f}")
+  except KeyboardInterrupt:
+    checkpoints.save(manager, state, time.perf_counter() - t0)
+    manager.wait_until_finished()
+    if bar is not None:
+      bar.close()
+    raise
+  manager.wait_until_finished()
+  if bar is not None:
+    bar.close()
+
+  best = max(rows, key=lambda r: r["heldout_accuracy"])
+  summary = {
+      "method": config.method,
+      "test_accuracy": rows[-1]["test_accuracy"],
+      "best_test_accuracy": best["test_accuracy"],
+      "best_epoch": best["epoch"],
+      "best_heldout_accuracy": best["heldout_accuracy"],
+      "memorization": rows[-1]["memorization"],
+      "seed": config.seed,
+      "config": config.to_dict(),
+      "noise": data.noise_summary,
+      "num_train": int(len(data.train_labels)),
+      "num_devices": int(trainer.mesh.devices.size),
+      "ms_per_step": 1e3 * float(np.median(step_seconds)) if step_seconds else None,
+      "wall_seconds": time.perf_counter() - t0,
+      "versions": {"jaxnoisy": jaxnoisy.__version__, "jax": jax.__version__},
+      "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
+                 f"{jax.devices()[0].platform}",
+  }
+  write_atomic(summary_path, json.dumps(summary, indent=2))
+  return {"summary": summary, "state": state, "metrics": rows}

@@ -1,0 +1,151 @@
+"""The trainer end to end: learning on real data, exact resume, sharding, CLI."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnoisy import cli, noise
+from jaxnoisy.data import datasets
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.trainer import NoisyData, prepare_data, train
+
+FMNIST = os.path.join(datasets.SYSTEM_DATA_DIRS["fashion_mnist"][0], "train-images-idx3-ubyte.gz")
+
+
+def toy_data(n=512, rate=0.4, seed=0) -> NoisyData:
+  """A learnable 10-class problem: the class sets the bright 7×7 tile of a 28×28 image."""
+  rng = np.random.default_rng(seed)
+
+  def make(m):
+    y = rng.integers(0, 10, m).astype(np.int32)
+    x = rng.integers(0, 60, (m, 28, 28, 1)).astype(np.uint8)
+    for i, c in enumerate(y):
+      r, k = divmod(int(c), 4)
+      x[i, 7 * r:7 * r + 7, 7 * k:7 * k + 7] += 150
+    return x, y
+
+  x, y = make(n)
+  xt, yt = make(256)
+  noisy, mask = noise.symmetric_exclusive(y, rate, jax.random.key(seed), 10)
+  return NoisyData(train_images=x, train_labels=noisy, train_true=y, train_corrupted=mask,
+                   heldout_images=xt[:128], heldout_labels=yt[:128], clean_images=x[:0],
+                   clean_labels=y[:0], test_images=xt, test_labels=yt, num_classes=10,
+                   mean=(0.2,), std=(0.3,), noise_summary={"spec": f"symmetric:{rate}"})
+
+
+TOY = TrainConfig(method="sam", epochs=2, batch_size=64, learning_rate=0.02, rho=0.05,
+                  heldout_size=0, num_devices=2, eval_batch_size=256)
+
+
+def final_params(result):
+  return [np.asarray(x) for x in jax.tree.leaves(result["state"].params)]
+
+
+def test_resume_is_bit_identical(tmp_path):
+  data = toy_data()
+  full = train(TOY, str(tmp_path / "full"), data=data, progress=False)
+  with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of epoch 1
+    train(TOY, str(tmp_path / "cut"), data=data, progress=False, stop_after_steps=11)
+  resumed = train(TOY, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  for a, b in zip(final_params(full), final_params(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert [r["test_accuracy"] for r in full["metrics"]] == \
+         [r["test_accuracy"] for r in resumed["metrics"]]
+  # Starting again over a finished run without --resume is refused.
+  with pytest.raises(FileExistsError, match="resume"):
+    train(TOY, str(tmp_path / "cut"), data=data, progress=False)
+
+
+@pytest.mark.parametrize("method", ["sgd", "sam", "asam"])
+def test_sharded_equals_single_device(tmp_path, method):
+  data = toy_data(256)
+  cfg = TOY.replace(method=method, epochs=1)
+  one = train(cfg.replace(num_devices=1), str(tmp_path / "one"), data=data, progress=False)
+  eight = train(cfg.replace(num_devices=8), str(tmp_path / "eight"), data=data, progress=False)
+  for a, b in zip(final_params(one), final_params(eight)):
+    np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
+
+
+def test_per_device_ascent_differs_from_global(tmp_path):
+  data = toy_data(256)
+  cfg = TOY.replace(epochs=1, num_devices=8)
+  glob = train(cfg, str(tmp_path / "g"), data=data, progress=False)
+  local = train(cfg.replace(per_device_ascent=True), str(tmp_path / "l"), data=data,
+                progress=False)
+  diffs = [np.abs(a - b).max() for a, b in zip(final_params(glob), final_params(local))]
+  assert max(diffs) > 1e-4
+
+
+def test_metrics_and_summary_files(tmp_path):
+  out = tmp_path / "run"
+  train(TOY, str(out), data=toy_data(), progress=False)
+  rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+  assert [r["epoch"] for r in rows] == [0, 1]
+  for key in ("epoch", "train_loss", "test_accuracy", "heldout_accuracy", "memorization"):
+    assert key in rows[0]
+  summary = json.load(open(out / "summary.json"))
+  best = max(rows, key=lambda r: r["heldout_accuracy"])
+  assert summary["best_test_accuracy"] == best["test_accuracy"]
+  assert summary["test_accuracy"] == rows[-1]["test_accuracy"]
+  assert summary["versions"]["jax"] == jax.__version__
+  assert summary["config"]["method"] == "sam"
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST), reason="Debian dataset-fashion-mnist missing")
+def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
+  cfg = TrainConfig(method="sgd", noise="symmetric:0.4", epochs=2, train_size=3000,
+                    heldout_size=1000, batch_size=64, learning_rate=0.02, num_devices=2)
+  data = prepare_data(cfg)
+  assert data.train_images.shape == (3000, 28, 28, 1)
+  assert abs(data.train_corrupted.mean() - 0.4) < 0.05
+  result = train(cfg, str(tmp_path / "real"), data=data, progress=False)
+  assert result["summary"]["test_accuracy"] > 0.6  # chance is 0.1
+
+
+def test_prepare_data_splits_are_disjoint_and_clean_subset_keeps_true_labels():
+  cfg = TrainConfig(noise="symmetric:0.6", heldout_size=50, clean_size=40, seed=3)
+  rng = np.random.default_rng(0)
+  n = 500
+  ds = datasets.Dataset(
+      name="fashion_mnist", train_images=rng.integers(0, 255, (n, 28, 28, 1), dtype=np.uint8),
+      train_labels=np.arange(n, dtype=np.int32) % 10,
+      test_images=np.zeros((10, 28, 28, 1), np.uint8), test_labels=np.arange(10, dtype=np.int32),
+      num_classes=10, class_names=tuple(map(str, range(10))), mean=(0.3,), std=(0.3,))
+  d = prepare_data(cfg, ds)
+  assert len(d.train_labels) == n - 90 and len(d.heldout_labels) == 50
+  assert len(d.clean_labels) == 40
+  # The clean subset's labels are the true ones: images were built so that label = index % 10.
+  idx = [int(np.flatnonzero((ds.train_images == im).all(axis=(1, 2, 3)))[0])
+         for im in d.clean_images]
+  np.testing.assert_array_equal(d.clean_labels, np.asarray(idx) % 10)
+  assert abs(d.noise_summary["realised_rate"] - 0.6) < 1e-9
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--rho", "-1"], "rho"),
+    (["--noise", "gaussian:0.2"], "noise"),
+    (["--epochs", "0"], "epochs"),
+    (["--noise", "symmetric:1.5"], "rate"),
+])
+def test_cli_bad_flags_give_one_line_error(tmp_path, capsys, argv, needle):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["train", "--out", str(tmp_path / "x"), *argv])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and needle in err
+  assert not (tmp_path / "x").exists()  # nothing was started
+
+
+def test_cli_compare_table_and_plot(tmp_path, capsys):
+  runs = []
+  for method in ("sgd", "sam"):
+    out = tmp_path / method
+    train(TOY.replace(method=method, epochs=1), str(out), data=toy_data(256), progress=False)
+    runs.append(str(out))
+  assert cli.main(["compare", *runs]) == 0
+  text = capsys.readouterr().out
+  assert "| sgd |" in text and "| sam |" in text
+  assert (tmp_path / "compare.png").stat().st_size > 1000
