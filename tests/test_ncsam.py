@@ -1,0 +1,358 @@
+"""NCSAM against independent NumPy computations, SAM at κ = 0, sampling statistics, sharding."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, PartitionSpec as P
+
+import jaxnoisy
+
+N, D, C = 32, 5, 4
+RNG = np.random.default_rng(6)
+X = RNG.normal(size=(N, D))
+Y = RNG.integers(0, C, size=N)
+PARAMS = {"w": RNG.normal(size=(D, C)) * 0.5, "b": RNG.normal(size=(C,)) * 0.1}
+
+
+# --- the independent reference --------------------------------------------------------
+def np_logits(params, x):
+  return x @ params["w"] + params["b"]
+
+
+def np_grad(params, x, y):
+  logits = np_logits(params, x)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  dlogits = (p - np.eye(C)[y]) / len(y)
+  return {"w": x.T @ dlogits, "b": dlogits.sum(0)}
+
+
+def np_norm(tree):
+  return np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in tree.values()))
+
+
+def np_strength(t, kappa):
+  t = min(max(t, 0.0), 1.0)
+  return kappa * min(1.0, 2 * (3 - 2 * t) * t ** 2)
+
+
+def np_perturbation(g, g_star, rho, s):
+  v = {k: rho * g[k] / np_norm(g) + s * g_star[k] for k in g}
+  return {k: v[k] * min(1.0, rho / np_norm(v)) for k in v}
+
+
+def np_ncsam_grad(params, x, y, g_star, rho, s):
+  e = np_perturbation(np_grad(params, x, y), g_star, rho, s)
+  return np_grad({k: params[k] + e[k] for k in params}, x, y)
+
+
+def np_sam_grad(params, x, y, rho):
+  g = np_grad(params, x, y)
+  return np_grad({k: params[k] + rho * g[k] / np_norm(g) for k in params}, x, y)
+
+
+def logits_fn(params, x):
+  return x @ params["w"] + params["b"]
+
+
+def loss(params, x, y):
+  return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
+
+
+def jax_params(dtype=jnp.float32):
+  return jax.tree.map(lambda v: jnp.asarray(v, dtype), PARAMS)
+
+
+def star_labels(y):
+  return (y + 1) % C
+
+
+def run(tx, params, x, y, progress):
+  """NCSAM with a hand-made g*: the first quarter of the batch relabelled y + 1."""
+  g = jax.grad(loss)(params, x, y)
+  q = len(y) // 4
+  g_star = jax.grad(loss)(params, x[:q], star_labels(y[:q]))
+  out, _ = tx.update(g, tx.init(params), params, grad_fn=lambda p: jax.grad(loss)(p, x, y),
+                     noise_grads=g_star, progress=progress)
+  return out
+
+
+def np_run(x, y, rho, s):
+  q = len(y) // 4
+  return np_ncsam_grad(PARAMS, x, y, np_grad(PARAMS, x[:q], star_labels(y[:q])), rho, s)
+
+
+# --- schedule and projection ---------------------------------------------------------
+@pytest.mark.parametrize("t", [-0.2, 0.0, 0.1, 0.25, 0.4, 0.5, 0.6, 0.9, 1.0, 1.7])
+def test_strength_closed_form(t):
+  np.testing.assert_allclose(jaxnoisy.ncsam_strength(t, 0.3), np_strength(t, 0.3), rtol=1e-6)
+  traced = jax.jit(jaxnoisy.ncsam_strength)(jnp.asarray(t), jnp.asarray(0.3))
+  np.testing.assert_allclose(traced, np_strength(t, 0.3), rtol=1e-6)
+
+
+def test_strength_saturates_at_half():
+  for t in np.linspace(0.5, 1.0, 11):
+    np.testing.assert_allclose(jaxnoisy.ncsam_strength(t, 0.1), 0.1, rtol=1e-6)
+  assert float(jaxnoisy.ncsam_strength(0.49, 0.1)) < 0.1
+
+
+def test_projection_never_leaves_the_ball():
+  rng = np.random.default_rng(7)
+  perturb = jax.jit(jaxnoisy.ncsam_perturbation)
+  for i in range(60):
+    rho = float(rng.uniform(0.01, 2.0))
+    s = float(10.0 ** rng.uniform(-3, 12)) if i % 3 else float(rng.uniform(0, 1))
+    g = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-6, 3), "b": rng.normal(size=5)}
+    gs = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-3, 8), "b": rng.normal(size=5)}
+    g32 = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), g)
+    gs32 = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), gs)
+    e = perturb(g32, gs32, rho, s)
+    assert all(np.all(np.isfinite(v)) for v in jax.tree.leaves(e))
+    assert np_norm(e) <= rho * (1 + 1e-6), (i, np_norm(e), rho)
+    ref = np_perturbation(g, gs, rho, s)
+    for k in ref:
+      np.testing.assert_allclose(e[k], ref[k], rtol=1e-4, atol=1e-6 * rho)
+
+
+def test_perturbation_vs_numpy_float64():
+  rng = np.random.default_rng(8)
+  g = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+  gs = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+  with jax.enable_x64(True):
+    for s in (0.0, 0.01, 0.1, 10.0):  # inside the ball, and projected
+      e = jaxnoisy.ncsam_perturbation(g, gs, 0.5, s)
+      ref = np_perturbation(g, gs, 0.5, s)
+      for k in ref:
+        np.testing.assert_allclose(e[k], ref[k], rtol=1e-6)
+
+
+def test_zero_gradients_give_finite_zero():
+  z = {"a": jnp.zeros((3, 4)), "b": jnp.zeros(5)}
+  for s in (0.0, 0.1, 1e6):
+    e = jaxnoisy.ncsam_perturbation(z, z, 0.05, s)
+    assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(e))
+  # g = 0 but g* ≠ 0: ε is the (projected) compensation alone.
+  gs = {"a": jnp.ones((3, 4)), "b": jnp.ones(5)}
+  e = jaxnoisy.ncsam_perturbation(z, gs, 0.05, 1.0)
+  np.testing.assert_allclose(np_norm(e), 0.05, rtol=1e-6)
+  params = jax_params()
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  tx = jaxnoisy.ncsam(0.05, 0.3)
+  out, _ = tx.update(zeros, tx.init(params), params, grad_fn=lambda p: jax.grad(loss)(p, X, Y),
+                     noise_grads=zeros, progress=0.7)
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], np_grad(PARAMS, X, Y)[k], rtol=1e-5, atol=1e-6)
+
+
+# --- the transform -------------------------------------------------------------------
+@pytest.mark.parametrize("kappa,progress", [(0.0, 0.7), (0.3, 0.0)])
+def test_no_compensation_is_sam_exactly(kappa, progress):
+  params = jax_params()
+  xj, yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y)
+  a = run(jaxnoisy.ncsam(0.2, kappa), params, xj, yj, progress)
+  g = jax.grad(loss)(params, xj, yj)
+  b, _ = jaxnoisy.sam(0.2).update(g, (), params, grad_fn=lambda p: jax.grad(loss)(p, xj, yj))
+  for k in PARAMS:
+    np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("kappa,progress", [(0.3, 0.7), (0.3, 0.2), (50.0, 1.0)])
+def test_matches_numpy(kappa, progress):
+  with jax.enable_x64(True):
+    out = run(jaxnoisy.ncsam(0.2, kappa), jax_params(jnp.float64), X, Y, progress)
+    ref = np_run(X, Y, 0.2, np_strength(progress, kappa))
+    for k in ref:
+      np.testing.assert_allclose(out[k], ref[k], rtol=1e-6, atol=1e-10)
+  assert not np.allclose(ref["w"], np_sam_grad(PARAMS, X, Y, 0.2)["w"], rtol=1e-4, atol=0)
+
+
+def test_chain_jit_traced_progress_and_inject_hyperparams():
+  params = jax_params()
+  tx = optax.chain(optax.inject_hyperparams(jaxnoisy.ncsam)(rho=0.2, kappa=0.0), optax.sgd(0.5))
+  xj, yj = jnp.asarray(X, jnp.float32), jnp.asarray(Y)
+  grad_fn = lambda p: jax.grad(loss)(p, xj, yj)
+
+  @jax.jit
+  def step(state, p, t):
+    g_star = jax.grad(loss)(p, xj[:8], star_labels(yj[:8]))
+    return tx.update(grad_fn(p), state, p, grad_fn=grad_fn, noise_grads=g_star, progress=t)
+
+  state = tx.init(params)
+  u1, state = step(state, params, 0.7)
+  state[0].hyperparams["kappa"] = jnp.asarray(0.3)
+  u2, state = step(state, params, 0.2)
+  for u, s in ((u1, 0.0), (u2, np_strength(0.2, 0.3))):
+    ref = np_run(X, Y, 0.2, s)
+    for k in PARAMS:
+      np.testing.assert_allclose(u[k], -0.5 * ref[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs,name", [({"rho": 0.0}, "rho"), ({"kappa": -0.1}, "kappa"),
+                                         ({"eps": 0.0}, "eps")])
+def test_bad_hyperparameters(kwargs, name):
+  with pytest.raises(ValueError, match=name):
+    jaxnoisy.ncsam(**kwargs)
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5])
+def test_bad_flip_rate(rate):
+  logits = jnp.zeros((4, 3))
+  with pytest.raises(ValueError, match="flip_rate"):
+    jaxnoisy.flip_targets(logits, jnp.zeros(4, jnp.int32), jax.random.key(0), rate)
+  with pytest.raises(ValueError, match="flip_rate"):
+    jaxnoisy.ncsam_gradients(lambda p: p, logits, jnp.zeros(4, jnp.int32),
+                             jax.random.key(0), rate)
+
+
+def test_missing_extra_args():
+  params = jax_params()
+  tx = jaxnoisy.ncsam()
+  grad_fn = lambda p: jax.grad(loss)(p, X, Y)
+  with pytest.raises(ValueError, match="grad_fn"):
+    tx.update(params, (), params, noise_grads=params, progress=0.5)
+  with pytest.raises(ValueError, match="noise_grads"):
+    tx.update(params, (), params, grad_fn=grad_fn, progress=0.5)
+  with pytest.raises(ValueError, match="progress"):
+    tx.update(params, (), params, grad_fn=grad_fn, noise_grads=params)
+
+
+# --- flip_targets ---------------------------------------------------------------------
+def np_probs(logits):
+  top = np.sort(logits, 1)[:, ::-1]
+  p = 1.0 / (1.0 + top[:, 0] - top[:, 1])
+  return p / p.sum()
+
+
+def test_targets_and_set_size():
+  rng = np.random.default_rng(9)
+  logits = rng.normal(size=(100, 6)).astype(np.float32) * 3
+  labels = rng.integers(0, 6, size=100)
+  flip = jax.jit(jaxnoisy.flip_targets)
+  for i, rate in enumerate([0.0, 0.01, 0.29, 0.4, 0.5, 1.0]):
+    sel, tgt = flip(logits, labels, jax.random.key(i), rate)
+    sel, tgt = np.asarray(sel), np.asarray(tgt)
+    assert sel.dtype == bool and sel.sum() == int(np.floor(rate * 100 + 1e-9))
+    assert np.all(tgt != labels)
+    masked = np.where(np.eye(6, dtype=bool)[labels], -np.inf, logits)
+    np.testing.assert_array_equal(tgt, masked.argmax(1))
+
+
+def test_inclusion_frequency_single_draw():
+  """k = 1: P(i selected) = p_i exactly; check empirical frequencies within 4σ."""
+  logits = np.asarray([[3.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.2, 0.1, 0.0], [5.0, -1.0, 0.0],
+                       [0.0, 0.0, 0.0], [2.0, 1.0, 0.0]], np.float32)
+  labels = np.zeros(6, np.int32)
+  n = 20000
+  keys = jax.random.split(jax.random.key(0), n)
+  sel = jax.jit(jax.vmap(lambda k: jaxnoisy.flip_targets(logits, labels, k, 1 / 6)[0]))(keys)
+  freq = np.asarray(sel).mean(0)
+  p = np_probs(logits)
+  assert np.all(np.asarray(sel).sum(1) == 1)
+  np.testing.assert_array_less(np.abs(freq - p), 4 * np.sqrt(p * (1 - p) / n) + 1e-12)
+
+
+def test_inclusion_frequency_without_replacement():
+  """k = 2 of 5: inclusion probabilities of sequential sampling without replacement."""
+  logits = np.asarray([[4.0, 0.0], [2.0, 0.0], [1.0, 0.0], [0.5, 0.0], [0.0, 0.0]], np.float32)
+  labels = np.zeros(5, np.int32)
+  p = np_probs(logits)
+  # Exact: enumerate the ordered pairs (i, j) drawn first then second.
+  incl = np.zeros(5)
+  for i, j in itertools.permutations(range(5), 2):
+    pr = p[i] * p[j] / (1 - p[i])
+    incl[i] += pr
+    incl[j] += pr
+  n = 20000
+  keys = jax.random.split(jax.random.key(1), n)
+  sel = np.asarray(jax.jit(jax.vmap(
+      lambda k: jaxnoisy.flip_targets(logits, labels, k, 0.4)[0]))(keys))
+  assert np.all(sel.sum(1) == 2)
+  freq = sel.mean(0)
+  np.testing.assert_array_less(np.abs(freq - incl), 4 * np.sqrt(incl * (1 - incl) / n))
+  assert np.all(np.diff(freq) > 0)  # a smaller logit gap (larger p) is picked more often
+
+
+# --- ncsam_gradients ------------------------------------------------------------------
+def test_gradients_vs_numpy_and_one_forward_pass():
+  calls = []
+
+  def counted_logits(params):
+    calls.append(1)
+    return logits_fn(params, jnp.asarray(X))
+
+  with jax.enable_x64(True):
+    params = jax_params(jnp.float64)
+    key = jax.random.key(3)
+    loss_val, g, g_star, aux = jaxnoisy.ncsam_gradients(counted_logits, params, jnp.asarray(Y),
+                                                        key, 0.4)
+    assert len(calls) == 1 and aux is None
+    sel, tgt = jaxnoisy.flip_targets(np_logits(PARAMS, X), Y, key, 0.4)
+  sel, tgt = np.asarray(sel), np.asarray(tgt)
+  assert sel.sum() == 12
+  ref_g = np_grad(PARAMS, X, Y)
+  ref_star = np_grad(PARAMS, X[sel], tgt[sel])
+  logits = np_logits(PARAMS, X)
+  lse = np.log(np.exp(logits).sum(1))
+  np.testing.assert_allclose(loss_val, np.mean(lse - logits[np.arange(N), Y]), rtol=1e-10)
+  for k in PARAMS:
+    np.testing.assert_allclose(g[k], ref_g[k], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(g_star[k], ref_star[k], rtol=1e-10, atol=1e-14)
+
+
+def test_gradients_has_aux_and_empty_set():
+  params = jax_params()
+  aux_fn = lambda p: (logits_fn(p, jnp.asarray(X, jnp.float32)), {"stats": jnp.ones(2)})
+  _, g, g_star, aux = jaxnoisy.ncsam_gradients(aux_fn, params, jnp.asarray(Y),
+                                               jax.random.key(0), 0.02, has_aux=True)
+  assert set(aux) == {"stats"}
+  assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g_star))  # ⌊0.02·32⌋ = 0
+  for k in PARAMS:
+    np.testing.assert_allclose(g[k], np_grad(PARAMS, X, Y)[k], rtol=1e-5, atol=1e-6)
+
+
+# --- per device ----------------------------------------------------------------------
+def test_per_device_shard_map():
+  n_dev = 8
+  mesh = Mesh(np.asarray(jax.devices()[:n_dev]), ("batch",))
+  tx = jaxnoisy.ncsam(0.2, 0.3, axis_name="batch")
+  f = jax.jit(jax.shard_map(functools.partial(run, tx), mesh=mesh,
+                            in_specs=(P(), P("batch"), P("batch"), P()), out_specs=P(),
+                            check_vma=False))
+  out = f(jax_params(), jnp.asarray(X, jnp.float32), jnp.asarray(Y), jnp.asarray(0.8))
+  s = np_strength(0.8, 0.3)
+  per = [np_run(x, y, 0.2, s) for x, y in zip(np.split(X, n_dev), np.split(Y, n_dev))]
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], np.mean([p[k] for p in per], 0), rtol=1e-4, atol=1e-6)
+  glob = np_run(X, Y, 0.2, s)
+  assert not np.allclose(np.mean([p["w"] for p in per], 0), glob["w"], atol=1e-5)
+
+
+def test_per_device_gradients_in_shard_map():
+  """ncsam_gradients on each shard (key folded with the device index) + ncsam, end to end."""
+  n_dev = 8
+  mesh = Mesh(np.asarray(jax.devices()[:n_dev]), ("batch",))
+  tx = jaxnoisy.ncsam(0.2, 0.3, axis_name="batch")
+
+  def local(params, x, y, key):
+    key = jax.random.fold_in(key, jax.lax.axis_index("batch"))
+    _, g, g_star, _ = jaxnoisy.ncsam_gradients(lambda p: logits_fn(p, x), params, y, key, 0.5)
+    sel, tgt = jaxnoisy.flip_targets(logits_fn(params, x), y, key, 0.5)
+    out, _ = tx.update(g, (), params, grad_fn=lambda p: jax.grad(loss)(p, x, y),
+                       noise_grads=g_star, progress=1.0)
+    return out, sel, tgt
+
+  f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P("batch"), P("batch"), P()),
+                            out_specs=(P(), P("batch"), P("batch")), check_vma=False))
+  out, sel, tgt = f(jax_params(), jnp.asarray(X, jnp.float32), jnp.asarray(Y), jax.random.key(5))
+  sel, tgt = np.asarray(sel), np.asarray(tgt)
+  per = []
+  for x, y, s_, t_ in zip(*(np.split(a, n_dev) for a in (X, Y, sel, tgt))):
+    assert s_.sum() == 2
+    per.append(np_ncsam_grad(PARAMS, x, y, np_grad(PARAMS, x[s_], t_[s_]), 0.2, 0.3))
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], np.mean([p[k] for p in per], 0), rtol=1e-4, atol=1e-6)
