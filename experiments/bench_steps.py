@@ -31,8 +31,9 @@ def main() -> int:
                       help="host devices on CPU (default: one per core)")
   args = parser.parse_args()
 
+  from jaxnoisy.train.devices import use_cpu_cores
+  use_cpu_cores(args.devices)
   import jax
-  jax.config.update("jax_num_cpu_devices", args.devices or os.cpu_count() or 1)
   import jax.numpy as jnp
   import numpy as np
 
@@ -60,17 +61,20 @@ def main() -> int:
 
   trainers, states = {}, {}
   for name in names:
+    # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
     config = TrainConfig(method=name, model=args.model, batch_size=args.batch_size, rho=0.1,
-                         epochs=1, heldout_size=0)
+                         epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
+                         saner_warmup_fraction=0.0)
     trainers[name] = Trainer(config, data)
     states[name] = trainers[name].initial_state
   perm = jax.random.permutation(jax.random.key(0), n)
+  key = jax.random.key(1)
 
   def run(name, k):
     t, state = trainers[name], states[name]
     for i in range(k):
-      state, loss = t.train_step(state, t.train_images, t.train_labels, perm,
-                                 jnp.int32(i % t.steps_per_epoch))
+      state, _ = t.train_step(state, t.train_images, t.train_labels, perm,
+                              jnp.int32(i % t.steps_per_epoch), key, jnp.float32(0.5))
     jax.block_until_ready(state)
     states[name] = state
 

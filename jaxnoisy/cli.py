@@ -21,7 +21,8 @@ def _config_fields():
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
   from jaxnoisy.train.methods import METHODS
-  p.add_argument("--method", choices=sorted(METHODS), default="sgd")
+  p.add_argument("--method", choices=sorted(METHODS), default="sgd",
+                 help="; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
   p.add_argument("--dataset", default="fashion_mnist")
   p.add_argument("--noise", default="symmetric:0.4",
                  help="noise spec, e.g. none, symmetric:0.4, symmetric-inclusive:0.4, "
@@ -41,6 +42,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--asam-eta", type=float)
   p.add_argument("--per-device-ascent", action="store_true", default=None,
                  help="SAM ε from each device's own gradient (m-sharpness)")
+  p.add_argument("--gsam-alpha", type=float, help="GSAM's α")
+  p.add_argument("--down-weight", type=float, help="SANER's multiplier on group-B entries")
+  p.add_argument("--saner-warmup-fraction", type=float)
+  p.add_argument("--saner-base", choices=["sam", "asam", "gsam"])
+  p.add_argument("--kappa", type=float, help="NCSAM's compensation strength κ")
+  p.add_argument("--flip-rate", type=float, help="NCSAM's simulated flip rate")
+  p.add_argument("--ncsam-warmup-fraction", type=float)
   p.add_argument("--num-devices", type=int)
   p.add_argument("--data-dir", help="directory with the IDX .gz files")
   p.add_argument("--tfds-data-dir")
@@ -66,17 +74,12 @@ def config_from_args(args) -> "TrainConfig":
   return TrainConfig(**overrides).validate()
 
 
-def expose_cpu_cores() -> None:
-  """Makes every CPU core a JAX host device (only affects the CPU backend)."""
-  import jax
-  jax.config.update("jax_num_cpu_devices", os.cpu_count() or 1)
-
-
 def cmd_train(args) -> int:
   from jaxnoisy.noise import parse_noise_spec
+  from jaxnoisy.train.devices import use_cpu_cores
   config = config_from_args(args)
   parse_noise_spec(config.noise)
-  expose_cpu_cores()
+  use_cpu_cores()
   from jaxnoisy.train.trainer import train
   if config.train_size is not None:
     print(f"note: training on a random subset of {config.train_size} noisy examples")

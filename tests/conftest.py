@@ -1,5 +1,5 @@
-"""Test-wide JAX set-up: 8 fake CPU devices (sharding tests) and float64 off by default."""
-import jax
+"""Test-wide JAX set-up: 8 fake CPU devices, for the sharding tests."""
+from jaxnoisy.train.devices import use_cpu_cores
 
-# Must run before any JAX computation: the sharding tests need several devices.
-jax.config.update("jax_num_cpu_devices", 8)
+# Must run before any JAX computation.
+use_cpu_cores(8)

@@ -59,7 +59,7 @@ def test_resume_is_bit_identical(tmp_path):
     train(TOY, str(tmp_path / "cut"), data=data, progress=False)
 
 
-@pytest.mark.parametrize("method", ["sgd", "sam", "asam"])
+@pytest.mark.parametrize("method", ["sgd", "sam", "asam", "gsam", "saner"])
 def test_sharded_equals_single_device(tmp_path, method):
   data = toy_data(256)
   cfg = TOY.replace(method=method, epochs=1)
@@ -77,6 +77,16 @@ def test_per_device_ascent_differs_from_global(tmp_path):
                 progress=False)
   diffs = [np.abs(a - b).max() for a, b in zip(final_params(glob), final_params(local))]
   assert max(diffs) > 1e-4
+
+
+def test_saner_logs_group_fractions_and_ncsam_runs(tmp_path):
+  rows = train(TOY.replace(method="saner", epochs=1), str(tmp_path / "s"), data=toy_data(256),
+               progress=False)["metrics"]
+  fr = [rows[0][f"saner_group_{g}"] for g in "ABC"]
+  assert all(0 <= f <= 1 for f in fr) and 0 < sum(fr) <= 1
+  res = train(TOY.replace(method="ncsam", epochs=2, ncsam_warmup_fraction=0.5),
+              str(tmp_path / "n"), data=toy_data(256), progress=False)
+  assert res["summary"]["test_accuracy"] > 0.3
 
 
 def test_metrics_and_summary_files(tmp_path):

@@ -8,6 +8,7 @@ from typing import Optional
 from jaxnoisy._validate import check_range
 
 SCHEDULES = ("cosine", "constant", "step")
+SANER_BASES = ("sam", "asam", "gsam")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,15 @@ class TrainConfig:
   rho: float = 0.05
   asam_eta: float = 0.01
   per_device_ascent: bool = False    # ε from each device's own gradient (m-sharpness)
+  gsam_alpha: float = 0.1            # GSAM's α (jaxnoisy's default; α = 0 is SAM)
+  # SANER: a moves from 1 to down_weight over the first 25% of training (50 of 200 epochs).
+  down_weight: float = 0.5
+  saner_warmup_fraction: float = 0.25
+  saner_base: str = "sam"
+  # NCSAM: plain SGD for the first 25% of the epochs (50 of 200), then NCSAM.
+  kappa: float = 0.1
+  flip_rate: float = 0.4
+  ncsam_warmup_fraction: float = 0.25
   # Run-time.
   num_devices: Optional[int] = None  # None: all devices of the default backend
   eval_batch_size: int = 2000
@@ -60,6 +70,14 @@ class TrainConfig:
     check_range("clean_size", self.clean_size, low=0)
     check_range("rho", self.rho, low=0.0, low_open=True)
     check_range("asam_eta", self.asam_eta, low=0.0)
+    check_range("gsam_alpha", self.gsam_alpha, low=0.0)
+    check_range("down_weight", self.down_weight, low=0.0, high=1.0)
+    check_range("saner_warmup_fraction", self.saner_warmup_fraction, low=0.0, high=1.0)
+    if self.saner_base not in SANER_BASES:
+      raise ValueError(f"saner_base must be one of {list(SANER_BASES)}, got {self.saner_base!r}")
+    check_range("kappa", self.kappa, low=0.0)
+    check_range("flip_rate", self.flip_rate, low=0.0, high=1.0)
+    check_range("ncsam_warmup_fraction", self.ncsam_warmup_fraction, low=0.0, high=1.0)
     check_range("eval_batch_size", self.eval_batch_size, low=1)
     if self.train_size is not None:
       check_range("train_size", self.train_size, low=1)

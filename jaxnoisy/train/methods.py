@@ -1,36 +1,124 @@
-"""The trainer's method table: each method is the Optax transform placed before the
-base optimizer (weight decay and SGD with momentum follow it in the chain).
+"""The trainer's method table.
 
-A new gradient-transform method is one entry here; its math lives in the library.
+A method is (1) the Optax transform placed first in the chain, before weight decay and
+SGD with momentum, and (2) how the step computes the gradient(s) it feeds that
+transform. A new SAM-family method is one entry here; its math lives in the library.
 """
 
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Optional
 
+import jax
+import jax.numpy as jnp
 import optax
 
-from jaxnoisy.sam import asam, sam
+from jaxnoisy.ncsam import ncsam, ncsam_gradients
+from jaxnoisy.sam import asam, gsam, sam
+from jaxnoisy.saner import saner
 from jaxnoisy.train.config import TrainConfig
+
+
+def plain_gradients(config: TrainConfig):
+  """``(logits_fn, params, labels, key) -> (loss, grads, aux, extra_args)``: cross-entropy."""
+  del config
+
+  def gradients(logits_fn, params, labels, key):
+    del key
+
+    def loss_fn(p):
+      logits, aux = logits_fn(p)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), aux
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, grads, aux, {}
+
+  return gradients
+
+
+def noise_compensated_gradients(config: TrainConfig):
+  """g and NCSAM's g* from one forward pass; g* is passed as ``noise_grads``."""
+
+  def gradients(logits_fn, params, labels, key):
+    loss, grads, noise_grads, aux = ncsam_gradients(logits_fn, params, labels, key,
+                                                    config.flip_rate, has_aux=True)
+    return loss, grads, aux, {"noise_grads": noise_grads}
+
+  return gradients
+
+
+class WarmupState(NamedTuple):
+  count: jax.Array
+  inner: optax.OptState
+
+
+def after_warmup(inner: optax.GradientTransformation,
+                 warmup_steps: int) -> optax.GradientTransformationExtraArgs:
+  """Passes gradients through unchanged (plain SGD) for ``warmup_steps`` updates, then
+  applies ``inner``; only the taken branch runs (``lax.cond``)."""
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return WarmupState(jnp.zeros((), jnp.int32), inner.init(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    updates, inner_state = jax.lax.cond(
+        state.count >= warmup_steps,
+        lambda: inner.update(updates, state.inner, params, **extra_args),
+        lambda: (updates, state.inner))
+    return updates, WarmupState(state.count + 1, inner_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _sam_base(c: TrainConfig, axis: Optional[str]):
+  """The SAM-family transform named by ``c.saner_base`` (SANER's base)."""
+  if c.saner_base == "asam":
+    return asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True)
+  if c.saner_base == "gsam":
+    return gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True)
+  return sam(c.rho, axis_name=axis, has_aux=True)
+
+
+def _saner(c: TrainConfig, axis: Optional[str], steps_per_epoch: int):
+  # SANER compares each device's own g_SAM with its own g: its base must not average.
+  warmup = round(c.saner_warmup_fraction * c.epochs * steps_per_epoch)
+  return saner(c.rho, c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
+               axis_name=axis)
+
+
+def _ncsam(c: TrainConfig, axis: Optional[str], steps_per_epoch: int):
+  warmup = round(c.ncsam_warmup_fraction * c.epochs) * steps_per_epoch  # whole epochs
+  return after_warmup(ncsam(c.rho, c.kappa, axis_name=axis, has_aux=True), warmup)
 
 
 class Method(NamedTuple):
   """How the trainer runs a method.
 
-  transform: ``(config, axis_name) -> GradientTransformation`` placed first in the
-    chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
+  transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
+    first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
+  gradients: ``config -> (logits_fn, params, labels, key) -> (loss, grads, aux,
+    extra_args)``; ``extra_args`` go to the transform's ``update``.
   description: one line for ``--help``.
   """
 
-  transform: Callable[[TrainConfig, Optional[str]], optax.GradientTransformation]
+  transform: Callable[[TrainConfig, Optional[str], int], optax.GradientTransformation]
+  gradients: Callable[[TrainConfig], Callable]
   description: str
 
 
 METHODS: dict[str, Method] = {
-    "sgd": Method(lambda c, axis: optax.identity(), "plain SGD with momentum"),
-    "sam": Method(lambda c, axis: sam(c.rho, axis_name=axis, has_aux=True),
-                  "SAM (Foret et al. 2021), --rho"),
-    "asam": Method(lambda c, axis: asam(c.rho, c.asam_eta, axis_name=axis,
-                                                has_aux=True),
-                   "ASAM (Kwon et al. 2021), --rho, --asam-eta"),
+    "sgd": Method(lambda c, axis, spe: optax.identity(), plain_gradients,
+                  "plain SGD with momentum"),
+    "sam": Method(lambda c, axis, spe: sam(c.rho, axis_name=axis, has_aux=True),
+                  plain_gradients, "SAM (Foret et al. 2021): --rho"),
+    "asam": Method(lambda c, axis, spe: asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True),
+                   plain_gradients, "ASAM (Kwon et al. 2021): --rho, --asam-eta"),
+    "gsam": Method(lambda c, axis, spe: gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True),
+                   plain_gradients, "GSAM (Zhuang et al. 2022): --rho, --gsam-alpha"),
+    "saner": Method(_saner, plain_gradients,
+                    "SANER (Luong et al.): --rho, --down-weight, --saner-warmup-fraction, "
+                    "--saner-base {sam,asam,gsam}"),
+    "ncsam": Method(_ncsam, noise_compensated_gradients,
+                    "NCSAM (Xu et al.): --rho, --kappa, --flip-rate, --ncsam-warmup-fraction"),
 }

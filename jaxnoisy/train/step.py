@@ -70,12 +70,15 @@ def gather_batch(images, labels, perm, index, *, batch_size: int, mean, std):
   return normalize(images[idx], mean, std), labels[idx]
 
 
-def make_train_step(apply: Callable, tx: optax.GradientTransformation, mesh: Mesh, *,
-                    batch_size: int, mean, std, per_device_ascent: bool):
-  """Returns ``step(state, images, labels, perm, index) -> (state, loss)``, jitted.
+def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
+                    mesh: Mesh, *, batch_size: int, mean, std, per_device_ascent: bool):
+  """Returns ``step(state, images, labels, perm, index, key, progress) -> (state, metrics)``.
 
   ``images``/``labels`` are the whole training set on device, ``perm`` the epoch's
-  permutation, ``index`` the step within the epoch.
+  permutation, ``index`` the step within the epoch, ``key`` this step's PRNG key and
+  ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
+  ``gradients`` is the method's ``(logits_fn, params, labels, key) -> (loss, grads,
+  aux, extra_args)``. ``metrics`` holds the loss and, for SANER, the group fractions.
   """
   n_dev = mesh.devices.size
   if batch_size % n_dev:
@@ -83,37 +86,46 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, mesh: Mes
   replicated = NamedSharding(mesh, P())
   batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
 
-  def local_update(state: TrainState, x, y):
+  def local_update(state: TrainState, x, y, key, progress):
     """One device's share: runs under shard_map with this device's batch shard."""
 
-    def loss_fn(params):
+    def logits_fn(params):
       logits, _, new_model_state = apply(params, state.model_state, x, train=True)
-      return cross_entropy(logits, y), new_model_state
+      return logits, new_model_state
 
-    grad_and_aux = jax.grad(loss_fn, has_aux=True)
-    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    def grad_and_aux(params):
+      loss_fn = lambda p: (lambda out: (cross_entropy(out[0], y), out[1]))(logits_fn(p))
+      return jax.grad(loss_fn, has_aux=True)(params)
+
+    # Each device draws its own random numbers (e.g. NCSAM's simulated flips).
+    key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+    loss, grads, model_state, extra = gradients(logits_fn, state.params, y, key)
     if per_device_ascent:
-      # The transform needs this device's own gradient to form a per-device ε.
+      # The transform needs this device's own gradients to form a per-device ε.
       grad_fn = grad_and_aux
     else:
-      grads = jax.lax.pmean(grads, DATA_AXIS)
+      grads, extra = jax.lax.pmean((grads, extra), DATA_AXIS)
       grad_fn = lambda p: jax.lax.pmean(grad_and_aux(p), DATA_AXIS)
     # Batch statistics of the first (unperturbed) pass, averaged over devices.
     model_state = jax.lax.pmean(model_state, DATA_AXIS)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
+                                   progress=progress, **extra)
     params = optax.apply_updates(state.params, updates)
-    new_state = TrainState(state.step + 1, params, model_state, opt_state)
-    return new_state, jax.lax.pmean(loss, DATA_AXIS)
+    metrics = {"train_loss": jax.lax.pmean(loss, DATA_AXIS)}
+    fractions = optax.tree_utils.tree_get(opt_state, "group_fractions")
+    if fractions is not None:  # SANER's diagnostics (already averaged over devices)
+      metrics.update({f"saner_group_{g}": v for g, v in fractions.items()})
+    return TrainState(state.step + 1, params, model_state, opt_state), metrics
 
   sharded_update = jax.shard_map(
-      local_update, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)),
+      local_update, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
       out_specs=(P(), P()), check_vma=False)
 
-  def step(state, images, labels, perm, index):
+  def step(state, images, labels, perm, index, key, progress):
     x, y = gather_batch(images, labels, perm, index, batch_size=batch_size, mean=mean, std=std)
     x = jax.lax.with_sharding_constraint(x, batch_sharded)
     y = jax.lax.with_sharding_constraint(y, batch_sharded)
-    return sharded_update(state, x, y)
+    return sharded_update(state, x, y, key, progress)
 
   return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 

@@ -111,8 +111,9 @@ class Trainer:
                                   data.train_images.shape[1:], seed=config.seed)
     self.apply = model.apply
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
+    method = METHODS[config.method]
     self.tx = step_lib.make_optimizer(
-        METHODS[config.method].transform(config, axis),
+        method.transform(config, axis, self.steps_per_epoch),
         learning_rate=self._schedule(), momentum=config.momentum,
         weight_decay=config.weight_decay)
     self.replicated = NamedSharding(self.mesh, P())
@@ -120,8 +121,10 @@ class Trainer:
         step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
                             self.tx.init(model.params)), self.replicated)
     self.data_key = jax.random.fold_in(jax.random.key(config.seed), 2)
+    self.step_key = jax.random.fold_in(jax.random.key(config.seed), 3)
     self.train_step = step_lib.make_train_step(
-        self.apply, self.tx, self.mesh, batch_size=config.batch_size, mean=data.mean,
+        self.apply, self.tx, method.gradients(config), self.mesh,
+        batch_size=config.batch_size, mean=data.mean,
         std=data.std, per_device_ascent=config.per_device_ascent)
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
@@ -161,17 +164,21 @@ class Trainer:
     return metrics
 
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
-    """Steps ``start..end-1`` of ``epoch``; returns (state, mean loss)."""
+    """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics)."""
     perm = self._permute(self.data_key, epoch, len(self.data.train_labels))
-    losses = []
+    t = jnp.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
+    history = []
     for i in range(start, end):
-      state, loss = self.train_step(state, self.train_images, self.train_labels, perm,
-                                    jnp.int32(i))
-      losses.append(loss)
+      key = jax.random.fold_in(self.step_key, state.step)
+      state, metrics = self.train_step(state, self.train_images, self.train_labels, perm,
+                                       jnp.int32(i), key, t)
+      history.append(metrics)
       if progress is not None:
         progress.update(1)
-    mean_loss = float(jnp.mean(jnp.stack(losses))) if losses else float("nan")
-    return state, mean_loss
+    if not history:
+      return state, {}
+    stacked = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)
+    return state, {k: float(v) for k, v in stacked.items()}
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -240,18 +247,18 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress: 
       if stop_after_steps is not None:
         end = min(end, stop_after_steps - epoch * trainer.steps_per_epoch)
       te = time.perf_counter()
-      state, loss = trainer.run_epoch(state, epoch, start, end, bar)
+      state, train_metrics = trainer.run_epoch(state, epoch, start, end, bar)
       if end < trainer.steps_per_epoch:
         raise KeyboardInterrupt  # the simulated interruption, mid-epoch
       epoch_seconds = time.perf_counter() - te
       step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
-      row = {"epoch": epoch, "step": int(state.step), "train_loss": loss,
+      row = {"epoch": epoch, "step": int(state.step), **train_metrics,
              **trainer.evaluate(state), "epoch_seconds": epoch_seconds}
       rows.append(row)
       _write_metrics(metrics_path, rows)
       checkpoints.save(manager, state, time.perf_counter() - t0)
       if bar is not None:
-        bar.set_postfix(loss=f"{loss:.3f}", test=f"{row['test_accuracy']:.3f}",
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
                         mem=f"{row['memorization']:.3f}")
   except KeyboardInterrupt:
     checkpoints.save(manager, state, time.perf_counter() - t0)
