@@ -71,7 +71,8 @@ def gather_batch(images, labels, perm, index, *, batch_size: int, mean, std):
 
 
 def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
-                    mesh: Mesh, *, batch_size: int, mean, std, per_device_ascent: bool):
+                    mesh: Mesh, *, batch_size: int, mean, std, per_device_ascent: bool,
+                    warmup: bool = False):
   """Returns ``step(state, images, labels, perm, index, key, progress) -> (state, metrics)``.
 
   ``images``/``labels`` are the whole training set on device, ``perm`` the epoch's
@@ -79,6 +80,8 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
   ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
   ``gradients`` is the method's ``(logits_fn, params, labels, key) -> (loss, grads,
   aux, extra_args)``. ``metrics`` holds the loss and, for SANER, the group fractions.
+  ``warmup=True`` builds the step of a method's plain-SGD warm-up epochs: the
+  transform receives ``warmup=True`` (see ``methods.skip_during_warmup``).
   """
   n_dev = mesh.devices.size
   if batch_size % n_dev:
@@ -108,6 +111,8 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
       grad_fn = lambda p: jax.lax.pmean(grad_and_aux(p), DATA_AXIS)
     # Batch statistics of the first (unperturbed) pass, averaged over devices.
     model_state = jax.lax.pmean(model_state, DATA_AXIS)
+    if warmup:
+      extra = {**extra, "warmup": True}
     updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
                                    progress=progress, **extra)
     params = optax.apply_updates(state.params, updates)

@@ -26,7 +26,7 @@ from jaxnoisy import noise as noise_lib
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.methods import METHODS, plain_gradients
 
 
 class NoisyData(NamedTuple):
@@ -122,10 +122,14 @@ class Trainer:
                             self.tx.init(model.params)), self.replicated)
     self.data_key = jax.random.fold_in(jax.random.key(config.seed), 2)
     self.step_key = jax.random.fold_in(jax.random.key(config.seed), 3)
-    self.train_step = step_lib.make_train_step(
-        self.apply, self.tx, method.gradients(config), self.mesh,
-        batch_size=config.batch_size, mean=data.mean,
-        std=data.std, per_device_ascent=config.per_device_ascent)
+    self.warmup_epochs = method.warmup_epochs(config)
+    build = lambda gradients, warmup: step_lib.make_train_step(
+        self.apply, self.tx, gradients, self.mesh, batch_size=config.batch_size,
+        mean=data.mean, std=data.std, per_device_ascent=config.per_device_ascent,
+        warmup=warmup)
+    self.train_step = build(method.gradients(config), False)
+    # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
+    self.warmup_step = build(plain_gradients(config), True) if self.warmup_epochs else None
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
     put = lambda a: jax.device_put(a, self.replicated)
@@ -167,10 +171,11 @@ class Trainer:
     """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics)."""
     perm = self._permute(self.data_key, epoch, len(self.data.train_labels))
     t = jnp.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
+    step_fn = self.warmup_step if epoch < self.warmup_epochs else self.train_step
     history = []
     for i in range(start, end):
       key = jax.random.fold_in(self.step_key, state.step)
-      state, metrics = self.train_step(state, self.train_images, self.train_labels, perm,
+      state, metrics = step_fn(state, self.train_images, self.train_labels, perm,
                                        jnp.int32(i), key, t)
       history.append(metrics)
       if progress is not None:
