@@ -1,0 +1,17 @@
+"""Meta-learning methods guided by a small clean subset: pure step functions."""
+
+from jaxnoisy.meta.reweight import (MetaReweightResult, check_clean_size, check_labels,
+                                    cross_entropy_loss_fn, feature_reweight_scores,
+                                    feature_reweight_update, l2rw_normalize, l2rw_scores,
+                                    l2rw_weights, lookahead_clean_loss, meta_reweight_step,
+                                    mwnet_init, mwnet_step, mwnet_weights,
+                                    surrogate_agreement, weight_auc, weight_diagnostics,
+                                    weighted_loss)
+
+__all__ = [
+    "MetaReweightResult", "check_clean_size", "check_labels", "cross_entropy_loss_fn",
+    "feature_reweight_scores", "feature_reweight_update", "l2rw_normalize", "l2rw_scores",
+    "l2rw_weights", "lookahead_clean_loss", "meta_reweight_step", "mwnet_init",
+    "mwnet_step", "mwnet_weights", "surrogate_agreement", "weight_auc",
+    "weight_diagnostics", "weighted_loss",
+]
