@@ -64,7 +64,7 @@ def main() -> int:
     # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
     config = TrainConfig(method=name, model=args.model, batch_size=args.batch_size, rho=0.1,
                          epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
-                         saner_warmup_fraction=0.0)
+                         saner_warmup_fraction=0.0, clean_batch_size=args.batch_size)
     trainers[name] = Trainer(config, data)
     states[name] = trainers[name].initial_state
   perm = jax.random.permutation(jax.random.key(0), n)
@@ -73,8 +73,8 @@ def main() -> int:
   def run(name, k):
     t, state = trainers[name], states[name]
     for i in range(k):
-      state, _ = t.train_step(state, t.train_images, t.train_labels, perm,
-                              jnp.int32(i % t.steps_per_epoch), key, jnp.float32(0.5))
+      state, _ = t.train_step(state, t.train_data, perm, jnp.int32(i % t.steps_per_epoch),
+                              key, jnp.float32(0.5))
     jax.block_until_ready(state)
     states[name] = state
 
@@ -92,10 +92,11 @@ def main() -> int:
   t = trainers["sgd"]
   gather = jax.jit(functools.partial(step_lib.gather_batch, batch_size=args.batch_size,
                                      mean=data.mean, std=data.std))
-  jax.block_until_ready(gather(t.train_images, t.train_labels, perm, jnp.int32(0)))
+  images_d, labels_d = t.train_data[:2]
+  jax.block_until_ready(gather(images_d, labels_d, perm, jnp.int32(0)))
   t0 = time.perf_counter()
   for i in range(200):
-    out = gather(t.train_images, t.train_labels, perm, jnp.int32(i % t.steps_per_epoch))
+    out = gather(images_d, labels_d, perm, jnp.int32(i % t.steps_per_epoch))
   jax.block_until_ready(out)
   gather_ms = (time.perf_counter() - t0) / 200 * 1e3
   result = {

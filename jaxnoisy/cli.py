@@ -37,7 +37,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seed", type=int)
   p.add_argument("--train-size", type=int, help="train on a random subset of this size")
   p.add_argument("--heldout-size", type=int)
-  p.add_argument("--clean-size", type=int)
+  p.add_argument("--clean-size", type=int, help="clean subset for the meta methods")
+  p.add_argument("--clean-batch-size", type=int)
+  p.add_argument("--weight-lr", type=float, help="meta_reweight's weight step size α")
+  p.add_argument("--weight-step", type=float, help="feature_reweight's step β")
   p.add_argument("--rho", type=float, help="SAM-family radius")
   p.add_argument("--asam-eta", type=float)
   p.add_argument("--per-device-ascent", action="store_true", default=None,

@@ -29,6 +29,9 @@ class TrainConfig:
   train_size: Optional[int] = None   # use a random subset of the noisy training set
   heldout_size: int = 5000           # noisy held-out split for model selection
   clean_size: int = 0                # clean subset for the meta methods (true labels)
+  clean_batch_size: int = 100        # clean examples per step (MW-Net/MLC: 100)
+  weight_lr: float = 100.0           # meta_reweight's α (weights step, mean-loss convention)
+  weight_step: float = 0.1           # feature_reweight's β (weight units per visit)
   # SAM family.
   rho: float = 0.05
   asam_eta: float = 0.01
@@ -68,6 +71,9 @@ class TrainConfig:
     check_range("weight_decay", self.weight_decay, low=0.0)
     check_range("heldout_size", self.heldout_size, low=0)
     check_range("clean_size", self.clean_size, low=0)
+    check_range("clean_batch_size", self.clean_batch_size, low=1)
+    check_range("weight_lr", self.weight_lr, low=0.0)
+    check_range("weight_step", self.weight_step, low=0.0)
     check_range("rho", self.rho, low=0.0, low_open=True)
     check_range("asam_eta", self.asam_eta, low=0.0)
     check_range("gsam_alpha", self.gsam_alpha, low=0.0)

@@ -7,31 +7,30 @@ transform. A new SAM-family method is one entry here; its math lives in the libr
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import optax
 
 from jaxnoisy.ncsam import ncsam, ncsam_gradients
 from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.saner import saner
+from jaxnoisy.train import meta_methods
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.interface import Gradients, Method, StepInputs
 
 
 def plain_gradients(config: TrainConfig):
-  """``(logits_fn, params, labels, key) -> (loss, grads, aux, extra_args)``: cross-entropy."""
+  """Cross-entropy on the noisy labels: one forward and one backward pass."""
   del config
 
-  def gradients(logits_fn, params, labels, key):
-    del key
-
+  def gradients(inp: StepInputs) -> Gradients:
     def loss_fn(p):
-      logits, aux = logits_fn(p)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), aux
+      logits, _, model_state = inp.apply(p, inp.x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, inp.y).mean(), model_state
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return loss, grads, aux, {}
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
+    return Gradients(loss, grads, model_state, {}, inp.method_state, {})
 
   return gradients
 
@@ -39,10 +38,12 @@ def plain_gradients(config: TrainConfig):
 def noise_compensated_gradients(config: TrainConfig):
   """g and NCSAM's g* from one forward pass; g* is passed as ``noise_grads``."""
 
-  def gradients(logits_fn, params, labels, key):
-    loss, grads, noise_grads, aux = ncsam_gradients(logits_fn, params, labels, key,
-                                                    config.flip_rate, has_aux=True)
-    return loss, grads, aux, {"noise_grads": noise_grads}
+  def gradients(inp: StepInputs) -> Gradients:
+    logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
+    loss, grads, noise_grads, model_state = ncsam_gradients(
+        logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True)
+    return Gradients(loss, grads, model_state, {"noise_grads": noise_grads},
+                     inp.method_state, {})
 
   return gradients
 
@@ -86,38 +87,23 @@ def _ncsam(c: TrainConfig, axis: Optional[str], steps_per_epoch: int):
   return skip_during_warmup(ncsam(c.rho, c.kappa, axis_name=axis, has_aux=True))
 
 
-class Method(NamedTuple):
-  """How the trainer runs a method.
-
-  transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
-    first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
-  gradients: ``config -> (logits_fn, params, labels, key) -> (loss, grads, aux,
-    extra_args)``; ``extra_args`` go to the transform's ``update``.
-  description: one line for ``--help``.
-  warmup_epochs: ``config -> number of initial epochs of plain SGD``; during them the
-    trainer runs a step with plain gradients and ``warmup=True`` passed to the
-    transform (see :func:`skip_during_warmup`).
-  """
-
-  transform: Callable[[TrainConfig, Optional[str], int], optax.GradientTransformation]
-  gradients: Callable[[TrainConfig], Callable]
-  description: str
-  warmup_epochs: Callable[[TrainConfig], int] = lambda c: 0
-
-
 METHODS: dict[str, Method] = {
     "sgd": Method(lambda c, axis, spe: optax.identity(), plain_gradients,
                   "plain SGD with momentum"),
     "sam": Method(lambda c, axis, spe: sam(c.rho, axis_name=axis, has_aux=True),
-                  plain_gradients, "SAM (Foret et al. 2021): --rho"),
+                  plain_gradients, "SAM (Foret et al. 2021): --rho", sam_family=True),
     "asam": Method(lambda c, axis, spe: asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True),
-                   plain_gradients, "ASAM (Kwon et al. 2021): --rho, --asam-eta"),
+                   plain_gradients, "ASAM (Kwon et al. 2021): --rho, --asam-eta",
+                   sam_family=True),
     "gsam": Method(lambda c, axis, spe: gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True),
-                   plain_gradients, "GSAM (Zhuang et al. 2022): --rho, --gsam-alpha"),
+                   plain_gradients, "GSAM (Zhuang et al. 2022): --rho, --gsam-alpha",
+                   sam_family=True),
     "saner": Method(_saner, plain_gradients,
                     "SANER (Luong et al.): --rho, --down-weight, --saner-warmup-fraction, "
-                    "--saner-base {sam,asam,gsam}"),
+                    "--saner-base {sam,asam,gsam}", sam_family=True),
     "ncsam": Method(_ncsam, noise_compensated_gradients,
                     "NCSAM (Xu et al.): --rho, --kappa, --flip-rate, --ncsam-warmup-fraction",
-                    warmup_epochs=lambda c: round(c.ncsam_warmup_fraction * c.epochs)),
+                    warmup_epochs=lambda c: round(c.ncsam_warmup_fraction * c.epochs),
+                    sam_family=True),
+    **meta_methods.METHODS,
 }

@@ -1,14 +1,12 @@
 """The jitted training and evaluation steps, data-parallel over a one-axis device mesh.
 
 The step gathers its batch from device-resident arrays (the epoch's permutation is
-computed in JAX too), so there is no host input pipeline. Gradients are computed per
-device inside ``jax.shard_map``: the default averages them over the mesh before the
-method's transform (global SAM ascent); with per-device ascent the transform receives
-each device's own gradient and averages g_SAM itself over ``DATA_AXIS``.
+computed in JAX too), so there is no host input pipeline.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -16,6 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jaxnoisy.train.interface import StepInputs
 
 DATA_AXIS = "data"
 
@@ -27,6 +27,7 @@ class TrainState(NamedTuple):
   params: Any
   model_state: Any         # batch statistics
   opt_state: Any
+  method_state: Any        # the method's own state (e.g. per-example weights), or {}
 
 
 def make_mesh(num_devices: int | None = None) -> Mesh:
@@ -65,23 +66,28 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
 
 
 def gather_batch(images, labels, perm, index, *, batch_size: int, mean, std):
-  """Batch ``index`` of the epoch: indices from the permutation, gathered on device."""
+  """Batch ``index`` of the epoch: positions from the permutation, gathered on device."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-  return normalize(images[idx], mean, std), labels[idx]
+  return normalize(images[idx], mean, std), labels[idx], idx
 
 
 def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
-                    mesh: Mesh, *, batch_size: int, mean, std, per_device_ascent: bool,
-                    warmup: bool = False):
-  """Returns ``step(state, images, labels, perm, index, key, progress) -> (state, metrics)``.
+                    mesh: Mesh, *, batch_size: int, clean_batch_size: int, mean, std,
+                    per_device_ascent: bool, warmup: bool = False):
+  """Returns the jitted ``step(state, data, perm, index, key, progress) -> (state, metrics)``.
 
-  ``images``/``labels`` are the whole training set on device, ``perm`` the epoch's
-  permutation, ``index`` the step within the epoch, ``key`` this step's PRNG key and
-  ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
-  ``gradients`` is the method's ``(logits_fn, params, labels, key) -> (loss, grads,
-  aux, extra_args)``. ``metrics`` holds the loss and, for SANER, the group fractions.
-  ``warmup=True`` builds the step of a method's plain-SGD warm-up epochs: the
-  transform receives ``warmup=True`` (see ``methods.skip_during_warmup``).
+  ``data`` is ``(images, labels, clean_images, clean_labels)`` on device, ``perm`` the
+  epoch's permutation, ``index`` the step within the epoch, ``key`` this step's PRNG
+  key and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
+  ``gradients`` is the method's ``StepInputs -> Gradients``. ``warmup=True`` builds
+  the step of a method's plain-SGD warm-up epochs: the transform receives
+  ``warmup=True`` (see ``methods.skip_during_warmup``).
+
+  Data parallelism: by default the step is written on the global batch and ``jax.jit``
+  partitions it over the mesh (batch sharded, state replicated), so every gradient is
+  the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
+  each device computes its own gradients, the SAM-family transform forms its ε from
+  them and averages g_SAM over ``DATA_AXIS``.
   """
   n_dev = mesh.devices.size
   if batch_size % n_dev:
@@ -89,48 +95,56 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
   replicated = NamedSharding(mesh, P())
   batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
 
-  def local_update(state: TrainState, x, y, key, progress):
-    """One device's share: runs under shard_map with this device's batch shard."""
+  def update(state: TrainState, x, y, index, clean_x, clean_y, key, progress, axis=None):
+    average = (lambda t: jax.lax.pmean(t, axis)) if axis else (lambda t: t)
+    if axis:  # each device draws its own random numbers (e.g. NCSAM's simulated flips)
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis))
+    model_apply = lambda p, inputs: apply(p, state.model_state, inputs, train=True)
+    out = gradients(StepInputs(model_apply, state.params, state.method_state, x, y, index,
+                               clean_x, clean_y, key, state.opt_state))
 
-    def logits_fn(params):
-      logits, _, new_model_state = apply(params, state.model_state, x, train=True)
-      return logits, new_model_state
-
-    def grad_and_aux(params):
-      loss_fn = lambda p: (lambda out: (cross_entropy(out[0], y), out[1]))(logits_fn(p))
+    def grad_fn(params):  # the SAM family's gradient at perturbed weights
+      def loss_fn(p):
+        logits, _, model_state = model_apply(p, x)
+        return cross_entropy(logits, y), model_state
       return jax.grad(loss_fn, has_aux=True)(params)
 
-    # Each device draws its own random numbers (e.g. NCSAM's simulated flips).
-    key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
-    loss, grads, model_state, extra = gradients(logits_fn, state.params, y, key)
-    if per_device_ascent:
-      # The transform needs this device's own gradients to form a per-device ε.
-      grad_fn = grad_and_aux
-    else:
-      grads, extra = jax.lax.pmean((grads, extra), DATA_AXIS)
-      grad_fn = lambda p: jax.lax.pmean(grad_and_aux(p), DATA_AXIS)
-    # Batch statistics of the first (unperturbed) pass, averaged over devices.
-    model_state = jax.lax.pmean(model_state, DATA_AXIS)
+    extra = dict(out.extra_args, progress=progress)
     if warmup:
-      extra = {**extra, "warmup": True}
-    updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn,
-                                   progress=progress, **extra)
+      extra["warmup"] = True
+    # Per-device ascent: the transform gets this device's own gradients and averages
+    # g_SAM itself. Otherwise (axis None) everything is already global.
+    updates, opt_state = tx.update(out.grads, state.opt_state, state.params,
+                                   grad_fn=grad_fn, **extra)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"train_loss": jax.lax.pmean(loss, DATA_AXIS)}
+    # Batch statistics of the first (unperturbed) pass.
+    model_state = average(out.model_state)
+    metrics = average({"train_loss": out.loss, **out.metrics})
     fractions = optax.tree_utils.tree_get(opt_state, "group_fractions")
     if fractions is not None:  # SANER's diagnostics (already averaged over devices)
       metrics.update({f"saner_group_{g}": v for g, v in fractions.items()})
-    return TrainState(state.step + 1, params, model_state, opt_state), metrics
+    new_state = TrainState(state.step + 1, params, model_state, opt_state, out.method_state)
+    return new_state, metrics
 
-  sharded_update = jax.shard_map(
-      local_update, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(), P()),
-      out_specs=(P(), P()), check_vma=False)
+  if per_device_ascent:
+    update_fn = jax.shard_map(
+        functools.partial(update, axis=DATA_AXIS), mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P()),
+        out_specs=(P(), P()), check_vma=False)
+  else:
+    update_fn = update
 
-  def step(state, images, labels, perm, index, key, progress):
-    x, y = gather_batch(images, labels, perm, index, batch_size=batch_size, mean=mean, std=std)
-    x = jax.lax.with_sharding_constraint(x, batch_sharded)
-    y = jax.lax.with_sharding_constraint(y, batch_sharded)
-    return sharded_update(state, x, y, key, progress)
+  def step(state, data, perm, index, key, progress):
+    images, labels, clean_images, clean_labels = data
+    batch = gather_batch(images, labels, perm, index, batch_size=batch_size, mean=mean, std=std)
+    x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
+    if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
+      cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
+                               (clean_batch_size,), replace=False)
+      clean_x, clean_y = normalize(clean_images[cidx], mean, std), clean_labels[cidx]
+    else:
+      clean_x, clean_y = normalize(clean_images, mean, std), clean_labels
+    return update_fn(state, x, y, idx, clean_x, clean_y, key, progress)
 
   return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
 

@@ -107,33 +107,47 @@ class Trainer:
     self.total_steps = self.steps_per_epoch * config.epochs
     self.eval_chunk = -(-config.eval_batch_size // n_dev) * n_dev
 
+    method = METHODS[config.method]
+    if config.per_device_ascent and not method.sam_family:
+      raise ValueError(f"per_device_ascent applies to the SAM-family methods, not "
+                       f"{config.method!r}")
+    if method.needs_clean and len(data.clean_labels) == 0:
+      raise ValueError(f"clean_size must be in [1, {len(data.train_labels)}) for method "
+                       f"{config.method!r} (it learns from a clean subset), got 0")
+    self.method = method
     model = models_lib.make_model(config.model, data.num_classes,
                                   data.train_images.shape[1:], seed=config.seed)
     self.apply = model.apply
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
-    method = METHODS[config.method]
     self.tx = step_lib.make_optimizer(
         method.transform(config, axis, self.steps_per_epoch),
         learning_rate=self._schedule(), momentum=config.momentum,
         weight_decay=config.weight_decay)
     self.replicated = NamedSharding(self.mesh, P())
+    key = jax.random.key(config.seed)
+    method_state = method.init_state(config, jax.random.fold_in(key, 4),
+                                     len(data.train_labels), data.num_classes)
     self.initial_state = jax.device_put(
         step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
-                            self.tx.init(model.params)), self.replicated)
-    self.data_key = jax.random.fold_in(jax.random.key(config.seed), 2)
-    self.step_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+                            self.tx.init(model.params), method_state), self.replicated)
+    self.data_key = jax.random.fold_in(key, 2)
+    self.step_key = jax.random.fold_in(key, 3)
     self.warmup_epochs = method.warmup_epochs(config)
+    clean_batch = min(config.clean_batch_size, len(data.clean_labels))
     build = lambda gradients, warmup: step_lib.make_train_step(
         self.apply, self.tx, gradients, self.mesh, batch_size=config.batch_size,
-        mean=data.mean, std=data.std, per_device_ascent=config.per_device_ascent,
-        warmup=warmup)
+        clean_batch_size=clean_batch, mean=data.mean, std=data.std,
+        per_device_ascent=config.per_device_ascent, warmup=warmup)
     self.train_step = build(method.gradients(config), False)
     # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
     self.warmup_step = build(plain_gradients(config), True) if self.warmup_epochs else None
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
     put = lambda a: jax.device_put(a, self.replicated)
-    self.train_images, self.train_labels = put(data.train_images), put(data.train_labels)
+    # The clean subset is used only by methods that learn from it.
+    clean = slice(None) if method.needs_clean else slice(0, 0)
+    self.train_data = put((data.train_images, data.train_labels, data.clean_images[clean],
+                           data.clean_labels[clean]))
     self.memorization_images = put(data.train_images[data.train_corrupted])
     self.memorization_labels = data.train_labels[data.train_corrupted]
 
@@ -165,6 +179,9 @@ class Trainer:
       metrics["memorization"] = float(np.mean(pred == self.memorization_labels))
     else:
       metrics["memorization"] = float("nan")
+    if self.method.epoch_metrics is not None:
+      extra = self.method.epoch_metrics(state.method_state, self.data.train_corrupted)
+      metrics.update({k: float(v) for k, v in extra.items()})
     return metrics
 
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
@@ -175,8 +192,7 @@ class Trainer:
     history = []
     for i in range(start, end):
       key = jax.random.fold_in(self.step_key, state.step)
-      state, metrics = step_fn(state, self.train_images, self.train_labels, perm,
-                                       jnp.int32(i), key, t)
+      state, metrics = step_fn(state, self.train_data, perm, jnp.int32(i), key, t)
       history.append(metrics)
       if progress is not None:
         progress.update(1)

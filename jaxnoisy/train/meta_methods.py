@@ -1,0 +1,170 @@
+"""Trainer entries of the methods that learn from a clean subset (reweighting).
+
+Each is a ``gradients`` function around the pure functions of ``jaxnoisy.meta``: it
+computes the per-example weights (from the clean batch), records them in the
+method state (one float per training example, checkpointed with the rest), and
+returns the gradient of the weighted loss, which then goes through weight decay and
+SGD like any other method's gradient.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxnoisy.meta import reweight
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.interface import Gradients, Method, StepInputs
+
+
+def _losses(apply, params, batch):
+  logits = apply(params, batch[0])[0]
+  return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1])
+
+
+def _weighted_step(inp: StepInputs, weights, *, sum_to_one: bool = False):
+  """Loss and gradient of Σ w_i l_i / B (or Σ w_i l_i when the weights sum to one)."""
+  def loss_fn(p):
+    logits, _, model_state = inp.apply(p, inp.x)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
+    w = jax.lax.stop_gradient(weights)
+    loss = jnp.vdot(w, losses) if sum_to_one else reweight.weighted_loss(losses, w)
+    return loss, model_state
+  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
+  return loss, grads, model_state
+
+
+def _record(state: dict, index, weights) -> dict:
+  return {**state, "weights": state["weights"].at[index].set(weights)}
+
+
+def _weights_state(value: float):
+  def init(config, key, num_train, num_classes):
+    del config, key, num_classes
+    return {"weights": jnp.full((num_train,), value, jnp.float32)}
+  return init
+
+
+def _weight_metrics(method_state, corrupted):
+  return reweight.weight_diagnostics(method_state["weights"], jnp.asarray(corrupted))
+
+
+def l2rw_gradients(config: TrainConfig):
+  """L2RW: weights from one virtual step at ε = 0, renormalised per batch.
+
+  Recorded weight: B·w_i (1 = the batch average), so that the 0.5 threshold of the
+  precision/recall diagnostics means "at least half the average weight".
+  """
+  del config
+
+  def gradients(inp: StepInputs) -> Gradients:
+    loss_fn = lambda p, b: _losses(inp.apply, p, b)
+    w = reweight.l2rw_weights(loss_fn, inp.params, (inp.x, inp.y), (inp.clean_x, inp.clean_y))
+    loss, grads, model_state = _weighted_step(inp, w, sum_to_one=True)
+    state = _record(inp.method_state, inp.index, w * w.shape[0])
+    return Gradients(loss, grads, model_state, {}, state, {})
+
+  return gradients
+
+
+def meta_reweight_gradients(config: TrainConfig):
+  """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
+
+  def gradients(inp: StepInputs) -> Gradients:
+    loss_fn = lambda p, b: _losses(inp.apply, p, b)
+    result = reweight.meta_reweight_step(
+        loss_fn, inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
+        (inp.clean_x, inp.clean_y), inner_lr=config.learning_rate,
+        weight_lr=config.weight_lr)
+    loss, grads, model_state = _weighted_step(inp, result.weights)
+    state = _record(inp.method_state, inp.index, result.weights)
+    return Gradients(loss, grads, model_state, {}, state, {"clean_loss": result.clean_loss})
+
+  return gradients
+
+
+def feature_reweight_gradients(config: TrainConfig):
+  """The bilevel-free surrogate: scores from penultimate features, no second order.
+
+  One forward pass of the batch (its features give the scores, its logits the loss:
+  the gradient is a VJP of the same logits) plus a forward pass of the clean batch.
+  """
+
+  def gradients(inp: StepInputs) -> Gradients:
+    def forward(p):
+      logits, features, model_state = inp.apply(p, inp.x)
+      return logits, (features, model_state)
+
+    logits, vjp_fn, (features, model_state) = jax.vjp(forward, inp.params, has_aux=True)
+    clean_features = inp.apply(inp.params, inp.clean_x)[1]
+    scores = reweight.feature_reweight_scores(
+        jax.lax.stop_gradient(features), inp.y, jax.lax.stop_gradient(clean_features),
+        inp.clean_y, logits.shape[-1])
+    w = reweight.feature_reweight_update(inp.method_state["weights"][inp.index], scores,
+                                         config.weight_step)
+    loss, dlogits = jax.value_and_grad(
+        lambda z: reweight.weighted_loss(
+            optax.softmax_cross_entropy_with_integer_labels(z, inp.y), w))(logits)
+    (grads,) = vjp_fn(dlogits)
+    return Gradients(loss, grads, model_state, {}, _record(inp.method_state, inp.index, w), {})
+
+  return gradients
+
+
+# Meta-Weight-Net's own optimiser (Shu et al.: Adam 1e-3, weight decay 1e-4).
+_MWNET_TX = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(1e-3))
+
+
+def _mwnet_init(config, key, num_train, num_classes):
+  del config, num_classes
+  mw = reweight.mwnet_init(key)
+  return {"mw": mw, "mw_opt": _MWNET_TX.init(mw),
+          "weights": jnp.ones((num_train,), jnp.float32)}
+
+
+def mwnet_gradients(config: TrainConfig):
+  """Meta-Weight-Net: V(l) trained through a virtual step; real step with the new V."""
+
+  def gradients(inp: StepInputs) -> Gradients:
+    loss_fn = lambda p, b: _losses(inp.apply, p, b)
+    st = inp.method_state
+    mw_grads, clean_loss = reweight.mwnet_step(
+        loss_fn, inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
+        inner_lr=config.learning_rate)
+    updates, mw_opt = _MWNET_TX.update(mw_grads, st["mw_opt"], st["mw"])
+    mw = optax.apply_updates(st["mw"], updates)
+
+    def loss_fn_real(p):
+      logits, _, model_state = inp.apply(p, inp.x)
+      losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
+      w = reweight.mwnet_weights(mw, jax.lax.stop_gradient(losses))
+      return reweight.weighted_loss(losses, w), (model_state, w)
+
+    (loss, (model_state, w)), grads = jax.value_and_grad(loss_fn_real, has_aux=True)(inp.params)
+    state = {"mw": mw, "mw_opt": mw_opt, "weights": st["weights"].at[inp.index].set(w)}
+    return Gradients(loss, grads, model_state, {}, state, {"clean_loss": clean_loss})
+
+  return gradients
+
+
+def _identity(c, axis, spe):
+  return optax.identity()
+
+
+METHODS: dict[str, Method] = {
+    "l2rw": Method(_identity, l2rw_gradients,
+                   "L2RW (Ren et al. 2018): --clean-size", init_state=_weights_state(1.0),
+                   epoch_metrics=_weight_metrics, needs_clean=True),
+    "meta_reweight": Method(_identity, meta_reweight_gradients,
+                            "persistent meta-reweighting (Zhang et al.): --clean-size, "
+                            "--weight-lr", init_state=_weights_state(1.0),
+                            epoch_metrics=_weight_metrics, needs_clean=True),
+    "feature_reweight": Method(_identity, feature_reweight_gradients,
+                               "feature surrogate of meta-reweighting: --clean-size, "
+                               "--weight-step", init_state=_weights_state(1.0),
+                               epoch_metrics=_weight_metrics, needs_clean=True),
+    "mwnet": Method(_identity, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019): "
+                    "--clean-size", init_state=_mwnet_init, epoch_metrics=_weight_metrics,
+                    needs_clean=True),
+}
