@@ -169,3 +169,48 @@ def test_cli_compare_table_and_plot(tmp_path, capsys):
   text = capsys.readouterr().out
   assert "| sgd |" in text and "| sam |" in text
   assert (tmp_path / "compare.png").stat().st_size > 1000
+
+
+def toy_with_clean(n=384, clean=64):
+  d = toy_data(n)
+  return d._replace(clean_images=d.test_images[:clean], clean_labels=d.test_labels[:clean])
+
+
+@pytest.mark.parametrize("method", ["l2rw", "meta_reweight", "feature_reweight", "mwnet"])
+def test_reweighting_methods_log_weight_diagnostics(tmp_path, method):
+  cfg = TOY.replace(method=method, epochs=1, clean_batch_size=32)
+  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress=False)["metrics"]
+  for key in ("weight_auc", "weight_recall", "mean_weight_clean", "mean_weight_noisy"):
+    assert np.isfinite(rows[0][key]), key
+  # Precision is NaN only when no example reaches the 0.5 threshold.
+  assert np.isfinite(rows[0]["weight_precision"]) or rows[0]["weight_recall"] == 0
+  assert 0 <= rows[0]["mean_weight_noisy"] and rows[0]["weight_auc"] <= 1
+
+
+def test_resume_keeps_per_example_weights(tmp_path):
+  cfg = TOY.replace(method="meta_reweight", clean_batch_size=32)
+  data = toy_with_clean()
+  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  with pytest.raises(KeyboardInterrupt):
+    train(cfg, str(tmp_path / "cut"), data=data, progress=False, stop_after_steps=8)
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  w_full = np.asarray(full["state"].method_state["weights"])
+  np.testing.assert_array_equal(w_full, np.asarray(resumed["state"].method_state["weights"]))
+  assert w_full.min() < 1.0  # the weights did move
+  for a, b in zip(final_params(full), final_params(resumed)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_meta_method_without_clean_subset_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="clean_size"):
+    train(TOY.replace(method="l2rw"), str(tmp_path / "x"), data=toy_data(), progress=False)
+
+
+def test_clean_size_out_of_range_is_refused():
+  with pytest.raises(ValueError, match="clean_size"):
+    prepare_data(TrainConfig(clean_size=60000), datasets.Dataset(
+        name="fashion_mnist", train_images=np.zeros((100, 28, 28, 1), np.uint8),
+        train_labels=np.arange(100, dtype=np.int32) % 10,
+        test_images=np.zeros((10, 28, 28, 1), np.uint8),
+        test_labels=np.arange(10, dtype=np.int32), num_classes=10,
+        class_names=tuple("abcdefghij"), mean=(0.3,), std=(0.3,)))
