@@ -30,3 +30,14 @@ __all__ += [
     "mwnet_weights", "surrogate_agreement", "weight_auc", "weight_diagnostics",
     "weighted_loss",
 ]
+
+from jaxnoisy.meta import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet, MLCResult,
+                           bome_lambda, bome_mlc_step, corrected_accuracy, ebomlc_beta,
+                           ebomlc_step, ebomlc_upper_loss, lcn_init, mlc_step,
+                           soft_cross_entropy)
+
+__all__ += [
+    "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
+    "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+]

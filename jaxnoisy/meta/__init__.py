@@ -1,5 +1,10 @@
 """Meta-learning methods guided by a small clean subset: pure step functions."""
 
+from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet,
+                                      MLCResult, bome_lambda, bome_mlc_step,
+                                      corrected_accuracy, ebomlc_beta, ebomlc_step,
+                                      ebomlc_upper_loss, lcn_init, mlc_step,
+                                      soft_cross_entropy)
 from jaxnoisy.meta.reweight import (MetaReweightResult, check_clean_size, check_labels,
                                     cross_entropy_loss_fn, feature_reweight_scores,
                                     feature_reweight_update, l2rw_normalize, l2rw_scores,
@@ -14,4 +19,7 @@ __all__ = [
     "l2rw_weights", "lookahead_clean_loss", "meta_reweight_step", "mwnet_init",
     "mwnet_step", "mwnet_weights", "surrogate_agreement", "weight_auc",
     "weight_diagnostics", "weighted_loss",
+    "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
+    "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
 ]
