@@ -41,6 +41,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--clean-batch-size", type=int)
   p.add_argument("--weight-lr", type=float, help="meta_reweight's weight step size α")
   p.add_argument("--weight-step", type=float, help="feature_reweight's step β")
+  p.add_argument("--meta-optimizer", choices=["adam", "amsgrad", "sgd"],
+                 help="the label-correction network's optimiser")
+  p.add_argument("--meta-lr", type=float)
+  p.add_argument("--mlc-lookahead", type=int, help="MLC's K-step look-ahead")
+  p.add_argument("--mixture-rho", type=float, help="EBOMLC's mixture weight ρ")
+  p.add_argument("--xi", type=float, help="EBOMLC's ξ")
+  p.add_argument("--delta", type=float, help="EBOMLC's δ")
+  p.add_argument("--ebomlc-sign", choices=["descend", "reference"])
   p.add_argument("--rho", type=float, help="SAM-family radius")
   p.add_argument("--asam-eta", type=float)
   p.add_argument("--per-device-ascent", action="store_true", default=None,

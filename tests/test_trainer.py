@@ -214,3 +214,14 @@ def test_clean_size_out_of_range_is_refused():
         test_images=np.zeros((10, 28, 28, 1), np.uint8),
         test_labels=np.arange(10, dtype=np.int32), num_classes=10,
         class_names=tuple("abcdefghij"), mean=(0.3,), std=(0.3,)))
+
+
+@pytest.mark.parametrize("method", ["mlc", "bome_mlc", "ebomlc"])
+def test_label_correction_methods_log_corrected_accuracy(tmp_path, method):
+  cfg = TOY.replace(method=method, epochs=1, clean_batch_size=32)
+  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress=False)["metrics"]
+  for key in ("corrected_accuracy_noisy", "corrected_accuracy_clean"):
+    assert 0 <= rows[0][key] <= 1
+  if method == "ebomlc":
+    r = rows[0]
+    assert 0 <= r["beta_q10"] <= r["beta_q50"] <= r["beta_q90"] and r["beta_mean"] >= 0

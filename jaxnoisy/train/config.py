@@ -32,6 +32,14 @@ class TrainConfig:
   clean_batch_size: int = 100        # clean examples per step (MW-Net/MLC: 100)
   weight_lr: float = 100.0           # meta_reweight's α (weights step, mean-loss convention)
   weight_step: float = 0.1           # feature_reweight's β (weight units per visit)
+  # Label correction (MLC, BOME-MLC, EBOMLC): the LCN's optimiser and EBOMLC's ρ, ξ, δ.
+  meta_optimizer: str = "amsgrad"
+  meta_lr: float = 3e-4
+  mlc_lookahead: int = 1
+  mixture_rho: float = 0.2
+  xi: float = 0.5
+  delta: float = 0.25
+  ebomlc_sign: str = "descend"       # "descend" (BOME's convention) or "reference" (code's)
   # SAM family.
   rho: float = 0.05
   asam_eta: float = 0.01
@@ -74,6 +82,16 @@ class TrainConfig:
     check_range("clean_batch_size", self.clean_batch_size, low=1)
     check_range("weight_lr", self.weight_lr, low=0.0)
     check_range("weight_step", self.weight_step, low=0.0)
+    if self.meta_optimizer not in ("adam", "amsgrad", "sgd"):
+      raise ValueError("meta_optimizer must be one of ['adam', 'amsgrad', 'sgd'], "
+                       f"got {self.meta_optimizer!r}")
+    check_range("meta_lr", self.meta_lr, low=0.0, low_open=True)
+    check_range("mlc_lookahead", self.mlc_lookahead, low=1)
+    check_range("mixture_rho", self.mixture_rho, low=0.0, high=1.0)
+    check_range("xi", self.xi, low=0.0)
+    check_range("delta", self.delta, low=0.0)
+    if self.ebomlc_sign not in ("descend", "reference"):
+      raise ValueError(f"ebomlc_sign must be 'descend' or 'reference', got {self.ebomlc_sign!r}")
     check_range("rho", self.rho, low=0.0, low_open=True)
     check_range("asam_eta", self.asam_eta, low=0.0)
     check_range("gsam_alpha", self.gsam_alpha, low=0.0)

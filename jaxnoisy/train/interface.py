@@ -14,6 +14,15 @@ import optax
 from jaxnoisy.train.config import TrainConfig
 
 
+class ModelSpec(NamedTuple):
+  """Sizes a method may need to build its own state and networks."""
+
+  num_train: int         # training examples (per-example state has this length)
+  num_classes: int
+  feature_dim: int       # width of the model's penultimate features
+  steps_per_epoch: int
+
+
 class StepInputs(NamedTuple):
   """What a method's ``gradients`` function sees in one training step."""
 
@@ -27,6 +36,8 @@ class StepInputs(NamedTuple):
   clean_y: Any
   key: Any               # this step's PRNG key
   opt_state: Any         # the optimizer state, read-only (e.g. a momentum buffer)
+  step: Any              # the global step count
+  learning_rate: Any     # the real step's current learning rate (inner steps use it)
 
 
 class Gradients(NamedTuple):
@@ -45,21 +56,21 @@ class Method(NamedTuple):
 
   transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
     first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
-  gradients: ``config -> (StepInputs -> Gradients)``.
+  gradients: ``(config, spec: ModelSpec) -> (StepInputs -> Gradients)``.
   description: one line for ``--help``.
   warmup_epochs: ``config -> number of initial epochs of plain SGD``; during them the
     trainer runs a step with plain gradients and ``warmup=True`` passed to the transform.
-  init_state: ``(config, key, num_train, num_classes) -> method state`` (default: {}).
-  epoch_metrics: ``(method_state, corrupted_mask) -> dict`` logged each epoch.
+  init_state: ``(config, key, spec: ModelSpec) -> method state`` (default: {}).
+  epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
   needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
   sam_family: whether per-device ascent applies.
   """
 
   transform: Callable[[TrainConfig, Optional[str], int], optax.GradientTransformation]
-  gradients: Callable[[TrainConfig], Callable[[StepInputs], Gradients]]
+  gradients: Callable[[TrainConfig, ModelSpec], Callable[[StepInputs], Gradients]]
   description: str
   warmup_epochs: Callable[[TrainConfig], int] = lambda c: 0
-  init_state: Callable[..., Any] = lambda config, key, num_train, num_classes: {}
+  init_state: Callable[..., Any] = lambda config, key, spec: {}
   epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
   needs_clean: bool = False
   sam_family: bool = False

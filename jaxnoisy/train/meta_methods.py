@@ -1,10 +1,12 @@
-"""Trainer entries of the methods that learn from a clean subset (reweighting).
+"""Trainer entries of the methods that learn from a clean subset.
 
-Each is a ``gradients`` function around the pure functions of ``jaxnoisy.meta``: it
-computes the per-example weights (from the clean batch), records them in the
-method state (one float per training example, checkpointed with the rest), and
-returns the gradient of the weighted loss, which then goes through weight decay and
-SGD like any other method's gradient.
+Each is a ``gradients`` function around the pure functions of ``jaxnoisy.meta``.
+Reweighting methods compute per-example weights from the clean batch, record them in
+the method state (one float per training example, checkpointed with the rest) and
+return the gradient of the weighted loss. Label-correction methods keep the label-
+correction network (LCN) and its optimiser in the method state, update it inside the
+step, and return the main network's gradient. Either gradient then goes through
+weight decay and SGD like any other method's.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxnoisy.meta import reweight
+from jaxnoisy.meta import correction, reweight
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.interface import Gradients, Method, StepInputs
+from jaxnoisy.train.interface import Gradients, Method, ModelSpec, StepInputs
 
 
 def _losses(apply, params, batch):
@@ -40,23 +42,24 @@ def _record(state: dict, index, weights) -> dict:
 
 
 def _weights_state(value: float):
-  def init(config, key, num_train, num_classes):
-    del config, key, num_classes
-    return {"weights": jnp.full((num_train,), value, jnp.float32)}
+  def init(config, key, spec: ModelSpec):
+    del config, key
+    return {"weights": jnp.full((spec.num_train,), value, jnp.float32)}
   return init
 
 
-def _weight_metrics(method_state, corrupted):
-  return reweight.weight_diagnostics(method_state["weights"], jnp.asarray(corrupted))
+def _weight_metrics(method_state, data):
+  return reweight.weight_diagnostics(method_state["weights"],
+                                     jnp.asarray(data.train_corrupted))
 
 
-def l2rw_gradients(config: TrainConfig):
+def l2rw_gradients(config: TrainConfig, spec: ModelSpec):
   """L2RW: weights from one virtual step at ε = 0, renormalised per batch.
 
   Recorded weight: B·w_i (1 = the batch average), so that the 0.5 threshold of the
   precision/recall diagnostics means "at least half the average weight".
   """
-  del config
+  del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
     loss_fn = lambda p, b: _losses(inp.apply, p, b)
@@ -68,14 +71,14 @@ def l2rw_gradients(config: TrainConfig):
   return gradients
 
 
-def meta_reweight_gradients(config: TrainConfig):
+def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
 
   def gradients(inp: StepInputs) -> Gradients:
     loss_fn = lambda p, b: _losses(inp.apply, p, b)
     result = reweight.meta_reweight_step(
         loss_fn, inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
-        (inp.clean_x, inp.clean_y), inner_lr=config.learning_rate,
+        (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
         weight_lr=config.weight_lr)
     loss, grads, model_state = _weighted_step(inp, result.weights)
     state = _record(inp.method_state, inp.index, result.weights)
@@ -84,7 +87,7 @@ def meta_reweight_gradients(config: TrainConfig):
   return gradients
 
 
-def feature_reweight_gradients(config: TrainConfig):
+def feature_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """The bilevel-free surrogate: scores from penultimate features, no second order.
 
   One forward pass of the batch (its features give the scores, its logits the loss:
@@ -116,14 +119,14 @@ def feature_reweight_gradients(config: TrainConfig):
 _MWNET_TX = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(1e-3))
 
 
-def _mwnet_init(config, key, num_train, num_classes):
-  del config, num_classes
+def _mwnet_init(config, key, spec: ModelSpec):
+  del config
   mw = reweight.mwnet_init(key)
   return {"mw": mw, "mw_opt": _MWNET_TX.init(mw),
-          "weights": jnp.ones((num_train,), jnp.float32)}
+          "weights": jnp.ones((spec.num_train,), jnp.float32)}
 
 
-def mwnet_gradients(config: TrainConfig):
+def mwnet_gradients(config: TrainConfig, spec: ModelSpec):
   """Meta-Weight-Net: V(l) trained through a virtual step; real step with the new V."""
 
   def gradients(inp: StepInputs) -> Gradients:
@@ -131,7 +134,7 @@ def mwnet_gradients(config: TrainConfig):
     st = inp.method_state
     mw_grads, clean_loss = reweight.mwnet_step(
         loss_fn, inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
-        inner_lr=config.learning_rate)
+        inner_lr=inp.learning_rate)
     updates, mw_opt = _MWNET_TX.update(mw_grads, st["mw_opt"], st["mw"])
     mw = optax.apply_updates(st["mw"], updates)
 
@@ -146,6 +149,96 @@ def mwnet_gradients(config: TrainConfig):
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": clean_loss})
 
   return gradients
+
+
+def _meta_tx(config: TrainConfig) -> optax.GradientTransformation:
+  """The LCN's optimiser (EBOMLC: Adam with AMSGrad, 3e-4)."""
+  if config.meta_optimizer == "sgd":
+    return optax.sgd(config.meta_lr, momentum=0.9)
+  if config.meta_optimizer == "amsgrad":
+    return optax.amsgrad(config.meta_lr)
+  return optax.adam(config.meta_lr)
+
+
+def _lcn(config: TrainConfig, spec: ModelSpec):
+  return correction.lcn_init(spec.num_classes, spec.feature_dim, seed=config.seed)
+
+
+def _correction_init(config: TrainConfig, key, spec: ModelSpec):
+  del key
+  _, lcn_params = _lcn(config, spec)
+  return {"lcn": lcn_params, "lcn_opt": _meta_tx(config).init(lcn_params),
+          # argmax of the corrected label of each training example, when last seen
+          "corrected": jnp.full((spec.num_train,), -1, jnp.int32),
+          # EBOMLC's β of each step of the current epoch (quantiles are logged)
+          "beta": jnp.zeros((spec.steps_per_epoch,), jnp.float32)}
+
+
+def _correction_metrics(method_state, data):
+  out = correction.corrected_accuracy(
+      jax.nn.one_hot(method_state["corrected"], data.num_classes),
+      jnp.asarray(data.train_true), jnp.asarray(data.train_corrupted))
+  return out
+
+
+def _beta_metrics(method_state, data):
+  beta = method_state["beta"]
+  q = jnp.quantile(beta, jnp.asarray([0.1, 0.5, 0.9]))
+  return {**_correction_metrics(method_state, data), "beta_mean": jnp.mean(beta),
+          "beta_q10": q[0], "beta_q50": q[1], "beta_q90": q[2]}
+
+
+def _correction_gradients(step_fn):
+  """Wraps an MLC-family step: updates the LCN, records the corrected labels."""
+
+  def make(config: TrainConfig, spec: ModelSpec):
+    lcn_apply, _ = _lcn(config, spec)
+    meta_tx = _meta_tx(config)
+
+    def gradients(inp: StepInputs) -> Gradients:
+      logits_fn = lambda p, x: (lambda out: (out[0], out[1]))(inp.apply(p, x))
+      st = inp.method_state
+      res, metrics = step_fn(config, inp, logits_fn, lcn_apply, st["lcn"])
+      updates, lcn_opt = meta_tx.update(res.grads_phi, st["lcn_opt"], st["lcn"])
+      state = {**st, "lcn": optax.apply_updates(st["lcn"], updates), "lcn_opt": lcn_opt,
+               "corrected": st["corrected"].at[inp.index].set(
+                   jnp.argmax(res.corrected, -1).astype(jnp.int32))}
+      if "beta" in metrics:  # logged as the epoch's mean and quantiles instead
+        metrics = dict(metrics)
+        state["beta"] = st["beta"].at[inp.step % spec.steps_per_epoch].set(metrics.pop("beta"))
+      # Batch statistics: the unperturbed forward of the noisy batch (dead code for
+      # models without batch norm, which XLA removes).
+      model_state = inp.apply(inp.params, inp.x)[2]
+      return Gradients(res.loss, res.grads_w, model_state, {}, state, metrics)
+
+    return gradients
+
+  return make
+
+
+def _mlc(config, inp, logits_fn, lcn_apply, lcn_params):
+  res = correction.mlc_step(logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
+                            (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
+                            lookahead_steps=config.mlc_lookahead)
+  return res, {"clean_loss": res.clean_loss}
+
+
+def _bome_mlc(config, inp, logits_fn, lcn_apply, lcn_params):
+  res = correction.bome_mlc_step(logits_fn, inp.params, lcn_apply, lcn_params,
+                                 (inp.x, inp.y), (inp.clean_x, inp.clean_y),
+                                 inner_lr=inp.learning_rate)
+  return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}
+
+
+def _ebomlc(config, inp, logits_fn, lcn_apply, lcn_params):
+  trace = optax.tree_utils.tree_get(inp.opt_state, "trace")
+  # SGD's momentum direction for a gradient g, without advancing the buffer.
+  direction = lambda g: jax.tree.map(lambda t, x: config.momentum * t + x, trace, g)
+  res = correction.ebomlc_step(
+      logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
+      (inp.clean_x, inp.clean_y), direction, inner_lr=inp.learning_rate,
+      rho=config.mixture_rho, xi=config.xi, delta=config.delta, sign=config.ebomlc_sign)
+  return res, {"beta": res.beta, "upper_loss": res.upper_loss}
 
 
 def _identity(c, axis, spe):
@@ -167,4 +260,16 @@ METHODS: dict[str, Method] = {
     "mwnet": Method(_identity, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019): "
                     "--clean-size", init_state=_mwnet_init, epoch_metrics=_weight_metrics,
                     needs_clean=True),
+    "mlc": Method(_identity, _correction_gradients(_mlc),
+                  "MLC (Zheng et al. 2021): --clean-size, --meta-lr, --meta-optimizer, "
+                  "--mlc-lookahead", init_state=_correction_init,
+                  epoch_metrics=_correction_metrics, needs_clean=True),
+    "bome_mlc": Method(_identity, _correction_gradients(_bome_mlc),
+                       "BOME applied to MLC (the naive first-order extension)",
+                       init_state=_correction_init, epoch_metrics=_correction_metrics,
+                       needs_clean=True),
+    "ebomlc": Method(_identity, _correction_gradients(_ebomlc),
+                     "EBOMLC (Nguyen and Ta): --mixture-rho, --xi, --delta, --ebomlc-sign",
+                     init_state=_correction_init, epoch_metrics=_beta_metrics,
+                     needs_clean=True),
 }

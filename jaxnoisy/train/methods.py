@@ -20,9 +20,9 @@ from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import Gradients, Method, StepInputs
 
 
-def plain_gradients(config: TrainConfig):
+def plain_gradients(config: TrainConfig, spec=None):
   """Cross-entropy on the noisy labels: one forward and one backward pass."""
-  del config
+  del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
     def loss_fn(p):
@@ -35,8 +35,9 @@ def plain_gradients(config: TrainConfig):
   return gradients
 
 
-def noise_compensated_gradients(config: TrainConfig):
+def noise_compensated_gradients(config: TrainConfig, spec=None):
   """g and NCSAM's g* from one forward pass; g* is passed as ``noise_grads``."""
+  del spec
 
   def gradients(inp: StepInputs) -> Gradients:
     logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))

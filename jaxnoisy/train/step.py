@@ -73,13 +73,14 @@ def gather_batch(images, labels, perm, index, *, batch_size: int, mean, std):
 
 def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
                     mesh: Mesh, *, batch_size: int, clean_batch_size: int, mean, std,
-                    per_device_ascent: bool, warmup: bool = False):
+                    learning_rate, per_device_ascent: bool, warmup: bool = False):
   """Returns the jitted ``step(state, data, perm, index, key, progress) -> (state, metrics)``.
 
   ``data`` is ``(images, labels, clean_images, clean_labels)`` on device, ``perm`` the
   epoch's permutation, ``index`` the step within the epoch, ``key`` this step's PRNG
   key and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
-  ``gradients`` is the method's ``StepInputs -> Gradients``. ``warmup=True`` builds
+  ``gradients`` is the method's ``StepInputs -> Gradients``; ``learning_rate`` (a float
+  or an Optax schedule) gives it the current step size. ``warmup=True`` builds
   the step of a method's plain-SGD warm-up epochs: the transform receives
   ``warmup=True`` (see ``methods.skip_during_warmup``).
 
@@ -100,8 +101,10 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
     if axis:  # each device draws its own random numbers (e.g. NCSAM's simulated flips)
       key = jax.random.fold_in(key, jax.lax.axis_index(axis))
     model_apply = lambda p, inputs: apply(p, state.model_state, inputs, train=True)
+    lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
     out = gradients(StepInputs(model_apply, state.params, state.method_state, x, y, index,
-                               clean_x, clean_y, key, state.opt_state))
+                               clean_x, clean_y, key, state.opt_state, state.step,
+                               jnp.asarray(lr, jnp.float32)))
 
     def grad_fn(params):  # the SAM family's gradient at perturbed weights
       def loss_fn(p):

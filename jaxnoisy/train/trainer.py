@@ -26,6 +26,7 @@ from jaxnoisy import noise as noise_lib
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.interface import ModelSpec
 from jaxnoisy.train.methods import METHODS, plain_gradients
 
 
@@ -119,14 +120,19 @@ class Trainer:
                                   data.train_images.shape[1:], seed=config.seed)
     self.apply = model.apply
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
+    self.learning_rate = self._schedule()
     self.tx = step_lib.make_optimizer(
         method.transform(config, axis, self.steps_per_epoch),
-        learning_rate=self._schedule(), momentum=config.momentum,
+        learning_rate=self.learning_rate, momentum=config.momentum,
         weight_decay=config.weight_decay)
     self.replicated = NamedSharding(self.mesh, P())
     key = jax.random.key(config.seed)
-    method_state = method.init_state(config, jax.random.fold_in(key, 4),
-                                     len(data.train_labels), data.num_classes)
+    features = jax.eval_shape(
+        lambda p, s: model.apply(p, s, jnp.zeros((1, *data.train_images.shape[1:])),
+                                 train=False)[1], model.params, model.state)
+    self.spec = ModelSpec(len(data.train_labels), data.num_classes, features.shape[-1],
+                          self.steps_per_epoch)
+    method_state = method.init_state(config, jax.random.fold_in(key, 4), self.spec)
     self.initial_state = jax.device_put(
         step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
                             self.tx.init(model.params), method_state), self.replicated)
@@ -137,10 +143,12 @@ class Trainer:
     build = lambda gradients, warmup: step_lib.make_train_step(
         self.apply, self.tx, gradients, self.mesh, batch_size=config.batch_size,
         clean_batch_size=clean_batch, mean=data.mean, std=data.std,
-        per_device_ascent=config.per_device_ascent, warmup=warmup)
-    self.train_step = build(method.gradients(config), False)
+        learning_rate=self.learning_rate, per_device_ascent=config.per_device_ascent,
+        warmup=warmup)
+    self.train_step = build(method.gradients(config, self.spec), False)
     # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
-    self.warmup_step = build(plain_gradients(config), True) if self.warmup_epochs else None
+    self.warmup_step = (build(plain_gradients(config, self.spec), True)
+                        if self.warmup_epochs else None)
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
     put = lambda a: jax.device_put(a, self.replicated)
@@ -180,7 +188,7 @@ class Trainer:
     else:
       metrics["memorization"] = float("nan")
     if self.method.epoch_metrics is not None:
-      extra = self.method.epoch_metrics(state.method_state, self.data.train_corrupted)
+      extra = self.method.epoch_metrics(state.method_state, self.data)
       metrics.update({k: float(v) for k, v in extra.items()})
     return metrics
 
