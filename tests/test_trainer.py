@@ -44,11 +44,24 @@ def final_params(result):
   return [np.asarray(x) for x in jax.tree.leaves(result["state"].params)]
 
 
+class CtrlC:
+  """A progress "bar" that presses Ctrl-C after ``after`` steps."""
+
+  def __init__(self, after):
+    self.left = after
+
+  def update(self, n):
+    self.left -= n
+    if self.left == 0:
+      raise KeyboardInterrupt
+
+
 def test_resume_is_bit_identical(tmp_path):
   data = toy_data()
   full = train(TOY, str(tmp_path / "full"), data=data, progress=False)
-  with pytest.raises(KeyboardInterrupt):  # interrupted in the middle of epoch 1
-    train(TOY, str(tmp_path / "cut"), data=data, progress=False, stop_after_steps=11)
+  with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the middle of epoch 1
+    train(TOY, str(tmp_path / "cut"), data=data, progress=CtrlC(11))
+  assert (tmp_path / "cut" / "checkpoints" / "11").is_dir()  # saved at the interrupted step
   resumed = train(TOY, str(tmp_path / "cut"), data=data, progress=False, resume=True)
   for a, b in zip(final_params(full), final_params(resumed)):
     np.testing.assert_array_equal(a, b)
@@ -192,7 +205,7 @@ def test_resume_keeps_per_example_weights(tmp_path):
   data = toy_with_clean()
   full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
   with pytest.raises(KeyboardInterrupt):
-    train(cfg, str(tmp_path / "cut"), data=data, progress=False, stop_after_steps=8)
+    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(8))
   resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
   w_full = np.asarray(full["state"].method_state["weights"])
   np.testing.assert_array_equal(w_full, np.asarray(resumed["state"].method_state["weights"]))

@@ -193,21 +193,35 @@ class Trainer:
     return metrics
 
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
-    """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics)."""
+    """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics).
+
+    A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
+    """
     perm = self._permute(self.data_key, epoch, len(self.data.train_labels))
     t = jnp.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
     step_fn = self.warmup_step if epoch < self.warmup_epochs else self.train_step
     history = []
-    for i in range(start, end):
-      key = jax.random.fold_in(self.step_key, state.step)
-      state, metrics = step_fn(state, self.train_data, perm, jnp.int32(i), key, t)
-      history.append(metrics)
-      if progress is not None:
-        progress.update(1)
+    try:
+      for i in range(start, end):
+        key = jax.random.fold_in(self.step_key, state.step)
+        state, metrics = step_fn(state, self.train_data, perm, jnp.int32(i), key, t)
+        history.append(metrics)
+        if progress is not None:
+          progress.update(1)
+    except KeyboardInterrupt:
+      raise Interrupted(state) from None
     if not history:
       return state, {}
     stacked = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)
     return state, {k: float(v) for k, v in stacked.items()}
+
+
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C during an epoch, with the state of the last completed step."""
+
+  def __init__(self, state):
+    super().__init__()
+    self.state = state
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -230,12 +244,13 @@ def _write_metrics(path: str, rows: list[dict]) -> None:
   write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
-def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress: bool = True,
-          data: Optional[NoisyData] = None, stop_after_steps: Optional[int] = None) -> dict:
+def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=True,
+          data: Optional[NoisyData] = None) -> dict:
   """Trains ``config`` and writes metrics, summary and checkpoints under ``out_dir``.
 
-  ``stop_after_steps`` simulates an interruption (as Ctrl-C does): it checkpoints the
-  current step and raises ``KeyboardInterrupt``.
+  ``progress``: True for a tqdm bar, False for none, or any object with ``update(n)``.
+  On Ctrl-C the state of the last completed step is checkpointed and
+  ``KeyboardInterrupt`` is re-raised; ``resume=True`` continues from there.
   """
   config = config.validate()
   os.makedirs(out_dir, exist_ok=True)
@@ -263,22 +278,20 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress: 
   _write_metrics(metrics_path, rows)
 
   bar = None
-  if progress:
+  if progress is True:
     from tqdm import tqdm
     bar = tqdm(total=trainer.total_steps, initial=int(state.step), unit="step",
                desc=f"{config.method}", dynamic_ncols=True)
+  elif progress:
+    bar = progress
   t0 = time.perf_counter() - elapsed
   step_seconds: list[float] = []
   try:
     while int(state.step) < trainer.total_steps:
       epoch, start = divmod(int(state.step), trainer.steps_per_epoch)
-      end = trainer.steps_per_epoch
-      if stop_after_steps is not None:
-        end = min(end, stop_after_steps - epoch * trainer.steps_per_epoch)
       te = time.perf_counter()
-      state, train_metrics = trainer.run_epoch(state, epoch, start, end, bar)
-      if end < trainer.steps_per_epoch:
-        raise KeyboardInterrupt  # the simulated interruption, mid-epoch
+      state, train_metrics = trainer.run_epoch(state, epoch, start, trainer.steps_per_epoch,
+                                               bar)
       epoch_seconds = time.perf_counter() - te
       step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
       row = {"epoch": epoch, "step": int(state.step), **train_metrics,
@@ -286,17 +299,22 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress: 
       rows.append(row)
       _write_metrics(metrics_path, rows)
       checkpoints.save(manager, state, time.perf_counter() - t0)
-      if bar is not None:
+      if hasattr(bar, "set_postfix"):
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
                         mem=f"{row['memorization']:.3f}")
-  except KeyboardInterrupt:
-    checkpoints.save(manager, state, time.perf_counter() - t0)
+  except KeyboardInterrupt as interrupt:
+    if isinstance(interrupt, Interrupted):
+      state = interrupt.state
+    # If Ctrl-C hit while a step held the donated state, that state is gone: the last
+    # epoch's checkpoint stays the resume point.
+    if not any(x.is_deleted() for x in jax.tree.leaves(state)):
+      checkpoints.save(manager, state, time.perf_counter() - t0)
     manager.wait_until_finished()
-    if bar is not None:
+    if hasattr(bar, "close"):
       bar.close()
-    raise
+    raise KeyboardInterrupt from None
   manager.wait_until_finished()
-  if bar is not None:
+  if hasattr(bar, "close"):
     bar.close()
 
   best = max(rows, key=lambda r: r["heldout_accuracy"])
