@@ -10,43 +10,16 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import jaxnoisy
+from softmax_reference import loss, make_problem, np_dot, np_grad, np_sam_grad
 
 N, D, C = 32, 5, 3
-RNG = np.random.default_rng(1)
-X = RNG.normal(size=(N, D))
-Y = RNG.integers(0, C, size=N)
-PARAMS = {"w": RNG.normal(size=(D, C)) * 0.5, "b": RNG.normal(size=(C,)) * 0.1}
+X, Y, PARAMS = make_problem(1, N, D, C)
 
 
-# --- the independent reference: softmax regression in NumPy -------------------------
-def np_grad(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  dlogits = (p - np.eye(C)[y]) / len(y)
-  return {"w": x.T @ dlogits, "b": dlogits.sum(0)}
-
-
-def np_dot(a, b):
-  return sum(np.sum(a[k] * b[k]) for k in a)
-
-
-def np_sam_grad(params, x, y, rho, adaptive=False, eta=0.01):
-  g = np_grad(params, x, y)
-  t = {k: (np.abs(params[k]) + eta) if adaptive else np.ones_like(params[k]) for k in params}
-  norm = np.sqrt(np_dot({k: t[k] * g[k] for k in g}, {k: t[k] * g[k] for k in g}))
-  eps = {k: rho * t[k] ** 2 * g[k] / norm for k in g}
-  return g, np_grad({k: params[k] + eps[k] for k in params}, x, y)
-
-
+# --- the independent reference: GSAM's decomposition on the shared softmax model -----
 def np_gsam(g, gs, alpha):
   coef = np_dot(g, gs) / np_dot(gs, gs)
   return {k: gs[k] - alpha * (g[k] - coef * gs[k]) for k in g}
-
-
-def loss(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def jax_params(dtype=jnp.float32):

@@ -11,31 +11,13 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import jaxnoisy
+from softmax_reference import loss, make_problem, np_grad, np_logits, np_norm, np_sam_grad
 
 N, D, C = 32, 5, 4
-RNG = np.random.default_rng(6)
-X = RNG.normal(size=(N, D))
-Y = RNG.integers(0, C, size=N)
-PARAMS = {"w": RNG.normal(size=(D, C)) * 0.5, "b": RNG.normal(size=(C,)) * 0.1}
+X, Y, PARAMS = make_problem(6, N, D, C)
 
 
-# --- the independent reference --------------------------------------------------------
-def np_logits(params, x):
-  return x @ params["w"] + params["b"]
-
-
-def np_grad(params, x, y):
-  logits = np_logits(params, x)
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  dlogits = (p - np.eye(C)[y]) / len(y)
-  return {"w": x.T @ dlogits, "b": dlogits.sum(0)}
-
-
-def np_norm(tree):
-  return np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in tree.values()))
-
-
+# --- the independent reference (softmax model and SAM from softmax_reference) ---------
 def np_strength(t, kappa):
   t = min(max(t, 0.0), 1.0)
   return kappa * min(1.0, 2 * (3 - 2 * t) * t ** 2)
@@ -51,17 +33,8 @@ def np_ncsam_grad(params, x, y, g_star, rho, s):
   return np_grad({k: params[k] + e[k] for k in params}, x, y)
 
 
-def np_sam_grad(params, x, y, rho):
-  g = np_grad(params, x, y)
-  return np_grad({k: params[k] + rho * g[k] / np_norm(g) for k in params}, x, y)
-
-
 def logits_fn(params, x):
   return x @ params["w"] + params["b"]
-
-
-def loss(params, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
 
 
 def jax_params(dtype=jnp.float32):
@@ -168,7 +141,7 @@ def test_matches_numpy(kappa, progress):
     ref = np_run(X, Y, 0.2, np_strength(progress, kappa))
     for k in ref:
       np.testing.assert_allclose(out[k], ref[k], rtol=1e-6, atol=1e-10)
-  assert not np.allclose(ref["w"], np_sam_grad(PARAMS, X, Y, 0.2)["w"], rtol=1e-4, atol=0)
+  assert not np.allclose(ref["w"], np_sam_grad(PARAMS, X, Y, 0.2)[1]["w"], rtol=1e-4, atol=0)
 
 
 def test_chain_jit_traced_progress_and_inject_hyperparams():

@@ -11,44 +11,19 @@ from flax import nnx
 from jax.sharding import Mesh, PartitionSpec as P
 
 import jaxnoisy
+from softmax_reference import loss, make_problem, np_grad, np_norm
+from softmax_reference import np_sam_grad as np_sam_and_grad
 
 N, D, C = 32, 5, 3
-RNG = np.random.default_rng(0)
-X = RNG.normal(size=(N, D))
-Y = RNG.integers(0, C, size=N)
-PARAMS = {"w": RNG.normal(size=(D, C)) * 0.5, "b": RNG.normal(size=(C,)) * 0.1}
-
-
-# --- the independent reference: softmax regression in NumPy -------------------------
-def np_grad(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  dlogits = (p - np.eye(C)[y]) / len(y)
-  return {"w": x.T @ dlogits, "b": dlogits.sum(0)}
-
-
-def np_norm(tree):
-  return np.sqrt(sum(np.sum(v ** 2) for v in tree.values()))
+X, Y, PARAMS = make_problem(0, N, D, C)
 
 
 def np_sam_grad(params, x, y, rho, adaptive=False, eta=0.01):
-  g = np_grad(params, x, y)
-  if adaptive:
-    t = {k: np.abs(params[k]) + eta for k in params}
-    norm = np_norm({k: t[k] * g[k] for k in g})
-    eps = {k: rho * t[k] ** 2 * g[k] / norm for k in g}
-  else:
-    eps = {k: rho * g[k] / np_norm(g) for k in g}
-  return np_grad({k: params[k] + eps[k] for k in params}, x, y)
+  """g_SAM alone (the shared reference returns (g, g_SAM))."""
+  return np_sam_and_grad(params, x, y, rho, adaptive, eta)[1]
 
 
 # --- the JAX side --------------------------------------------------------------------
-def loss(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-
-
 def jax_params(dtype=jnp.float32):
   return jax.tree.map(lambda v: jnp.asarray(v, dtype), PARAMS)
 

@@ -8,31 +8,13 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import jaxnoisy
+from softmax_reference import loss, make_problem, np_grad, np_sam_grad
 
 N, D, C = 32, 5, 3
-RNG = np.random.default_rng(3)
-X = RNG.normal(size=(N, D))
-Y = RNG.integers(0, C, size=N)
-PARAMS = {"w": RNG.normal(size=(D, C)) * 0.5, "b": RNG.normal(size=(C,)) * 0.1}
+X, Y, PARAMS = make_problem(3, N, D, C)
 
 
-# --- the independent reference --------------------------------------------------------
-def np_grad(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  p = np.exp(logits - logits.max(1, keepdims=True))
-  p /= p.sum(1, keepdims=True)
-  dlogits = (p - np.eye(C)[y]) / len(y)
-  return {"w": x.T @ dlogits, "b": dlogits.sum(0)}
-
-
-def np_sam_grad(params, x, y, rho, adaptive=False, eta=0.01):
-  g = np_grad(params, x, y)
-  t = {k: (np.abs(params[k]) + eta) if adaptive else np.ones_like(params[k]) for k in params}
-  norm = np.sqrt(sum(np.sum((t[k] * g[k]) ** 2) for k in g))
-  eps = {k: rho * t[k] ** 2 * g[k] / norm for k in g}
-  return g, np_grad({k: params[k] + eps[k] for k in params}, x, y)
-
-
+# --- the independent reference (softmax model and SAM from softmax_reference) ---------
 def np_groups(g, gs):
   """The paper's definition through the ratio r = g_SAM / g, only where g ≠ 0."""
   nz = g != 0
@@ -55,11 +37,6 @@ def np_fractions(g, gs):
   total = sum(v.size for v in g.values())
   return {name: sum(np_groups(g[k], gs[k])[name].sum() for k in g) / total
           for name in "ABC"}
-
-
-def loss(params, x, y):
-  logits = x @ params["w"] + params["b"]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
 
 def jax_params(dtype=jnp.float32):
