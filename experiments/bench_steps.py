@@ -93,10 +93,10 @@ def main() -> int:
   gather = jax.jit(functools.partial(step_lib.gather_batch, batch_size=args.batch_size,
                                      mean=data.mean, std=data.std))
   images_d, labels_d = t.train_data[:2]
-  jax.block_until_ready(gather(images_d, labels_d, perm, jnp.int32(0)))
+  jax.block_until_ready(gather(images_d, labels_d, perm, jnp.int32(0), key))
   t0 = time.perf_counter()
   for i in range(200):
-    out = gather(images_d, labels_d, perm, jnp.int32(i % t.steps_per_epoch))
+    out = gather(images_d, labels_d, perm, jnp.int32(i % t.steps_per_epoch), key)
   jax.block_until_ready(out)
   gather_ms = (time.perf_counter() - t0) / 200 * 1e3
   result = {

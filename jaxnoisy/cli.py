@@ -23,7 +23,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   from jaxnoisy.train.methods import METHODS
   p.add_argument("--method", choices=sorted(METHODS), default="sgd",
                  help="; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
-  p.add_argument("--dataset", default="fashion_mnist")
+  p.add_argument("--dataset", default="fashion_mnist",
+                 help="fashion_mnist, mnist, cifar10, cifar100, cifar10_n, cifar100_n")
+  p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                 help="random crop + flip (default: on for CIFAR, off for MNIST-like)")
   p.add_argument("--noise", default="symmetric:0.4",
                  help="noise spec, e.g. none, symmetric:0.4, symmetric-inclusive:0.4, "
                       "asymmetric:0.4, pairflip:0.45")
@@ -76,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
   cmp_p = sub.add_parser("compare", help="table and plot of several runs")
   cmp_p.add_argument("runs", nargs="+", help="run directories (with summary.json)")
   cmp_p.add_argument("--plot", help="where to write the PNG (default: beside the runs)")
+  data_p = sub.add_parser("data", help="datasets and label noise")
+  data_sub = data_p.add_subparsers(dest="data_command", required=True)
+  desc_p = data_sub.add_parser("describe", help="sizes, classes and the realised noise")
+  desc_p.add_argument("dataset")
+  desc_p.add_argument("--noise", default="none")
+  desc_p.add_argument("--seed", type=int, default=0, help="the noise is drawn as in train")
+  desc_p.add_argument("--data-dir")
+  desc_p.add_argument("--tfds-data-dir")
+  desc_p.add_argument("--plot", help="write a heat-map of the transition matrix here (PNG)")
   return parser
 
 
@@ -165,12 +177,37 @@ def cmd_compare(args) -> int:
   return 0
 
 
+def cmd_data_describe(args) -> int:
+  from jaxnoisy.data import DATASET_INFO, load_dataset
+  from jaxnoisy.data.describe import describe, plot_transition_matrix
+  from jaxnoisy.noise import parse_noise_spec
+  if args.dataset not in DATASET_INFO:
+    raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {args.dataset!r}")
+  parse_noise_spec(args.noise)
+  from jaxnoisy.train.trainer import noise_key
+  dataset = load_dataset(args.dataset, data_dir=args.data_dir, tfds_data_dir=args.tfds_data_dir)
+  info = describe(dataset, args.noise, noise_key(args.seed))
+  matrix = info.pop("transition_matrix")
+  for k, v in info.items():
+    print(f"{k}: {v}")
+  print("transition matrix (rows: true class, columns: noisy label):")
+  for row in matrix:
+    print("  " + " ".join(f"{x:.3f}" for x in row))
+  if args.plot:
+    plot_transition_matrix(matrix, dataset.class_names, args.plot,
+                           title=f"{args.dataset}, {args.noise}")
+    print(f"plot: {args.plot}")
+  return 0
+
+
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   try:
     if args.command == "train":
       return cmd_train(args)
+    if args.command == "data":
+      return cmd_data_describe(args)
     return cmd_compare(args)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
     parser.exit(2, f"jaxnoisy: error: {e}\n")

@@ -146,23 +146,6 @@ def test_real_debian_files(no_tfds, monkeypatch):
     assert ds.train_images.mean() / 255 == pytest.approx(DATASET_INFO["fashion_mnist"].mean[0], abs=1e-3)
 
 
-@pytest.fixture
-def mock_tfds(monkeypatch):
-    """``tfds`` with ``mock_data``'s batched reads fixed (yields the module)."""
-    tfds = pytest.importorskip("tensorflow_datasets")
-    from tensorflow_datasets.testing import mocking
-
-    # tfds 4.9.10's mock assigns `__getitems__` as a plain attribute of a
-    # MagicMock, so `self` is never bound and batched reads raise TypeError
-    # (`__getitem__` works because MagicMock binds supported dunders). Patch
-    # just that helper so the mocked data source supports batched reads.
-    def getitems(record_keys, generator, serialized=False):
-        return [generator[k] for k in record_keys]
-
-    monkeypatch.setattr(mocking, "_getitems", getitems)
-    return tfds
-
-
 def test_tfds_mock_data(tmp_path, monkeypatch, mock_tfds):
     tfds = mock_tfds
     monkeypatch.setattr(datasets, "_TFDS_CHUNK", 3)  # exercise chunking

@@ -238,3 +238,21 @@ def test_label_correction_methods_log_corrected_accuracy(tmp_path, method):
   if method == "ebomlc":
     r = rows[0]
     assert 0 <= r["beta_q10"] <= r["beta_q50"] <= r["beta_q90"] and r["beta_mean"] >= 0
+
+
+def test_gather_batch_augments_only_when_asked():
+  from jaxnoisy.train import step as step_lib
+  images = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
+  labels = np.arange(32, dtype=np.int32)
+  perm = jax.random.permutation(jax.random.key(0), 32)
+  key = jax.random.key(1)
+  args = dict(batch_size=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+  plain = step_lib.gather_batch(images, labels, perm, 1, key, **args)
+  aug = step_lib.gather_batch(images, labels, perm, 1, key, augment=True, **args)
+  again = step_lib.gather_batch(images, labels, perm, 1, key, augment=True, **args)
+  assert aug[0].shape == plain[0].shape == (8, 32, 32, 3)
+  np.testing.assert_array_equal(aug[1], plain[1])          # labels untouched
+  np.testing.assert_array_equal(aug[0], again[0])          # keyed: reproducible
+  assert not np.allclose(aug[0], plain[0])
+  np.testing.assert_array_equal(plain[0], step_lib.normalize(images[np.asarray(plain[2])],
+                                                             args["mean"], args["std"]))

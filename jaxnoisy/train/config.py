@@ -26,6 +26,7 @@ class TrainConfig:
   weight_decay: float = 5e-4
   schedule: str = "cosine"
   seed: int = 0
+  augment: Optional[bool] = None     # random crop + flip; None: the dataset's default
   train_size: Optional[int] = None   # use a random subset of the noisy training set
   heldout_size: int = 5000           # noisy held-out split for model selection
   clean_size: int = 0                # clean subset for the meta methods (true labels)
@@ -70,6 +71,9 @@ class TrainConfig:
 
     if self.method not in METHODS:
       raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+    from jaxnoisy.data import DATASET_INFO
+    if self.dataset not in DATASET_INFO:
+      raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {self.dataset!r}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
     check_range("epochs", self.epochs, low=1)

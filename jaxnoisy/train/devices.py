@@ -12,11 +12,15 @@ def use_cpu_cores(n: int | None = None) -> None:
   """Exposes ``n`` (default: every core) CPU host devices; call before JAX starts.
 
   Only the CPU backend is affected: on a GPU/TPU machine the accelerators stay the
-  default devices.
+  default devices. Once JAX has started (e.g. the CLI called from a running program)
+  the devices are left as they are.
   """
   import jax
 
   flags = os.environ.get("XLA_FLAGS", "")
   missing = [f for f in _COLLECTIVE_FLAGS if f.split("=")[0] not in flags]
   os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
-  jax.config.update("jax_num_cpu_devices", n or os.cpu_count() or 1)
+  try:
+    jax.config.update("jax_num_cpu_devices", n or os.cpu_count() or 1)
+  except RuntimeError:  # backends already initialised: too late to change
+    pass

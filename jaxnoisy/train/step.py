@@ -15,6 +15,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxnoisy.data.augment import augment_batch
 from jaxnoisy.train.interface import StepInputs
 
 DATA_AXIS = "data"
@@ -65,22 +66,29 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-def gather_batch(images, labels, perm, index, *, batch_size: int, mean, std):
-  """Batch ``index`` of the epoch: positions from the permutation, gathered on device."""
+def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
+                 augment: bool = False):
+  """Batch ``index`` of the epoch: positions from the permutation, gathered on device,
+  randomly cropped (padding 4) and flipped when ``augment`` (keyed: reproducible)."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-  return normalize(images[idx], mean, std), labels[idx], idx
+  x = images[idx]
+  if augment:
+    x = augment_batch(key, x)
+  return normalize(x, mean, std), labels[idx], idx
 
 
 def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
                     mesh: Mesh, *, batch_size: int, clean_batch_size: int, mean, std,
-                    learning_rate, per_device_ascent: bool, warmup: bool = False):
+                    learning_rate, per_device_ascent: bool, augment: bool = False,
+                    warmup: bool = False):
   """Returns the jitted ``step(state, data, perm, index, key, progress) -> (state, metrics)``.
 
   ``data`` is ``(images, labels, clean_images, clean_labels)`` on device, ``perm`` the
   epoch's permutation, ``index`` the step within the epoch, ``key`` this step's PRNG
   key and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
   ``gradients`` is the method's ``StepInputs -> Gradients``; ``learning_rate`` (a float
-  or an Optax schedule) gives it the current step size. ``warmup=True`` builds
+  or an Optax schedule) gives it the current step size. ``augment`` turns on random
+  crops and flips of the training batch (CIFAR). ``warmup=True`` builds
   the step of a method's plain-SGD warm-up epochs: the transform receives
   ``warmup=True`` (see ``methods.skip_during_warmup``).
 
@@ -139,7 +147,8 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
 
   def step(state, data, perm, index, key, progress):
     images, labels, clean_images, clean_labels = data
-    batch = gather_batch(images, labels, perm, index, batch_size=batch_size, mean=mean, std=std)
+    batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
+                         batch_size=batch_size, mean=mean, std=std, augment=augment)
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
     if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
       cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],

@@ -49,6 +49,11 @@ class NoisyData(NamedTuple):
   noise_summary: dict
 
 
+def noise_key(seed: int) -> jax.Array:
+  """The PRNG key the label noise of a run with ``seed`` is drawn from."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
 def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None) -> NoisyData:
   """Loads the dataset, corrupts the training labels, splits off held-out and clean sets.
 
@@ -59,11 +64,10 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir,
                                     tfds_data_dir=config.tfds_data_dir)
-  key = jax.random.key(config.seed)
-  noise_key, _ = jax.random.split(jax.random.fold_in(key, 1))
   true = np.asarray(dataset.train_labels, np.int32)
-  noisy, corrupted = noise_lib.apply_noise(config.noise, true, noise_key,
-                                           dataset.num_classes, dataset=dataset.name)
+  noisy, corrupted = noise_lib.apply_noise(
+      config.noise, true, noise_key(config.seed), dataset.num_classes, dataset=dataset.name,
+      images=dataset.train_images, real_noisy_labels=dataset.noisy_label_sets)
   noisy, corrupted = np.asarray(noisy, np.int32), np.asarray(corrupted, bool)
   splits = data_lib.make_splits(len(true), heldout_size=config.heldout_size,
                                 clean_size=config.clean_size, seed=config.seed)
@@ -140,9 +144,11 @@ class Trainer:
     self.step_key = jax.random.fold_in(key, 3)
     self.warmup_epochs = method.warmup_epochs(config)
     clean_batch = min(config.clean_batch_size, len(data.clean_labels))
+    augment = config.augment if config.augment is not None else \
+        data_lib.DATASET_INFO[config.dataset].augment
     build = lambda gradients, warmup: step_lib.make_train_step(
         self.apply, self.tx, gradients, self.mesh, batch_size=config.batch_size,
-        clean_batch_size=clean_batch, mean=data.mean, std=data.std,
+        clean_batch_size=clean_batch, mean=data.mean, std=data.std, augment=augment,
         learning_rate=self.learning_rate, per_device_ascent=config.per_device_ascent,
         warmup=warmup)
     self.train_step = build(method.gradients(config, self.spec), False)
