@@ -21,22 +21,26 @@ def _config_fields():
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
   from jaxnoisy.train.methods import METHODS
-  p.add_argument("--method", choices=sorted(METHODS), default="sgd",
+  p.add_argument("--config", help="PATH[:ARG] of a config file (experiments/configs); "
+                 "the flags below override it")
+  p.add_argument("--method", choices=sorted(METHODS),
                  help="; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
-  p.add_argument("--dataset", default="fashion_mnist",
+  p.add_argument("--dataset",
                  help="fashion_mnist, mnist, cifar10, cifar100, cifar10_n, cifar100_n")
   p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                  help="random crop + flip (default: on for CIFAR, off for MNIST-like)")
-  p.add_argument("--noise", default="symmetric:0.4",
+  p.add_argument("--noise",
                  help="noise spec, e.g. none, symmetric:0.4, symmetric-inclusive:0.4, "
                       "asymmetric:0.4, pairflip:0.45")
-  p.add_argument("--model", default="cnn")
+  p.add_argument("--model", help="cnn, mlp, preact_resnet18, resnet32")
   p.add_argument("--epochs", type=int)
   p.add_argument("--batch-size", type=int)
   p.add_argument("--learning-rate", "--lr", type=float)
   p.add_argument("--momentum", type=float)
   p.add_argument("--weight-decay", type=float)
   p.add_argument("--schedule", choices=["cosine", "constant", "step"])
+  p.add_argument("--lr-boundaries", type=lambda v: tuple(float(x) for x in v.split(",")),
+                 help="step schedule: ×0.1 at these fractions of training, e.g. 0.5,0.75")
   p.add_argument("--seed", type=int)
   p.add_argument("--train-size", type=int, help="train on a random subset of this size")
   p.add_argument("--heldout-size", type=int)
@@ -92,9 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args) -> "TrainConfig":
+  """The config file's (or the default) config, with the flags that were given."""
+  from jaxnoisy.train.config import load_config
   fields, TrainConfig = _config_fields()
+  base = load_config(args.config) if args.config else TrainConfig()
   overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-  return TrainConfig(**overrides).validate()
+  return base.replace(**overrides).validate()
 
 
 def cmd_train(args) -> int:

@@ -25,6 +25,7 @@ class TrainConfig:
   momentum: float = 0.9
   weight_decay: float = 5e-4
   schedule: str = "cosine"
+  lr_boundaries: tuple = (0.5, 0.75)  # "step" schedule: ×0.1 at these fractions of training
   seed: int = 0
   augment: Optional[bool] = None     # random crop + flip; None: the dataset's default
   train_size: Optional[int] = None   # use a random subset of the noisy training set
@@ -61,6 +62,7 @@ class TrainConfig:
   tfds_data_dir: Optional[str] = None
 
   def replace(self, **changes) -> "TrainConfig":
+    """A copy with ``changes`` (a config file's ``get_config`` builds on this)."""
     return dataclasses.replace(self, **changes)
 
   def to_dict(self) -> dict:
@@ -76,6 +78,8 @@ class TrainConfig:
       raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {self.dataset!r}")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+    for f in self.lr_boundaries:
+      check_range("lr_boundaries", f, low=0.0, high=1.0)
     check_range("epochs", self.epochs, low=1)
     check_range("batch_size", self.batch_size, low=1)
     check_range("learning_rate", self.learning_rate, low=0.0, low_open=True)
@@ -112,3 +116,25 @@ class TrainConfig:
     if self.num_devices is not None:
       check_range("num_devices", self.num_devices, low=1)
     return self
+
+
+def load_config(spec: str) -> TrainConfig:
+  """``PATH[:ARG]``: runs ``get_config(ARG)`` of the Python file PATH (ARG may be None).
+
+  Configs are code (as in big_vision): each file under ``experiments/configs`` returns
+  a plain :class:`TrainConfig` for one paper setup; command-line flags override it.
+  """
+  import importlib.util
+  import os
+
+  path, _, arg = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"config must be PATH[:ARG] with PATH an existing .py file, got {spec!r}")
+  module_spec = importlib.util.spec_from_file_location("jaxnoisy_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  config = module.get_config(arg or None)
+  if not isinstance(config, TrainConfig):
+    raise ValueError(f"config {path}: get_config must return a TrainConfig, "
+                     f"got {type(config).__name__}")
+  return config.validate()

@@ -172,9 +172,9 @@ class Trainer:
       return c.learning_rate
     if c.schedule == "cosine":
       return optax.cosine_decay_schedule(c.learning_rate, self.total_steps)
-    # "step": ×0.1 at 50% and 75% of training (SANER's schedule).
+    # "step": ×0.1 at each fraction of training in lr_boundaries (SANER: 50%, 75%).
     return optax.piecewise_constant_schedule(
-        c.learning_rate, {int(0.5 * self.total_steps): 0.1, int(0.75 * self.total_steps): 0.1})
+        c.learning_rate, {int(f * self.total_steps): 0.1 for f in c.lr_boundaries})
 
   def accuracy(self, state, images, labels) -> float:
     pred = step_lib.predict_all(self.predict, state.params, state.model_state,
