@@ -20,6 +20,17 @@ Models (all take NHWC float input that is already normalised):
   shortcut where the shape changes), a final BN-ReLU, global average pooling
   and a linear classifier.  About 11.2M parameters; the features are the
   512-d pooled vector.  BatchNorm uses momentum 0.9 and epsilon 1e-5.
+* :class:`ResNet32` -- the CIFAR ResNet-32 of He, Zhang, Ren and Sun, "Deep
+  Residual Learning for Image Recognition" (CVPR 2016, arXiv:1512.03385, sec.
+  4.2), as used by the MW-Net and MLC reference code: a 3x3 convolution with 16
+  channels + BN-ReLU, three stages of five post-activation basic blocks
+  (16/32/64 channels, strides 1/2/2; ``ReLU(BN(conv(ReLU(BN(conv(x))))) +
+  shortcut(x))``), global average pooling and a linear classifier.  Where the
+  shape changes the shortcut is the parameter-free "option A" of the paper,
+  exactly as in MW-Net's ``LambdaLayer``: keep every second row and column,
+  then zero-pad the channels evenly on both sides (16 -> 8+16+8 = 32).
+  464,154 parameters for 10 classes (470,004 for 100); the features are the
+  64-d pooled vector.  BatchNorm as above.
 
 Every model has ``__call__(x) -> logits`` and ``features(x) -> penultimate
 features``; ``__call__`` is ``classifier(features(x))``.
@@ -51,6 +62,8 @@ __all__ = [
     "MLP",
     "PreActResNet18",
     "PreActBlock",
+    "ResNet32",
+    "BasicBlock",
     "Functional",
     "functional",
     "count_params",
@@ -236,6 +249,81 @@ class PreActResNet18(_Classifier):
         return jnp.mean(x, axis=(1, 2))
 
 
+def _shortcut_a(x: jax.Array, cout: int, stride: int) -> jax.Array:
+    """Parameter-free "option A" shortcut (He et al. 2016; MW-Net's ``LambdaLayer``).
+
+    Keeps every ``stride``-th row and column (the positions a stride-``stride``
+    3x3 convolution with padding 1 is centred on), then zero-pads the channels
+    from ``cin`` to ``cout``, half before and half after -- for the doubling in
+    ResNet-32 that is PyTorch's ``F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, planes // 4,
+    planes // 4))``.
+    """
+    x = x[:, ::stride, ::stride, :]
+    extra = cout - x.shape[-1]
+    lo = extra // 2
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (lo, extra - lo)))
+
+
+class BasicBlock(nnx.Module):
+    """Post-activation basic block: ``ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x))``.
+
+    When the stride or the width changes, the shortcut is the parameter-free
+    option A of :func:`_shortcut_a` (subsample, zero-pad channels); otherwise
+    the identity.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
+        if cout < cin:
+            raise ValueError(f"BasicBlock: option-A shortcut cannot shrink {cin} -> {cout} channels")
+        self.conv1 = _conv(cin, cout, 3, stride, rngs)
+        self.bn1 = _bn(cout, rngs)
+        self.conv2 = _conv(cout, cout, 3, 1, rngs)
+        self.bn2 = _bn(cout, rngs)
+        self.cout = cout
+        self.stride = stride
+        self.has_shortcut = stride != 1 or cin != cout
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out = nnx.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = _shortcut_a(x, self.cout, self.stride) if self.has_shortcut else x
+        return nnx.relu(out + shortcut)
+
+
+class ResNet32(_Classifier):
+    """CIFAR ResNet-32 (He et al., CVPR 2016) with option-A shortcuts; 464,154 parameters.
+
+    As in the MW-Net/MLC code, except that the classifier keeps the Flax default
+    initialisation (LeCun normal) like the other models here, where that code
+    uses He normal for it too; the convolutions are He normal in both.
+    """
+
+    widths = (16, 32, 64)
+    strides = (1, 2, 2)
+    blocks_per_stage = 5
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs):
+        self.stem = _conv(in_channels, 16, 3, 1, rngs)
+        self.bn_stem = _bn(16, rngs)
+        cin = 16
+        names = []
+        for s, (width, stride) in enumerate(zip(self.widths, self.strides), start=1):
+            for b in range(self.blocks_per_stage):
+                name = f"layer{s}_{b}"
+                setattr(self, name, BasicBlock(cin, width, stride if b == 0 else 1,
+                                               rngs=rngs))
+                names.append(name)
+                cin = width
+        self.block_names = tuple(names)
+        self.classifier = nnx.Linear(cin, num_classes, rngs=rngs)
+
+    def features(self, x: jax.Array) -> jax.Array:
+        x = nnx.relu(self.bn_stem(self.stem(x)))
+        for name in self.block_names:
+            x = getattr(self, name)(x)
+        return jnp.mean(x, axis=(1, 2))
+
+
 # ---------------------------------------------------------------------------
 # Functional interface
 # ---------------------------------------------------------------------------
@@ -295,6 +383,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "cnn": CNN,
     "mlp": MLP,
     "preact_resnet18": PreActResNet18,
+    "resnet32": ResNet32,
 }
 
 
@@ -320,5 +409,5 @@ def make_model(
     elif name == "mlp":
         model = MLP(num_classes, h * w * c, rngs=rngs)
     else:
-        model = PreActResNet18(num_classes, c, rngs=rngs)
+        model = MODELS[name](num_classes, c, rngs=rngs)
     return functional(model)

@@ -1,8 +1,9 @@
 """Tests for jaxnoisy.models: shapes, the functional interface, BatchNorm modes, grads.
 
-Compilation dominates the run time on CPU, so the ResNet-18 is built abstractly
-(``nnx.eval_shape``) and filled with cheap NumPy values, every forward pass is
-jitted, and each jitted function is reused across checks.
+Compilation dominates the run time on CPU, so the ResNets are built abstractly
+(``nnx.eval_shape``) and filled with cheap NumPy values (a real ResNet-32
+initialisation takes ~9 s on CPU), every forward pass is jitted, and each jitted
+function is reused across checks.
 """
 import math
 
@@ -156,7 +157,7 @@ def test_train_flag_must_be_static_bool():
 def test_make_model_unknown_name():
     with pytest.raises(ValueError, match="preact_resnet18"):
         M.make_model("resnet50", 10, (32, 32, 3), seed=0)
-    assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18"}
+    assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "resnet32"}
 
 
 def test_seed_determinism():
@@ -197,11 +198,16 @@ def test_bn_apply_matches_stateful_module():
     np.testing.assert_array_equal(f.state["bn_final"]["mean"], np.zeros(8))
 
 
-# --------------------------------------------------------------------------- PreAct ResNet-18
+# --------------------------------------------------------------------------- ResNets
 
-@pytest.fixture(scope="module")
-def resnet():
-    abstract = nnx.eval_shape(lambda: M.PreActResNet18(10, 3, rngs=nnx.Rngs(0)))
+RESNETS = {"preact_resnet18": (M.PreActResNet18, 512), "resnet32": (M.ResNet32, 64)}
+
+
+@pytest.fixture(scope="module", params=sorted(RESNETS))
+def resnet(request):
+    """One jitted train step (grads, batch-statistics forward) on 2 images of 32x32x3."""
+    cls, feat_dim = RESNETS[request.param]
+    abstract = nnx.eval_shape(lambda: cls(10, 3, rngs=nnx.Rngs(0)))
     f = M.functional(_filled(abstract))
 
     @jax.jit
@@ -215,7 +221,7 @@ def resnet():
     x = _x((32, 32, 3), 2) * 2.0 + 1.0
     grads, (logits, feats, new_state) = train_step(f.params, f.state, x, jnp.array([0, 1]))
     return dict(f=f, eval_apply=eval_apply, x=x, grads=grads, logits=logits, feats=feats,
-                new_state=new_state)
+                new_state=new_state, feat_dim=feat_dim)
 
 
 def test_resnet_structure_and_count():
@@ -231,7 +237,7 @@ def test_resnet_structure_and_count():
 
 def test_resnet_train_step(resnet):
     f, grads = resnet["f"], resnet["grads"]
-    assert resnet["logits"].shape == (2, 10) and resnet["feats"].shape == (2, 512)
+    assert resnet["logits"].shape == (2, 10) and resnet["feats"].shape == (2, resnet["feat_dim"])
     head = f.params["classifier"]
     np.testing.assert_allclose(resnet["logits"], resnet["feats"] @ head["kernel"] + head["bias"],
                                rtol=1e-5, atol=1e-5)
@@ -247,7 +253,7 @@ def test_resnet_eval(resnet):
     f, apply, x = resnet["f"], resnet["eval_apply"], resnet["x"]
     state = resnet["new_state"]
     logits, feats, s = apply(f.params, state, x)
-    assert logits.shape == (2, 10) and feats.shape == (2, 512)
+    assert logits.shape == (2, 10) and feats.shape == (2, resnet["feat_dim"])
     jax.tree.map(np.testing.assert_array_equal, s, state)
     # each example's eval output is independent of the rest of the batch
     x2 = x.at[1].set(_x((32, 32, 3), 1, seed=9)[0] * 5.0)
@@ -255,3 +261,57 @@ def test_resnet_eval(resnet):
     np.testing.assert_allclose(logits[0], logits2[0], rtol=1e-5, atol=1e-5)
     # ... unlike train mode (batch statistics), whose logits differ from eval's
     assert not np.allclose(logits, resnet["logits"], atol=1e-4)
+
+
+def _keys(tree):
+    return set(tree).union(*(_keys(v) for v in tree.values() if isinstance(v, dict)))
+
+
+def test_resnet32_structure_and_count():
+    shapes, state = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 3), 0)[1:])
+    _check_pure_dict(shapes)
+    # He et al. report ~0.46M; with option-A (parameter-free) shortcuts it is exactly
+    # 461,232 (bias-free convs) + 2,272 (BN scale/bias) + 650 (classifier) = 464,154
+    n = M.count_params(shapes)
+    assert 450_000 <= n <= 480_000
+    assert n == 464_154  # the number documented in the module docstring
+    assert "shortcut" not in _keys(shapes)  # option A has no parameters
+    assert shapes["stem"]["kernel"].shape == (3, 3, 3, 16)
+    assert shapes["layer1_0"]["conv1"]["kernel"].shape == (3, 3, 16, 16)
+    assert shapes["layer2_0"]["conv1"]["kernel"].shape == (3, 3, 16, 32)
+    assert shapes["layer3_0"]["conv1"]["kernel"].shape == (3, 3, 32, 64)
+    assert shapes["layer3_4"]["conv2"]["kernel"].shape == (3, 3, 64, 64)
+    assert "bias" not in shapes["layer3_4"]["conv2"]
+    assert shapes["classifier"]["kernel"].shape == (64, 10)
+    blocks = {k for k in shapes if k.startswith("layer")}
+    assert blocks == {f"layer{s}_{b}" for s in (1, 2, 3) for b in range(5)}
+    # 31 BatchNorms (stem + 2 per block), each with running mean and var
+    assert len(jax.tree.leaves(state)) == 2 * 31
+    assert state["layer2_0"]["bn1"]["mean"].shape == (32,)
+    # in_channels and num_classes come from make_model's arguments
+    shapes100 = jax.eval_shape(lambda: M.make_model("resnet32", 100, (32, 32, 3), 0).params)
+    assert shapes100["classifier"]["kernel"].shape == (64, 100)
+    assert M.count_params(shapes100) == 470_004  # documented too
+    shapes1 = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 1), 0).params)
+    assert shapes1["stem"]["kernel"].shape == (3, 3, 1, 16)
+
+
+def test_option_a_shortcut():
+    x = _x((4, 4, 16), 2, seed=3)
+    y = M._shortcut_a(x, 32, 2)
+    ref = np.zeros((2, 2, 2, 32), np.float32)
+    ref[..., 8:24] = np.asarray(x)[:, ::2, ::2, :]  # F.pad(x[:, :, ::2, ::2], (..., 8, 8))
+    np.testing.assert_array_equal(y, ref)
+    # the block adds it to its residual branch: with conv2 zeroed and BN in eval mode at
+    # its initial statistics, the residual branch is 0 and the block is ReLU(shortcut(x))
+    call = nnx.jit(lambda m, x: m(x))  # much cheaper than eager convolutions on CPU
+    for cin, cout, stride in ((16, 32, 2), (16, 16, 1)):
+        block = _filled(nnx.eval_shape(lambda: M.BasicBlock(cin, cout, stride, rngs=nnx.Rngs(0))))
+        assert block.has_shortcut == (stride != 1)
+        block.conv2.kernel[...] = 0.0
+        block.eval()
+        x = _x((4, 4, cin), 2, seed=4)
+        expect = M._shortcut_a(x, cout, stride) if stride != 1 else x
+        np.testing.assert_allclose(call(block, x), nnx.relu(expect), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError):
+        M.BasicBlock(32, 16, 2, rngs=nnx.Rngs(0))
