@@ -12,11 +12,13 @@ ARGS = {"ncsam_cifar.py": ["cifar10", "cifar100"],
         "saner_cifar.py": ["cifar10", "cifar100", "cifar10_n", "cifar100_n"],
         "meta_reweight_cifar_n.py": ["cifar10_n", "cifar100_n"],
         "ebomlc_cifar.py": ["cifar10", "cifar100"]}
+METHOD_ARGS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
+               "feature_reweight", "mwnet", "mlc", "ebomlc"]
 
 
 def test_every_config_file_is_covered():
   shipped = {p.name for p in CONFIGS.glob("*.py")}
-  assert set(ARGS) <= shipped
+  assert set(ARGS) | {"fashion_mnist.py"} == shipped
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in ARGS.items() for a in args])
@@ -24,6 +26,14 @@ def test_config_loads(name, arg):
   config = load_config(f"{CONFIGS / name}:{arg}")
   assert isinstance(config, TrainConfig) and config.dataset == arg
   assert (CONFIGS / name).read_text().startswith('"""')  # states its paper and table
+
+
+@pytest.mark.parametrize("method", METHOD_ARGS)
+def test_fashion_mnist_config_per_method(method):
+  config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:{method}")
+  assert config.method == method and config.dataset == "fashion_mnist"
+  assert (config.clean_size > 0) == (method in {"l2rw", "meta_reweight", "feature_reweight",
+                                                "mwnet", "mlc", "ebomlc"})
 
 
 def test_bad_arg_and_missing_file():

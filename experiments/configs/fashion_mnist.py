@@ -1,0 +1,38 @@
+"""The Fashion-MNIST counterparts of the papers' setups, scaled to 2 CPU cores.
+
+The recipe of the main job (and of the independent reference run in
+shared/reference/OBSERVATIONS.md): the 108k-parameter CNN, SGD lr 0.05, momentum 0.9,
+weight decay 5e-4, cosine decay, batch 128, 25 epochs, on a random 15,000-example
+subset of the noisy training set (5,000 noisy examples held out for model selection;
+1,000 clean examples for the methods that learn from a clean subset). In this budget
+plain SGD first fits the clean signal, then memorises the noise. Per method: SAM,
+SANER and NCSAM ρ = 0.1 (the label-noise value), ASAM ρ = 1.0; SANER a = 0.5 over the
+first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of epochs.
+
+    jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
+        --noise symmetric:0.4 --seed 0 --out runs/fm_saner
+"""
+
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.methods import METHODS
+
+PER_METHOD = {
+    "sam": dict(rho=0.1),
+    "asam": dict(rho=1.0),
+    "gsam": dict(rho=0.1, gsam_alpha=0.1),
+    "saner": dict(rho=0.1, down_weight=0.5, saner_warmup_fraction=0.25),
+    "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, ncsam_warmup_fraction=0.25),
+}
+
+
+def get_config(arg=None) -> TrainConfig:
+  method = arg or "sgd"
+  if method not in METHODS:
+    raise ValueError(f"fashion_mnist: ARG must be a method ({', '.join(sorted(METHODS))}), "
+                     f"got {method!r}")
+  clean = dict(clean_size=1000, clean_batch_size=100) if METHODS[method].needs_clean else {}
+  return TrainConfig(
+      method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
+      epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
+      schedule="cosine", train_size=15000, heldout_size=5000,
+      **clean, **PER_METHOD.get(method, {}))

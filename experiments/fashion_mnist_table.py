@@ -1,0 +1,156 @@
+"""The Fashion-MNIST results table: every method under every noise setting, several seeds.
+
+Runs ``jaxnoisy train --config experiments/configs/fashion_mnist.py:METHOD --noise SPEC
+--seed S`` for each combination not finished yet (each run resumes from its own
+checkpoint if it was interrupted), then writes ``RESULTS.md`` from whatever summaries
+exist, with mean ± std over the seeds that finished, and plots of test accuracy and
+memorization per epoch for each noise setting. The whole table takes many hours on
+2 CPU cores: run it in parts with ``--noise``/``--methods``/``--seeds`` and rerun to
+fill in; ``--report-only`` rewrites RESULTS.md without training.
+
+Usage:
+  python experiments/fashion_mnist_table.py [--noise symmetric:0.4,...] \\
+      [--methods sgd,sam,...] [--seeds 0,1,2] [--runs runs/table] [--report-only]
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+
+NOISE = ["none", "symmetric:0.4", "symmetric:0.6", "asymmetric:0.4", "instance:0.4"]
+METHODS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
+           "feature_reweight", "mwnet", "mlc", "ebomlc"]
+CONFIG = "experiments/configs/fashion_mnist.py"
+
+
+def run_dir(root, noise, method, seed):
+  return os.path.join(root, noise.replace(":", "_"), method, f"seed{seed}")
+
+
+def load(path):
+  try:
+    with open(os.path.join(path, "summary.json")) as f:
+      summary = json.load(f)
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f if line.strip()]
+    return summary, rows
+  except FileNotFoundError:
+    return None
+
+
+def mean_std(values, scale=100.0, digits=2):
+  if not values:
+    return "—"
+  m = statistics.mean(values) * scale
+  s = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+  return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def git_commit():
+  try:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+
+
+def report(root, noises, methods, seeds, out_path):
+  from jaxnoisy.train.trainer import write_atomic
+  lines = ["# Fashion-MNIST results", "",
+           f"Produced by `python experiments/fashion_mnist_table.py --runs {root}` "
+           f"(commit {git_commit()}, {platform.machine()}, {os.cpu_count()} CPU cores). "
+           f"Settings: `{CONFIG}`. Test accuracy in %, mean ± std over the seeds that "
+           "finished (n). \"Chosen\" is the epoch with the best accuracy on the noisy "
+           "held-out split; memorization is the share of corrupted training examples "
+           "predicted with their noisy label at the last epoch.", ""]
+  curves = {}
+  for noise in noises:
+    lines += [f"## Noise: `{noise}`", "",
+              "| method | n | test acc. (last) | test acc. (chosen) | memorization | s/epoch |",
+              "|---|---|---|---|---|---|"]
+    for method in methods:
+      found = [r for r in (load(run_dir(root, noise, method, s)) for s in seeds) if r]
+      if not found:
+        lines.append(f"| {method} | 0 | — | — | — | — |")
+        continue
+      sums = [s for s, _ in found]
+      secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
+      lines.append(
+          f"| {method} | {len(found)} | {mean_std([s['test_accuracy'] for s in sums])} "
+          f"| {mean_std([s['best_test_accuracy'] for s in sums])} "
+          f"| {mean_std([s['memorization'] for s in sums], digits=1)} "
+          f"| {statistics.mean(secs):.1f} |")
+      curves.setdefault(noise, {})[method] = [rows for _, rows in found]
+    lines.append("")
+  plots = plot_curves(curves, os.path.dirname(out_path) or ".")
+  lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, os.path.dirname(out_path) or '.')})"
+            for p in plots]
+  write_atomic(out_path, "\n".join(lines) + "\n")
+
+
+def plot_curves(curves, directory):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  paths = []
+  for noise, per_method in curves.items():
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, runs in per_method.items():
+      n = min(len(rows) for rows in runs)
+      epochs = list(range(1, n + 1))
+      acc = [statistics.mean(rows[e]["test_accuracy"] for rows in runs) * 100 for e in range(n)]
+      mem = [statistics.mean(rows[e]["memorization"] for rows in runs) * 100 for e in range(n)]
+      a1.plot(epochs, acc, label=method)
+      a2.plot(epochs, mem, label=method)
+    a1.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{noise}: test accuracy")
+    a2.set(xlabel="epoch", ylabel="memorization (%)", title=f"{noise}: memorization")
+    a1.grid(alpha=0.3)
+    a2.grid(alpha=0.3)
+    a1.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.path.join(directory, f"results_{noise.replace(':', '_')}.png")
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    paths.append(path)
+  return paths
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--noise", default=",".join(NOISE))
+  parser.add_argument("--methods", default=",".join(METHODS))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--runs", default="runs/table")
+  parser.add_argument("--results", default="RESULTS.md")
+  parser.add_argument("--report-only", action="store_true")
+  args = parser.parse_args()
+  noises, methods = args.noise.split(","), args.methods.split(",")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  bad = [m for m in methods if m not in METHODS] + [n for n in noises if n not in NOISE]
+  if bad:
+    parser.error(f"--methods/--noise must be among {METHODS} / {NOISE}, got {bad}")
+  exe = os.path.join(os.path.dirname(sys.executable), "jaxnoisy")
+  if not args.report_only:
+    for noise in noises:
+      for method in methods:
+        for seed in seeds:
+          out = run_dir(args.runs, noise, method, seed)
+          if load(out):
+            continue
+          cmd = [exe, "train", "--config", f"{CONFIG}:{method}", "--noise", noise,
+                 "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
+          print("$ " + shlex.join(cmd), flush=True)
+          subprocess.run(cmd, check=True)
+  report(args.runs, noises, methods, seeds, args.results)
+  print(f"wrote {args.results}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
