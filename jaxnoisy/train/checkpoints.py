@@ -1,7 +1,11 @@
 """Orbax checkpoints of the whole ``TrainState`` (plus the elapsed wall time).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete,
-so ``latest_step`` only ever sees complete checkpoints.
+so ``latest_step`` only ever sees complete checkpoints. The state is copied to host
+memory first and saved synchronously: Orbax then never touches device buffers from a
+thread of its own while the next training step runs (with several CPU host devices a
+checkpoint taken from device arrays was followed once by a step that hung in its
+cross-device all-reduce).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import orbax.checkpoint as ocp
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       os.path.abspath(directory),
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                           enable_async_checkpointing=False))
 
 
 def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float) -> None:
@@ -24,16 +29,19 @@ def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float) -> None:
   step = int(state.step)
   if step in mngr.all_steps():
     return
+  host_state = jax.tree.map(np.asarray, jax.device_get(state))
   mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(state),
+      state=ocp.args.StandardSave(host_state),
       meta=ocp.args.JsonSave({"elapsed_seconds": elapsed_seconds})))
   mngr.wait_until_finished()
 
 
 def restore(mngr: ocp.CheckpointManager, like):
-  """Restores the latest checkpoint into the structure, shapes and shardings of ``like``."""
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+  """Restores the latest checkpoint into the structure and shardings of ``like``."""
+  target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like)
   restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-  state = jax.tree.unflatten(jax.tree.structure(like), jax.tree.leaves(restored["state"]))
+      state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+  leaves = jax.tree.leaves(restored["state"])
+  state = jax.tree.unflatten(jax.tree.structure(like), leaves)
+  state = jax.tree.map(lambda v, x: jax.device_put(v, x.sharding), state, like)
   return state, float(restored["meta"]["elapsed_seconds"])
