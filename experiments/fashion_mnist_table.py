@@ -2,11 +2,11 @@
 
 Runs ``jaxnoisy train --config experiments/configs/fashion_mnist.py:METHOD --noise SPEC
 --seed S`` for each combination not finished yet (each run resumes from its own
-checkpoint if it was interrupted), then writes ``RESULTS.md`` from whatever summaries
-exist, with mean ± std over the seeds that finished, and plots of test accuracy and
+checkpoint if it was interrupted), then writes ``experiments/results/RESULTS.md`` from
+whatever summaries exist, with mean ± std over the seeds that finished, and plots of test accuracy and
 memorization per epoch for each noise setting. The whole table takes many hours on
 2 CPU cores: run it in parts with ``--noise``/``--methods``/``--seeds`` and rerun to
-fill in; ``--report-only`` rewrites RESULTS.md without training.
+fill in; ``--report-only`` rewrites it without training.
 
 Usage:
   python experiments/fashion_mnist_table.py [--noise symmetric:0.4,...] \\
@@ -61,6 +61,7 @@ def git_commit():
 
 def report(root, noises, methods, seeds, out_path):
   from jaxnoisy.train.trainer import write_atomic
+  os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
   lines = ["# Fashion-MNIST results", "",
            f"Produced by `python experiments/fashion_mnist_table.py --runs {root}` "
            f"(commit {git_commit()}, {platform.machine()}, {os.cpu_count()} CPU cores). "
@@ -127,7 +128,7 @@ def main() -> int:
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--runs", default="runs/table")
-  parser.add_argument("--results", default="RESULTS.md")
+  parser.add_argument("--results", default="experiments/results/RESULTS.md")
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
   noises, methods = args.noise.split(","), args.methods.split(",")
