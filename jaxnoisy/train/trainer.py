@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 import jaxnoisy
@@ -95,16 +96,13 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
 
 
 class Trainer:
-  """Builds model, optimizer and jitted steps for a config; ``fit`` runs the epochs."""
+  """Builds model, optimizer and jitted steps for a config; :func:`train` drives it."""
 
   def __init__(self, config: TrainConfig, data: NoisyData):
     self.config = config.validate()
     self.data = data
     self.mesh = step_lib.make_mesh(config.num_devices)
     n_dev = self.mesh.devices.size
-    if config.batch_size % n_dev:
-      raise ValueError(
-          f"batch_size must be a multiple of the {n_dev} devices, got {config.batch_size}")
     self.steps_per_epoch = len(data.train_labels) // config.batch_size
     if self.steps_per_epoch < 1:
       raise ValueError(f"batch_size must be at most the {len(data.train_labels)} "
@@ -166,7 +164,6 @@ class Trainer:
     self.memorization_labels = data.train_labels[data.train_corrupted]
 
   def _schedule(self):
-    import optax
     c = self.config
     if c.schedule == "constant":
       return c.learning_rate
