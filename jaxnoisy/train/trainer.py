@@ -12,7 +12,7 @@ import os
 import platform
 import tempfile
 import time
-from typing import Any, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
