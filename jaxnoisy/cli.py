@@ -109,7 +109,7 @@ def cmd_train(args) -> int:
   from jaxnoisy.train.devices import use_cpu_cores
   config = config_from_args(args)
   parse_noise_spec(config.noise)
-  use_cpu_cores()
+  use_cpu_cores(config.num_devices)
   from jaxnoisy.train.trainer import train
   if config.train_size is not None:
     print(f"note: training on a random subset of {config.train_size} noisy examples")
