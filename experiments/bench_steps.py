@@ -67,14 +67,14 @@ def main() -> int:
                          saner_warmup_fraction=0.0, clean_batch_size=args.batch_size)
     trainers[name] = Trainer(config, data)
     states[name] = trainers[name].initial_state
-  perm = jax.random.permutation(jax.random.key(0), n)
-  key = jax.random.key(1)
+  perm = trainers["sgd"].permutation(0)
+  key = trainers["sgd"].step_key
 
   def run(name, k):
     t, state = trainers[name], states[name]
     for i in range(k):
-      state, _ = t.train_step(state, t.train_data, perm, jnp.int32(i % t.steps_per_epoch),
-                              key, jnp.float32(0.5))
+      state, _ = t.train_step(state, t.train_data, perm, np.int32(i % t.steps_per_epoch),
+                              key, np.float32(0.5))
     jax.block_until_ready(state)
     states[name] = state
 
@@ -93,10 +93,10 @@ def main() -> int:
   gather = jax.jit(functools.partial(step_lib.gather_batch, batch_size=args.batch_size,
                                      mean=data.mean, std=data.std))
   images_d, labels_d = t.train_data[:2]
-  jax.block_until_ready(gather(images_d, labels_d, perm, jnp.int32(0), key))
+  jax.block_until_ready(gather(images_d, labels_d, perm, np.int32(0), key))
   t0 = time.perf_counter()
   for i in range(200):
-    out = gather(images_d, labels_d, perm, jnp.int32(i % t.steps_per_epoch), key)
+    out = gather(images_d, labels_d, perm, np.int32(i % t.steps_per_epoch), key)
   jax.block_until_ready(out)
   gather_ms = (time.perf_counter() - t0) / 200 * 1e3
   result = {

@@ -43,7 +43,6 @@ def main() -> int:
   import optax
 
   from jaxnoisy.meta import reweight
-  from jaxnoisy.train import step as step_lib
   from jaxnoisy.train.config import TrainConfig
   from jaxnoisy.train.trainer import Trainer, prepare_data, write_atomic
 
@@ -71,7 +70,9 @@ def main() -> int:
             "clean_loss": exact.clean_loss}
 
   rng = np.random.default_rng(args.seed + 100)
-  norm = lambda im: step_lib.normalize(jnp.asarray(im), data.mean, data.std)
+  # Host (NumPy) inputs: the probe's arrays are copied to the mesh, never between devices.
+  mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
+  norm = lambda im: (im.astype(np.float32) / 255.0 - mean) / std
   rows = []
   state = trainer.initial_state
   total = trainer.total_steps
@@ -83,9 +84,8 @@ def main() -> int:
       idx = rng.choice(len(data.train_labels), config.batch_size, replace=False)
       cidx = rng.choice(len(data.clean_labels), config.clean_batch_size, replace=False)
       results.append(probe(state.params, state.model_state, norm(data.train_images[idx]),
-                           jnp.asarray(data.train_labels[idx]),
-                           jnp.asarray(data.train_corrupted[idx]),
-                           norm(data.clean_images[cidx]), jnp.asarray(data.clean_labels[cidx])))
+                           data.train_labels[idx], data.train_corrupted[idx],
+                           norm(data.clean_images[cidx]), data.clean_labels[cidx]))
     row = {"step": step, "epoch": step / spe,
            **{k: float(np.nanmean([float(r[k]) for r in results])) for k in results[0]}}
     rows.append(row)

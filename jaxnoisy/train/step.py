@@ -84,8 +84,11 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
   """Returns the jitted ``step(state, data, perm, index, key, progress) -> (state, metrics)``.
 
   ``data`` is ``(images, labels, clean_images, clean_labels)`` on device, ``perm`` the
-  epoch's permutation, ``index`` the step within the epoch, ``key`` this step's PRNG
-  key and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
+  epoch's permutation, ``index`` the step within the epoch, ``key`` the run's PRNG key
+  (each step folds in its step count) and ``progress`` the training progress
+  t ∈ [0, 1] (passed to the transform). Pass every array input already placed on the
+  mesh (replicated) and scalars as NumPy values: on CPU host devices, a step whose
+  input had to be copied from one device to another hung in its all-reduce.
   ``gradients`` is the method's ``StepInputs -> Gradients``; ``learning_rate`` (a float
   or an Optax schedule) gives it the current step size. ``augment`` turns on random
   crops and flips of the training batch (CIFAR). ``warmup=True`` builds
@@ -146,6 +149,7 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
     update_fn = update
 
   def step(state, data, perm, index, key, progress):
+    key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
                          batch_size=batch_size, mean=mean, std=std, augment=augment)
@@ -173,14 +177,14 @@ def make_predict(apply: Callable, mesh: Mesh, *, mean, std):
   return jax.jit(predict)
 
 
-def predict_all(predict, params, model_state, images: jax.Array, chunk: int) -> np.ndarray:
-  """Predictions for a whole array, in fixed-size chunks (one compilation)."""
+def predict_all(predict, params, model_state, images: np.ndarray, chunk: int) -> np.ndarray:
+  """Predictions for a whole host array, in fixed-size chunks (one compilation)."""
   n = images.shape[0]
   out = []
   for start in range(0, n, chunk):
     block = images[start:start + chunk]
     pad = chunk - block.shape[0]
     if pad:
-      block = jnp.concatenate([block, jnp.zeros((pad,) + block.shape[1:], block.dtype)])
+      block = np.concatenate([block, np.zeros((pad,) + block.shape[1:], block.dtype)])
     out.append(np.asarray(predict(params, model_state, block))[:chunk - pad])
   return np.concatenate(out) if out else np.zeros((0,), np.int32)

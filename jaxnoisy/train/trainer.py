@@ -138,8 +138,9 @@ class Trainer:
     self.initial_state = jax.device_put(
         step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
                             self.tx.init(model.params), method_state), self.replicated)
-    self.data_key = jax.random.fold_in(key, 2)
-    self.step_key = jax.random.fold_in(key, 3)
+    # Everything a step reads lives on the mesh already (see make_train_step).
+    self.data_key = jax.device_put(jax.random.fold_in(key, 2), self.replicated)
+    self.step_key = jax.device_put(jax.random.fold_in(key, 3), self.replicated)
     self.warmup_epochs = method.warmup_epochs(config)
     clean_batch = min(config.clean_batch_size, len(data.clean_labels))
     augment = config.augment if config.augment is not None else \
@@ -154,13 +155,14 @@ class Trainer:
     self.warmup_step = (build(plain_gradients(config, self.spec), True)
                         if self.warmup_epochs else None)
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
-    self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2)
+    self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2,
+                            out_shardings=self.replicated)
     put = lambda a: jax.device_put(a, self.replicated)
     # The clean subset is used only by methods that learn from it.
     clean = slice(None) if method.needs_clean else slice(0, 0)
     self.train_data = put((data.train_images, data.train_labels, data.clean_images[clean],
                            data.clean_labels[clean]))
-    self.memorization_images = put(data.train_images[data.train_corrupted])
+    self.memorization_images = data.train_images[data.train_corrupted]
     self.memorization_labels = data.train_labels[data.train_corrupted]
 
   def _schedule(self):
@@ -174,8 +176,8 @@ class Trainer:
         c.learning_rate, {int(f * self.total_steps): 0.1 for f in c.lr_boundaries})
 
   def accuracy(self, state, images, labels) -> float:
-    pred = step_lib.predict_all(self.predict, state.params, state.model_state,
-                                jax.device_put(images, self.replicated), self.eval_chunk)
+    pred = step_lib.predict_all(self.predict, state.params, state.model_state, images,
+                                self.eval_chunk)
     return float(np.mean(pred == labels)) if len(labels) else float("nan")
 
   def evaluate(self, state) -> dict:
@@ -195,19 +197,22 @@ class Trainer:
       metrics.update({k: float(v) for k, v in extra.items()})
     return metrics
 
+  def permutation(self, epoch: int) -> jax.Array:
+    """The order of the training examples in ``epoch``, replicated over the mesh."""
+    return self._permute(self.data_key, np.int32(epoch), len(self.data.train_labels))
+
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
     """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics).
 
     A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
     """
-    perm = self._permute(self.data_key, epoch, len(self.data.train_labels))
-    t = jnp.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
+    perm = self.permutation(epoch)
+    t = np.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
     step_fn = self.warmup_step if epoch < self.warmup_epochs else self.train_step
     history = []
     try:
       for i in range(start, end):
-        key = jax.random.fold_in(self.step_key, state.step)
-        state, metrics = step_fn(state, self.train_data, perm, jnp.int32(i), key, t)
+        state, metrics = step_fn(state, self.train_data, perm, np.int32(i), self.step_key, t)
         history.append(metrics)
         if progress is not None:
           progress.update(1)
