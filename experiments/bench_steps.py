@@ -75,6 +75,8 @@ def main() -> int:
     for i in range(k):
       state, _ = t.train_step(state, t.train_data, perm, np.int32(i % t.steps_per_epoch),
                               key, np.float32(0.5))
+      if t.sync_each_step:  # as the trainer does (see Trainer.sync_each_step)
+        jax.block_until_ready(state)
     jax.block_until_ready(state)
     states[name] = state
 

@@ -157,6 +157,12 @@ class Trainer:
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2,
                             out_shardings=self.replicated)
+    # XLA's CPU client can deadlock with two multi-device programs in flight: a step's
+    # part on one device waits in its all-reduce while the other device's part waits
+    # for an execution slot held by the next, already dispatched step (seen in gdb with
+    # 2 host devices on 2 cores). So on CPU with several devices each step completes
+    # before the next is dispatched; accelerators keep asynchronous dispatch.
+    self.sync_each_step = n_dev > 1 and self.mesh.devices.flat[0].platform == "cpu"
     put = lambda a: jax.device_put(a, self.replicated)
     # The clean subset is used only by methods that learn from it.
     clean = slice(None) if method.needs_clean else slice(0, 0)
@@ -199,7 +205,8 @@ class Trainer:
 
   def permutation(self, epoch: int) -> jax.Array:
     """The order of the training examples in ``epoch``, replicated over the mesh."""
-    return self._permute(self.data_key, np.int32(epoch), len(self.data.train_labels))
+    return jax.block_until_ready(
+        self._permute(self.data_key, np.int32(epoch), len(self.data.train_labels)))
 
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
     """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics).
@@ -213,6 +220,8 @@ class Trainer:
     try:
       for i in range(start, end):
         state, metrics = step_fn(state, self.train_data, perm, np.int32(i), self.step_key, t)
+        if self.sync_each_step:
+          jax.block_until_ready(state)
         history.append(metrics)
         if progress is not None:
           progress.update(1)
