@@ -6,12 +6,7 @@ import os
 # loaded machine (more busy threads than cores) a peer can be descheduled that long.
 _COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=1800",
                      "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
-# With several host devices, each device runs its program on a thread of its own; the
-# shared intra-op (Eigen) pool is turned off. With it, 2-device runs on 2 cores hung
-# twice in a cross-device all-reduce (one device waiting, the other idle). Suspected
-# cause: a device's program waits on pool threads that the other device holds while it
-# waits in the all-reduce. Speed is unchanged on 2 cores (measured with bench_steps).
-_MULTI_DEVICE_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
+
 
 
 def use_cpu_cores(n: int | None = None) -> None:
@@ -25,8 +20,7 @@ def use_cpu_cores(n: int | None = None) -> None:
 
   n = n or os.cpu_count() or 1
   flags = os.environ.get("XLA_FLAGS", "")
-  wanted = _COLLECTIVE_FLAGS + (_MULTI_DEVICE_FLAGS if n > 1 else ())
-  missing = [f for f in wanted if f.split("=")[0] not in flags]
+  missing = [f for f in _COLLECTIVE_FLAGS if f.split("=")[0] not in flags]
   os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
   try:
     jax.config.update("jax_num_cpu_devices", n)

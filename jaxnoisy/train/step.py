@@ -87,8 +87,7 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
   epoch's permutation, ``index`` the step within the epoch, ``key`` the run's PRNG key
   (each step folds in its step count) and ``progress`` the training progress
   t ∈ [0, 1] (passed to the transform). Pass every array input already placed on the
-  mesh (replicated) and scalars as NumPy values: on CPU host devices, a step whose
-  input had to be copied from one device to another hung in its all-reduce.
+  mesh (replicated) and scalars as NumPy values, so that no call copies between devices.
   ``gradients`` is the method's ``StepInputs -> Gradients``; ``learning_rate`` (a float
   or an Optax schedule) gives it the current step size. ``augment`` turns on random
   crops and flips of the training batch (CIFAR). ``warmup=True`` builds
