@@ -2,12 +2,6 @@
 
 import os
 
-# XLA aborts the process when a CPU collective waits 40 s for a peer device; on a
-# loaded machine (more busy threads than cores) a peer can be descheduled that long.
-_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=1800",
-                     "--xla_cpu_collective_call_warn_stuck_timeout_seconds=300")
-
-
 
 def use_cpu_cores(n: int | None = None) -> None:
   """Exposes ``n`` (default: every core) CPU host devices; call before JAX starts.
@@ -18,11 +12,7 @@ def use_cpu_cores(n: int | None = None) -> None:
   """
   import jax
 
-  n = n or os.cpu_count() or 1
-  flags = os.environ.get("XLA_FLAGS", "")
-  missing = [f for f in _COLLECTIVE_FLAGS if f.split("=")[0] not in flags]
-  os.environ["XLA_FLAGS"] = " ".join([flags, *missing]).strip()
   try:
-    jax.config.update("jax_num_cpu_devices", n)
+    jax.config.update("jax_num_cpu_devices", n or os.cpu_count() or 1)
   except RuntimeError:  # backends already initialised: too late to change
     pass
