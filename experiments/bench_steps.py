@@ -34,7 +34,6 @@ def main() -> int:
   from jaxnoisy.train.devices import use_cpu_cores
   use_cpu_cores(args.devices)
   import jax
-  import jax.numpy as jnp
   import numpy as np
 
   from jaxnoisy.train import step as step_lib

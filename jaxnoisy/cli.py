@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def config_from_args(args) -> "TrainConfig":
+def config_from_args(args):
   """The config file's (or the default) config, with the flags that were given."""
   from jaxnoisy.train.config import load_config
   fields, TrainConfig = _config_fields()
@@ -116,7 +116,7 @@ def cmd_train(args) -> int:
   try:
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
   except KeyboardInterrupt:
-    print(f"interrupted: checkpoint saved; continue with the same command plus --resume",
+    print("interrupted: checkpoint saved; continue with the same command plus --resume",
           file=sys.stderr)
     return 130
   s = result["summary"]
