@@ -14,6 +14,17 @@ import optax
 from jaxnoisy.train.config import TrainConfig
 
 
+def cross_entropy_loss(apply: Callable, x, y) -> Callable:
+  """``params -> (mean cross-entropy on (x, y), new model state)``: the training loss,
+  used for the plain gradient and for the SAM family's gradient at perturbed weights."""
+
+  def loss_fn(params):
+    logits, _, model_state = apply(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), model_state
+
+  return loss_fn
+
+
 class ModelSpec(NamedTuple):
   """Sizes a method may need to build its own state and networks."""
 

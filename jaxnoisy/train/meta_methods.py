@@ -20,21 +20,33 @@ from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import Gradients, Method, ModelSpec, StepInputs
 
 
-def _losses(apply, params, batch):
-  logits = apply(params, batch[0])[0]
-  return optax.softmax_cross_entropy_with_integer_labels(logits, batch[1])
+def _loss_fn(inp: StepInputs):
+  """Per-example cross-entropy ``(params, (x, y)) -> (B,)`` for the meta functions."""
+  return reweight.cross_entropy_loss_fn(lambda p, x: inp.apply(p, x)[0])
 
 
-def _weighted_step(inp: StepInputs, weights, *, sum_to_one: bool = False):
-  """Loss and gradient of Σ w_i l_i / B (or Σ w_i l_i when the weights sum to one)."""
-  def loss_fn(p):
-    logits, _, model_state = inp.apply(p, inp.x)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
-    w = jax.lax.stop_gradient(weights)
-    loss = jnp.vdot(w, losses) if sum_to_one else reweight.weighted_loss(losses, w)
-    return loss, model_state
-  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
-  return loss, grads, model_state
+def _weighted_gradient(inp: StepInputs, weight_fn):
+  """The real step of every reweighting method, from one forward pass of the batch.
+
+  ``weight_fn(losses, features) -> (B,)`` gives the weights (its inputs are under
+  stop-gradient); the loss is (1/B) Σ w_i l_i and its gradient a VJP of the same
+  logits. Returns ``(loss, grads, model_state, weights)``.
+  """
+  def forward(p):
+    logits, features, model_state = inp.apply(p, inp.x)
+    return logits, (features, model_state)
+
+  logits, vjp_fn, (features, model_state) = jax.vjp(forward, inp.params, has_aux=True)
+
+  def loss_of_logits(z):
+    losses = optax.softmax_cross_entropy_with_integer_labels(z, inp.y)
+    sg = jax.lax.stop_gradient
+    w = weight_fn(sg(losses), sg(features))
+    return reweight.weighted_loss(losses, w), w
+
+  (loss, w), dlogits = jax.value_and_grad(loss_of_logits, has_aux=True)(logits)
+  (grads,) = vjp_fn(dlogits)
+  return loss, grads, model_state, w
 
 
 def _record(state: dict, index, weights) -> dict:
@@ -62,10 +74,11 @@ def l2rw_gradients(config: TrainConfig, spec: ModelSpec):
   del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
-    loss_fn = lambda p, b: _losses(inp.apply, p, b)
-    w = reweight.l2rw_weights(loss_fn, inp.params, (inp.x, inp.y), (inp.clean_x, inp.clean_y))
-    loss, grads, model_state = _weighted_step(inp, w, sum_to_one=True)
-    state = _record(inp.method_state, inp.index, w * w.shape[0])
+    w = reweight.l2rw_weights(_loss_fn(inp), inp.params, (inp.x, inp.y),
+                              (inp.clean_x, inp.clean_y))
+    # Σ w_i l_i with Σ w_i = 1 is the mean convention's loss at weights B·w.
+    loss, grads, model_state, w = _weighted_gradient(inp, lambda *_: w * w.shape[0])
+    state = _record(inp.method_state, inp.index, w)
     return Gradients(loss, grads, model_state, {}, state, {})
 
   return gradients
@@ -75,13 +88,12 @@ def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
 
   def gradients(inp: StepInputs) -> Gradients:
-    loss_fn = lambda p, b: _losses(inp.apply, p, b)
     result = reweight.meta_reweight_step(
-        loss_fn, inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
+        _loss_fn(inp), inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
         (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
         weight_lr=config.weight_lr)
-    loss, grads, model_state = _weighted_step(inp, result.weights)
-    state = _record(inp.method_state, inp.index, result.weights)
+    loss, grads, model_state, w = _weighted_gradient(inp, lambda *_: result.weights)
+    state = _record(inp.method_state, inp.index, w)
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": result.clean_loss})
 
   return gradients
@@ -90,26 +102,20 @@ def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
 def feature_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """The bilevel-free surrogate: scores from penultimate features, no second order.
 
-  One forward pass of the batch (its features give the scores, its logits the loss:
-  the gradient is a VJP of the same logits) plus a forward pass of the clean batch.
+  One forward pass of the batch (its features give the scores, its logits the loss)
+  plus a forward pass of the clean batch.
   """
 
   def gradients(inp: StepInputs) -> Gradients:
-    def forward(p):
-      logits, features, model_state = inp.apply(p, inp.x)
-      return logits, (features, model_state)
+    clean_features = jax.lax.stop_gradient(inp.apply(inp.params, inp.clean_x)[1])
 
-    logits, vjp_fn, (features, model_state) = jax.vjp(forward, inp.params, has_aux=True)
-    clean_features = inp.apply(inp.params, inp.clean_x)[1]
-    scores = reweight.feature_reweight_scores(
-        jax.lax.stop_gradient(features), inp.y, jax.lax.stop_gradient(clean_features),
-        inp.clean_y, logits.shape[-1])
-    w = reweight.feature_reweight_update(inp.method_state["weights"][inp.index], scores,
-                                         config.weight_step)
-    loss, dlogits = jax.value_and_grad(
-        lambda z: reweight.weighted_loss(
-            optax.softmax_cross_entropy_with_integer_labels(z, inp.y), w))(logits)
-    (grads,) = vjp_fn(dlogits)
+    def weight_fn(losses, features):
+      scores = reweight.feature_reweight_scores(features, inp.y, clean_features,
+                                                inp.clean_y, spec.num_classes)
+      return reweight.feature_reweight_update(inp.method_state["weights"][inp.index],
+                                              scores, config.weight_step)
+
+    loss, grads, model_state, w = _weighted_gradient(inp, weight_fn)
     return Gradients(loss, grads, model_state, {}, _record(inp.method_state, inp.index, w), {})
 
   return gradients
@@ -130,22 +136,15 @@ def mwnet_gradients(config: TrainConfig, spec: ModelSpec):
   """Meta-Weight-Net: V(l) trained through a virtual step; real step with the new V."""
 
   def gradients(inp: StepInputs) -> Gradients:
-    loss_fn = lambda p, b: _losses(inp.apply, p, b)
     st = inp.method_state
     mw_grads, clean_loss = reweight.mwnet_step(
-        loss_fn, inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
+        _loss_fn(inp), inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
         inner_lr=inp.learning_rate)
     updates, mw_opt = _MWNET_TX.update(mw_grads, st["mw_opt"], st["mw"])
     mw = optax.apply_updates(st["mw"], updates)
-
-    def loss_fn_real(p):
-      logits, _, model_state = inp.apply(p, inp.x)
-      losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
-      w = reweight.mwnet_weights(mw, jax.lax.stop_gradient(losses))
-      return reweight.weighted_loss(losses, w), (model_state, w)
-
-    (loss, (model_state, w)), grads = jax.value_and_grad(loss_fn_real, has_aux=True)(inp.params)
-    state = {"mw": mw, "mw_opt": mw_opt, "weights": st["weights"].at[inp.index].set(w)}
+    loss, grads, model_state, w = _weighted_gradient(
+        inp, lambda losses, _: reweight.mwnet_weights(mw, losses))
+    state = {**_record(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": clean_loss})
 
   return gradients

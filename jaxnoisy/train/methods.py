@@ -17,7 +17,7 @@ from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.saner import saner
 from jaxnoisy.train import meta_methods
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.interface import Gradients, Method, StepInputs
+from jaxnoisy.train.interface import Gradients, Method, StepInputs, cross_entropy_loss
 
 
 def plain_gradients(config: TrainConfig, spec=None):
@@ -25,10 +25,7 @@ def plain_gradients(config: TrainConfig, spec=None):
   del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
-    def loss_fn(p):
-      logits, _, model_state = inp.apply(p, inp.x)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, inp.y).mean(), model_state
-
+    loss_fn = cross_entropy_loss(inp.apply, inp.x, inp.y)
     (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
     return Gradients(loss, grads, model_state, {}, inp.method_state, {})
 

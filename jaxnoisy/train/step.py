@@ -16,7 +16,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxnoisy.data.augment import augment_batch
-from jaxnoisy.train.interface import StepInputs
+from jaxnoisy.train.interface import StepInputs, cross_entropy_loss
 
 DATA_AXIS = "data"
 
@@ -44,10 +44,6 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   """uint8 NHWC → float32, standardised per channel."""
   x = images.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
-def cross_entropy(logits, labels) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def make_optimizer(method_transform: optax.GradientTransformation, *, learning_rate,
@@ -116,11 +112,8 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
                                clean_x, clean_y, key, state.opt_state, state.step,
                                jnp.asarray(lr, jnp.float32)))
 
-    def grad_fn(params):  # the SAM family's gradient at perturbed weights
-      def loss_fn(p):
-        logits, _, model_state = model_apply(p, x)
-        return cross_entropy(logits, y), model_state
-      return jax.grad(loss_fn, has_aux=True)(params)
+    # The SAM family's gradient at perturbed weights.
+    grad_fn = jax.grad(cross_entropy_loss(model_apply, x, y), has_aux=True)
 
     extra = dict(out.extra_args, progress=progress)
     if warmup:

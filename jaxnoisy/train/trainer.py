@@ -192,12 +192,9 @@ class Trainer:
         "test_accuracy": self.accuracy(state, d.test_images, d.test_labels),
         "heldout_accuracy": self.accuracy(state, d.heldout_images, d.heldout_labels),
     }
-    if len(self.memorization_labels):
-      pred = step_lib.predict_all(self.predict, state.params, state.model_state,
-                                  self.memorization_images, self.eval_chunk)
-      metrics["memorization"] = float(np.mean(pred == self.memorization_labels))
-    else:
-      metrics["memorization"] = float("nan")
+    # Memorization: the corrupted training examples predicted with their noisy label.
+    metrics["memorization"] = self.accuracy(state, self.memorization_images,
+                                            self.memorization_labels)
     if self.method.epoch_metrics is not None:
       extra = self.method.epoch_metrics(state.method_state, self.data)
       metrics.update({k: float(v) for k, v in extra.items()})
