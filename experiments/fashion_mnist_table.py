@@ -64,12 +64,13 @@ def report(root, noises, methods, seeds, out_path):
   os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
   lines = ["# Fashion-MNIST results", "",
            f"Produced by `python experiments/fashion_mnist_table.py --runs {root}` "
-           f"(commit {git_commit()}, {platform.machine()}, {os.cpu_count()} CPU cores). "
+           f"(report at commit {git_commit()}; runs trained at commit(s) "
+           "{commits}" f"; {platform.machine()}, {os.cpu_count()} CPU cores). "
            f"Settings: `{CONFIG}`. Test accuracy in %, mean ± std over the seeds that "
            "finished (n). \"Chosen\" is the epoch with the best accuracy on the noisy "
            "held-out split; memorization is the share of corrupted training examples "
            "predicted with their noisy label at the last epoch.", ""]
-  curves = {}
+  curves, commits = {}, set()
   for noise in noises:
     lines += [f"## Noise: `{noise}`", "",
               "| method | n | test acc. (last) | test acc. (chosen) | memorization | s/epoch |",
@@ -80,6 +81,12 @@ def report(root, noises, methods, seeds, out_path):
         lines.append(f"| {method} | 0 | — | — | — | — |")
         continue
       sums = [s for s, _ in found]
+      for s in seeds:
+        try:
+          with open(os.path.join(run_dir(root, noise, method, s), "commit.txt")) as f:
+            commits.add(f.read().strip())
+        except FileNotFoundError:
+          pass
       secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
       lines.append(
           f"| {method} | {len(found)} | {mean_std([s['test_accuracy'] for s in sums])} "
@@ -88,6 +95,7 @@ def report(root, noises, methods, seeds, out_path):
           f"| {statistics.mean(secs):.1f} |")
       curves.setdefault(noise, {})[method] = [rows for _, rows in found]
     lines.append("")
+  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "unknown")
   plots = plot_curves(curves, os.path.dirname(out_path) or ".")
   lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, os.path.dirname(out_path) or '.')})"
             for p in plots]
@@ -147,6 +155,9 @@ def main() -> int:
           cmd = [exe, "train", "--config", f"{CONFIG}:{method}", "--noise", noise,
                  "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
           print("$ " + shlex.join(cmd), flush=True)
+          os.makedirs(out, exist_ok=True)
+          with open(os.path.join(out, "commit.txt"), "w") as f:
+            f.write(git_commit() + "\n")
           subprocess.run(cmd, check=True)
   report(args.runs, noises, methods, seeds, args.results)
   print(f"wrote {args.results}")
