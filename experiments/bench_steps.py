@@ -5,7 +5,10 @@ random uint8 Fashion-MNIST-shaped data held on device. Compilation and a warm-up
 excluded; the methods are timed in interleaved rounds (so drifts in machine load hit
 all of them alike) and the median round is reported. Prints one JSON object::
 
-  {"ms_per_step": {"sgd": ..., "sam": ...}, "ratios_to_sgd": {"sam": ..., ...}, ...}
+  {"ms_per_step": {"sgd": ..., "sam": ...}, "ratios_to_sgd": {"sam": ..., ...},
+   "ratios": {"saner_to_sam": ..., ...}, ...}
+
+``ratios`` holds the named pairs of ``PAIRS`` whose two methods were both run.
 
 Usage: python experiments/bench_steps.py [--methods sgd,sam,asam] [--rounds 7]
 """
@@ -18,6 +21,10 @@ import platform
 import statistics
 import sys
 import time
+
+# Named step-time ratios (numerator, denominator), printed for pairs whose methods ran.
+PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
+         "ebomlc_to_mlc": ("ebomlc", "mlc")}
 
 
 def main() -> int:
@@ -71,11 +78,8 @@ def main() -> int:
 
   def run(name, k):
     t, state = trainers[name], states[name]
-    for i in range(k):
-      state, _ = t.train_step(state, t.train_data, perm, np.int32(i % t.steps_per_epoch),
-                              key, np.float32(0.5))
-      if t.sync_each_step:  # as the trainer does (see Trainer.sync_each_step)
-        jax.block_until_ready(state)
+    for i in range(k):  # the trainer's own step (it syncs as training does)
+      state, _ = t.step(state, perm, i % t.steps_per_epoch, 0.5)
     jax.block_until_ready(state)
     states[name] = state
 
@@ -91,8 +95,9 @@ def main() -> int:
 
   # The input pipeline alone (permutation slice, gather, normalisation), as in the step.
   t = trainers["sgd"]
-  gather = jax.jit(functools.partial(step_lib.gather_batch, batch_size=args.batch_size,
-                                     mean=data.mean, std=data.std))
+  gather = jax.jit(jax.vmap(  # over the (one) replica, as in the step
+      functools.partial(step_lib.gather_batch, batch_size=args.batch_size, mean=data.mean,
+                        std=data.std), in_axes=(0, 0, 0, None, 0)))
   images_d, labels_d = t.train_data[:2]
   jax.block_until_ready(gather(images_d, labels_d, perm, np.int32(0), key))
   t0 = time.perf_counter()
@@ -103,6 +108,8 @@ def main() -> int:
   result = {
       "ms_per_step": ms,
       "ratios_to_sgd": {name: round(ms[name] / ms["sgd"], 3) for name in names if name != "sgd"},
+      "ratios": {pair: round(ms[a] / ms[b], 3) for pair, (a, b) in PAIRS.items()
+                 if a in ms and b in ms},
       "input_pipeline_ms": round(gather_ms, 3),
       "input_pipeline_fraction_of_sgd_step": round(gather_ms / ms["sgd"], 4),
       "batch_size": args.batch_size,

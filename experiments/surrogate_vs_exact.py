@@ -44,7 +44,7 @@ def main() -> int:
 
   from jaxnoisy.meta import reweight
   from jaxnoisy.train.config import TrainConfig
-  from jaxnoisy.train.trainer import Trainer, prepare_data, write_atomic
+  from jaxnoisy.train.trainer import Trainer, prepare_data, replica, write_atomic
 
   config = TrainConfig(method="meta_reweight", noise=args.noise, epochs=args.epochs,
                        train_size=args.train_size, clean_size=args.clean_size,
@@ -78,12 +78,13 @@ def main() -> int:
   total = trainer.total_steps
   spe = trainer.steps_per_epoch
   while True:
-    step = int(state.step)
+    one = replica(state, 0)  # the run's one replica
+    step = int(one.step)
     results = []
     for _ in range(args.probe_batches):
       idx = rng.choice(len(data.train_labels), config.batch_size, replace=False)
       cidx = rng.choice(len(data.clean_labels), config.clean_batch_size, replace=False)
-      results.append(probe(state.params, state.model_state, norm(data.train_images[idx]),
+      results.append(probe(one.params, one.model_state, norm(data.train_images[idx]),
                            data.train_labels[idx], data.train_corrupted[idx],
                            norm(data.clean_images[cidx]), data.clean_labels[cidx]))
     row = {"step": step, "epoch": step / spe,

@@ -42,6 +42,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--lr-boundaries", type=lambda v: tuple(float(x) for x in v.split(",")),
                  help="step schedule: ×0.1 at these fractions of training, e.g. 0.5,0.75")
   p.add_argument("--seed", type=int)
+  p.add_argument("--seeds", type=int,
+                 help="train this many replicas (seeds seed, seed+1, ...) side by side in "
+                      "one jitted step; the summary reports mean ± std")
+  p.add_argument("--sweep", type=_sweep,
+                 help="NAME=V1,V2,...: one replica per value (× --seeds) in the same step; "
+                      "NAME one of rho, kappa, down_weight, learning_rate, weight_decay, ...")
   p.add_argument("--train-size", type=int, help="train on a random subset of this size")
   p.add_argument("--heldout-size", type=int)
   p.add_argument("--clean-size", type=int, help="clean subset for the meta methods")
@@ -73,6 +79,15 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="run directory")
   p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
   p.add_argument("--no-progress", action="store_true")
+
+
+def _sweep(text: str):
+  name, _, values = text.partition("=")
+  try:
+    parsed = tuple(float(v) for v in values.split(","))
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"must be NAME=V1,V2,... with numbers, got {text!r}")
+  return (name.replace("-", "_"), parsed)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,8 +135,11 @@ def cmd_train(args) -> int:
           file=sys.stderr)
     return 130
   s = result["summary"]
-  print(json.dumps({k: s[k] for k in ("method", "test_accuracy", "best_test_accuracy",
-                                      "memorization", "ms_per_step", "wall_seconds")}))
+  keys = ("method", "test_accuracy", "best_test_accuracy", "memorization", "ms_per_step",
+          "wall_seconds")
+  if len(result["replicas"]) > 1:
+    keys += ("replicas", "by_value") if config.sweep else ("replicas",)
+  print(json.dumps({k: s[k] for k in keys}))
   return 0
 
 

@@ -25,8 +25,9 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 
 
 def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float) -> None:
-  """Saves ``state`` under its step number (a no-op if that step is already saved)."""
-  step = int(state.step)
+  """Saves ``state`` under its step number (a no-op if that step is already saved);
+  ``state.step`` has a leading replica axis (the replicas step together)."""
+  step = int(np.asarray(state.step).reshape(-1)[0])
   if step in mngr.all_steps():
     return
   host_state = jax.tree.map(np.asarray, jax.device_get(state))

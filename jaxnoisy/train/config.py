@@ -9,6 +9,10 @@ from jaxnoisy._validate import check_range
 
 SCHEDULES = ("cosine", "constant", "step")
 SANER_BASES = ("sam", "asam", "gsam")
+# Hyper-parameters a run can sweep in one jit (``sweep``): they enter the step as traced
+# scalars, so none of them may set a shape or a Python branch.
+SWEEPABLE = ("learning_rate", "weight_decay", "rho", "asam_eta", "gsam_alpha", "down_weight",
+             "kappa", "weight_lr", "weight_step", "mixture_rho", "xi", "delta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +31,10 @@ class TrainConfig:
   schedule: str = "cosine"
   lr_boundaries: tuple = (0.5, 0.75)  # "step" schedule: ×0.1 at these fractions of training
   seed: int = 0
+  # Replicas trained side by side in one jitted step (vmap): seeds seed .. seed+seeds-1,
+  # each with every value of ``sweep = (name, (v1, v2, ...))`` if given.
+  seeds: int = 1
+  sweep: Optional[tuple] = None
   augment: Optional[bool] = None     # random crop + flip; None: the dataset's default
   train_size: Optional[int] = None   # use a random subset of the noisy training set
   heldout_size: int = 5000           # noisy held-out split for model selection
@@ -67,6 +75,24 @@ class TrainConfig:
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
+
+  def replicas(self) -> list[tuple[str, "TrainConfig"]]:
+    """``(label, config)`` of every replica: the sweep's values (outer) × the seeds.
+
+    Each replica's config is the single run it reproduces (``seeds=1``, no sweep): its
+    own seed draws its initialisation, label noise, splits and batch order.
+    """
+    name, values = self.sweep if self.sweep else (None, (None,))
+    out = []
+    for value in values:
+      for k in range(self.seeds):
+        changes = {"seed": self.seed + k, "seeds": 1, "sweep": None}
+        label = f"seed{self.seed + k}"
+        if name is not None:
+          changes[name] = value
+          label = f"{name}{value:g}_{label}"
+        out.append((label, self.replace(**changes)))
+    return out
 
   def validate(self) -> "TrainConfig":
     from jaxnoisy.train.methods import METHODS  # the method table validates the name
@@ -115,6 +141,17 @@ class TrainConfig:
       check_range("train_size", self.train_size, low=1)
     if self.num_devices is not None:
       check_range("num_devices", self.num_devices, low=1)
+    check_range("seeds", self.seeds, low=1)
+    if self.sweep is not None:
+      name, values = self.sweep if len(self.sweep) == 2 else (None, ())
+      if name not in SWEEPABLE or not values:
+        raise ValueError(f"sweep must be (name, values) with name in {list(SWEEPABLE)} and "
+                         f"at least one value, got {self.sweep!r}")
+      for _, replica in self.replicas():
+        replica.validate()
+    if self.per_device_ascent and (self.seeds > 1 or self.sweep):
+      raise ValueError("per_device_ascent must be off when training replicas "
+                       f"(seeds={self.seeds}, sweep={self.sweep!r})")
     return self
 
 

@@ -1,12 +1,15 @@
-"""The jitted training and evaluation steps, data-parallel over a one-axis device mesh.
+"""The jitted training and evaluation steps over a ("replica", "data") device mesh.
 
 The step gathers its batch from device-resident arrays (the epoch's permutation is
-computed in JAX too), so there is no host input pipeline.
+computed in JAX too), so there is no host input pipeline. It trains R ≥ 1 independent
+replicas (seeds, or values of a swept hyper-parameter) with ``jax.vmap``: the replica
+axis is sharded over the mesh's "replica" axis and each replica's batch over "data".
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -18,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxnoisy.data.augment import augment_batch
 from jaxnoisy.train.interface import StepInputs, cross_entropy_loss
 
+REPLICA_AXIS = "replica"
 DATA_AXIS = "data"
 
 
@@ -31,13 +35,16 @@ class TrainState(NamedTuple):
   method_state: Any        # the method's own state (e.g. per-example weights), or {}
 
 
-def make_mesh(num_devices: int | None = None) -> Mesh:
+def make_mesh(num_devices: int | None = None, replicas: int = 1) -> Mesh:
+  """A (replica, data) mesh: gcd(replicas, devices) groups of devices, each group
+  training its share of the replicas data-parallel (one replica: all devices on data)."""
   devices = jax.devices()
   if num_devices is not None:
     if num_devices > len(devices):
       raise ValueError(f"num_devices must be in [1, {len(devices)}], got {num_devices}")
     devices = devices[:num_devices]
-  return Mesh(np.asarray(devices), (DATA_AXIS,))
+  groups = math.gcd(replicas, len(devices))
+  return Mesh(np.asarray(devices).reshape(groups, -1), (REPLICA_AXIS, DATA_AXIS))
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -73,36 +80,43 @@ def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std
   return normalize(x, mean, std), labels[idx], idx
 
 
-def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients: Callable,
-                    mesh: Mesh, *, batch_size: int, clean_batch_size: int, mean, std,
-                    learning_rate, per_device_ascent: bool, augment: bool = False,
-                    warmup: bool = False):
-  """Returns the jitted ``step(state, data, perm, index, key, progress) -> (state, metrics)``.
+def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size: int,
+                    clean_batch_size: int, mean, std, per_device_ascent: bool,
+                    augment: bool = False, warmup: bool = False):
+  """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``.
 
-  ``data`` is ``(images, labels, clean_images, clean_labels)`` on device, ``perm`` the
-  epoch's permutation, ``index`` the step within the epoch, ``key`` the run's PRNG key
-  (each step folds in its step count) and ``progress`` the training progress
-  t ∈ [0, 1] (passed to the transform). Pass every array input already placed on the
-  mesh (replicated) and scalars as NumPy values, so that no call copies between devices.
-  ``gradients`` is the method's ``StepInputs -> Gradients``; ``learning_rate`` (a float
-  or an Optax schedule) gives it the current step size. ``augment`` turns on random
-  crops and flips of the training batch (CIFAR). ``warmup=True`` builds
-  the step of a method's plain-SGD warm-up epochs: the transform receives
-  ``warmup=True`` (see ``methods.skip_during_warmup``).
+  Every argument but ``index`` and ``progress`` carries a leading replica axis R:
+  ``state`` the replicas' :class:`TrainState`, ``data`` their ``(images, labels,
+  clean_images, clean_labels)``, ``perm`` their epoch permutations, ``key`` their PRNG
+  keys (each step folds in its step count) and ``hyper`` a dict of (R,) arrays of the
+  swept hyper-parameters ({} when none is swept). ``index`` is the step within the
+  epoch and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
+  Pass arrays already placed on the mesh and scalars as NumPy values, so that no call
+  copies between devices. Returns ``(state, metrics)``, metrics of shape (R,).
 
-  Data parallelism: by default the step is written on the global batch and ``jax.jit``
-  partitions it over the mesh (batch sharded, state replicated), so every gradient is
+  ``build(hyper) -> (tx, gradients, learning_rate)`` makes the optimizer chain, the
+  method's ``StepInputs -> Gradients`` and the learning rate (a float or an Optax
+  schedule) of one replica; under a sweep it receives that replica's traced values.
+  ``augment`` turns on random crops and flips of the training batch (CIFAR).
+  ``warmup=True`` builds the step of a method's plain-SGD warm-up epochs: the
+  transform receives ``warmup=True`` (see ``methods.skip_during_warmup``).
+
+  Parallelism: the replicas are vmapped with their axis sharded over REPLICA_AXIS; by
+  default each replica's step is written on its global batch and ``jax.jit``
+  partitions it over DATA_AXIS (batch sharded, state replicated), so every gradient is
   the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
   each device computes its own gradients, the SAM-family transform forms its ε from
-  them and averages g_SAM over ``DATA_AXIS``.
+  them and averages g_SAM over DATA_AXIS.
   """
-  n_dev = mesh.devices.size
-  if batch_size % n_dev:
-    raise ValueError(f"batch_size must be a multiple of the {n_dev} devices, got {batch_size}")
-  replicated = NamedSharding(mesh, P())
+  n_data = mesh.shape[DATA_AXIS]
+  if batch_size % n_data:
+    raise ValueError(f"batch_size must be a multiple of the {n_data} devices per replica, "
+                     f"got {batch_size}")
   batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
 
-  def update(state: TrainState, x, y, index, clean_x, clean_y, key, progress, axis=None):
+  def update(state: TrainState, x, y, index, clean_x, clean_y, key, progress, hyper,
+             axis=None):
+    tx, gradients, learning_rate = build(hyper)
     average = (lambda t: jax.lax.pmean(t, axis)) if axis else (lambda t: t)
     if axis:  # each device draws its own random numbers (e.g. NCSAM's simulated flips)
       key = jax.random.fold_in(key, jax.lax.axis_index(axis))
@@ -135,12 +149,12 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
   if per_device_ascent:
     update_fn = jax.shard_map(
         functools.partial(update, axis=DATA_AXIS), mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P()),
-        out_specs=(P(), P()), check_vma=False)
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P(), P()),
+        out_specs=(P(), P()), check_vma=False, axis_names={DATA_AXIS})
   else:
     update_fn = update
 
-  def step(state, data, perm, index, key, progress):
+  def step(state, data, perm, index, key, progress, hyper):
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
@@ -152,9 +166,12 @@ def make_train_step(apply: Callable, tx: optax.GradientTransformation, gradients
       clean_x, clean_y = normalize(clean_images[cidx], mean, std), clean_labels[cidx]
     else:
       clean_x, clean_y = normalize(clean_images, mean, std), clean_labels
-    return update_fn(state, x, y, idx, clean_x, clean_y, key, progress)
+    return update_fn(state, x, y, idx, clean_x, clean_y, key, progress, hyper)
 
-  return jax.jit(step, donate_argnums=(0,), out_shardings=(replicated, replicated))
+  replicated_step = jax.vmap(step, in_axes=(0, 0, 0, None, 0, None, 0),
+                             spmd_axis_name=REPLICA_AXIS)
+  by_replica = NamedSharding(mesh, P(REPLICA_AXIS))
+  return jax.jit(replicated_step, donate_argnums=(0,), out_shardings=(by_replica, by_replica))
 
 
 def make_predict(apply: Callable, mesh: Mesh, *, mean, std):

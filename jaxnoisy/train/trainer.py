@@ -7,6 +7,7 @@ complete checkpoint and reaches the same parameters as an uninterrupted run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -95,14 +96,47 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
       })
 
 
-class Trainer:
-  """Builds model, optimizer and jitted steps for a config; :func:`train` drives it."""
+def stack(trees):
+  """One pytree with a leading replica axis from a list of equally shaped pytrees."""
+  return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
-  def __init__(self, config: TrainConfig, data: NoisyData):
+
+def replica(tree, r: int):
+  """Replica ``r`` of a pytree with a leading replica axis."""
+  return jax.tree.map(lambda a: a[r], tree)
+
+
+def schedule(config: TrainConfig, total_steps: int):
+  """The learning rate: a float or an Optax schedule over ``total_steps``."""
+  c = config
+  if c.schedule == "constant":
+    return c.learning_rate
+  if c.schedule == "cosine":
+    return optax.cosine_decay_schedule(c.learning_rate, total_steps)
+  # "step": ×0.1 at each fraction of training in lr_boundaries (SANER: 50%, 75%).
+  return optax.piecewise_constant_schedule(
+      c.learning_rate, {int(f * total_steps): 0.1 for f in c.lr_boundaries})
+
+
+class Trainer:
+  """Builds models, optimizer and jitted steps for a config; :func:`train` drives it.
+
+  It trains the config's replicas (``config.replicas()``: seeds × swept values, one by
+  default) side by side: ``data`` is one :class:`NoisyData` per replica (or a single
+  one for a single replica) and every state leaf has a leading replica axis.
+  """
+
+  def __init__(self, config: TrainConfig, data):
     self.config = config.validate()
-    self.data = data
-    self.mesh = step_lib.make_mesh(config.num_devices)
-    n_dev = self.mesh.devices.size
+    self.replicas = config.replicas()
+    datas = [data] if isinstance(data, NoisyData) else list(data)
+    if len(datas) != len(self.replicas):
+      raise ValueError(f"data must hold one NoisyData per replica ({len(self.replicas)}), "
+                       f"got {len(datas)}")
+    self.datas = datas
+    self.data = data = datas[0]
+    self.mesh = step_lib.make_mesh(config.num_devices, len(self.replicas))
+    n_dev = self.mesh.shape[step_lib.DATA_AXIS]
     self.steps_per_epoch = len(data.train_labels) // config.batch_size
     if self.steps_per_epoch < 1:
       raise ValueError(f"batch_size must be at most the {len(data.train_labels)} "
@@ -118,116 +152,129 @@ class Trainer:
       raise ValueError(f"clean_size must be in [1, {len(data.train_labels)}) for method "
                        f"{config.method!r} (it learns from a clean subset), got 0")
     self.method = method
-    model = models_lib.make_model(config.model, data.num_classes,
-                                  data.train_images.shape[1:], seed=config.seed)
-    self.apply = model.apply
+    shape = data.train_images.shape[1:]
+    models = [models_lib.make_model(config.model, data.num_classes, shape, seed=c.seed)
+              for _, c in self.replicas]
+    self.apply = models[0].apply
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
-    self.learning_rate = self._schedule()
-    self.tx = step_lib.make_optimizer(
-        method.transform(config, axis, self.steps_per_epoch),
-        learning_rate=self.learning_rate, momentum=config.momentum,
-        weight_decay=config.weight_decay)
-    self.replicated = NamedSharding(self.mesh, P())
-    key = jax.random.key(config.seed)
+    swept = config.sweep[0] if config.sweep else None
+
+    def build(hyper: dict, gradients_fn=method.gradients):
+      """(tx, gradients, learning_rate) of one replica (its swept value traced)."""
+      c = config.replace(**hyper)
+      lr = schedule(c, self.total_steps)
+      tx = step_lib.make_optimizer(method.transform(c, axis, self.steps_per_epoch),
+                                   learning_rate=lr, momentum=c.momentum,
+                                   weight_decay=c.weight_decay)
+      return tx, gradients_fn(c, self.spec), lr
+
     features = jax.eval_shape(
-        lambda p, s: model.apply(p, s, jnp.zeros((1, *data.train_images.shape[1:])),
-                                 train=False)[1], model.params, model.state)
+        lambda p, s: self.apply(p, s, jnp.zeros((1, *shape)), train=False)[1],
+        models[0].params, models[0].state)
     self.spec = ModelSpec(len(data.train_labels), data.num_classes, features.shape[-1],
                           self.steps_per_epoch)
-    method_state = method.init_state(config, jax.random.fold_in(key, 4), self.spec)
-    self.initial_state = jax.device_put(
-        step_lib.TrainState(jnp.zeros((), jnp.int32), model.params, model.state,
-                            self.tx.init(model.params), method_state), self.replicated)
+    self.tx = build({})[0]  # the state's structure does not depend on swept values
+    self.by_replica = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS))
+    put = lambda tree: jax.device_put(tree, self.by_replica)
+    keys = [jax.random.key(c.seed) for _, c in self.replicas]
+    self.initial_state = put(stack([
+        step_lib.TrainState(np.zeros((), np.int32), m.params, m.state, self.tx.init(m.params),
+                            method.init_state(c, jax.random.fold_in(k, 4), self.spec))
+        for m, (_, c), k in zip(models, self.replicas, keys)]))
     # Everything a step reads lives on the mesh already (see make_train_step).
-    self.data_key = jax.device_put(jax.random.fold_in(key, 2), self.replicated)
-    self.step_key = jax.device_put(jax.random.fold_in(key, 3), self.replicated)
+    self.data_key = put(jnp.stack([jax.random.fold_in(k, 2) for k in keys]))
+    self.step_key = put(jnp.stack([jax.random.fold_in(k, 3) for k in keys]))
+    self.hyper = put({swept: np.asarray([getattr(c, swept) for _, c in self.replicas],
+                                        np.float32)} if swept else {})
     self.warmup_epochs = method.warmup_epochs(config)
     clean_batch = min(config.clean_batch_size, len(data.clean_labels))
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
-    build = lambda gradients, warmup: step_lib.make_train_step(
-        self.apply, self.tx, gradients, self.mesh, batch_size=config.batch_size,
-        clean_batch_size=clean_batch, mean=data.mean, std=data.std, augment=augment,
-        learning_rate=self.learning_rate, per_device_ascent=config.per_device_ascent,
+    make = lambda gradients_fn, warmup: step_lib.make_train_step(
+        self.apply, functools.partial(build, gradients_fn=gradients_fn), self.mesh,
+        batch_size=config.batch_size, clean_batch_size=clean_batch, mean=data.mean,
+        std=data.std, augment=augment, per_device_ascent=config.per_device_ascent,
         warmup=warmup)
-    self.train_step = build(method.gradients(config, self.spec), False)
+    self.train_step = make(method.gradients, False)
     # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
-    self.warmup_step = (build(plain_gradients(config, self.spec), True)
-                        if self.warmup_epochs else None)
+    self.warmup_step = make(plain_gradients, True) if self.warmup_epochs else None
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
-    self._permute = jax.jit(step_lib.epoch_permutation, static_argnums=2,
-                            out_shardings=self.replicated)
+    self._permute = jax.jit(
+        jax.vmap(step_lib.epoch_permutation, in_axes=(0, None, None)), static_argnums=2,
+        out_shardings=self.by_replica)
     # XLA's CPU client can deadlock with two multi-device programs in flight: a step's
     # part on one device waits in its all-reduce while the other device's part waits
     # for an execution slot held by the next, already dispatched step (seen in gdb with
     # 2 host devices on 2 cores). So on CPU with several devices each step completes
     # before the next is dispatched; accelerators keep asynchronous dispatch.
-    self.sync_each_step = n_dev > 1 and self.mesh.devices.flat[0].platform == "cpu"
-    put = lambda a: jax.device_put(a, self.replicated)
+    self.sync_each_step = (self.mesh.devices.size > 1
+                           and self.mesh.devices.flat[0].platform == "cpu")
     # The clean subset is used only by methods that learn from it.
     clean = slice(None) if method.needs_clean else slice(0, 0)
-    self.train_data = put((data.train_images, data.train_labels, data.clean_images[clean],
-                           data.clean_labels[clean]))
-    self.memorization_images = data.train_images[data.train_corrupted]
-    self.memorization_labels = data.train_labels[data.train_corrupted]
-
-  def _schedule(self):
-    c = self.config
-    if c.schedule == "constant":
-      return c.learning_rate
-    if c.schedule == "cosine":
-      return optax.cosine_decay_schedule(c.learning_rate, self.total_steps)
-    # "step": ×0.1 at each fraction of training in lr_boundaries (SANER: 50%, 75%).
-    return optax.piecewise_constant_schedule(
-        c.learning_rate, {int(f * self.total_steps): 0.1 for f in c.lr_boundaries})
+    self.train_data = put(stack([(d.train_images, d.train_labels, d.clean_images[clean],
+                                  d.clean_labels[clean]) for d in datas]))
 
   def accuracy(self, state, images, labels) -> float:
     pred = step_lib.predict_all(self.predict, state.params, state.model_state, images,
                                 self.eval_chunk)
     return float(np.mean(pred == labels)) if len(labels) else float("nan")
 
-  def evaluate(self, state) -> dict:
-    d = self.data
-    metrics = {
-        "test_accuracy": self.accuracy(state, d.test_images, d.test_labels),
-        "heldout_accuracy": self.accuracy(state, d.heldout_images, d.heldout_labels),
-    }
-    # Memorization: the corrupted training examples predicted with their noisy label.
-    metrics["memorization"] = self.accuracy(state, self.memorization_images,
-                                            self.memorization_labels)
-    if self.method.epoch_metrics is not None:
-      extra = self.method.epoch_metrics(state.method_state, self.data)
-      metrics.update({k: float(v) for k, v in extra.items()})
-    return metrics
+  def evaluate(self, state) -> list[dict]:
+    """Test, held-out and memorization accuracy (and the method's own metrics) of
+    every replica."""
+    out = []
+    for r, d in enumerate(self.datas):
+      s = replica(state, r)
+      metrics = {
+          "test_accuracy": self.accuracy(s, d.test_images, d.test_labels),
+          "heldout_accuracy": self.accuracy(s, d.heldout_images, d.heldout_labels),
+          # The corrupted training examples predicted with their noisy label.
+          "memorization": self.accuracy(s, d.train_images[d.train_corrupted],
+                                        d.train_labels[d.train_corrupted]),
+      }
+      if self.method.epoch_metrics is not None:
+        extra = self.method.epoch_metrics(s.method_state, d)
+        metrics.update({k: float(v) for k, v in extra.items()})
+      out.append(metrics)
+    return out
 
   def permutation(self, epoch: int) -> jax.Array:
-    """The order of the training examples in ``epoch``, replicated over the mesh."""
+    """Each replica's order of the training examples in ``epoch``, shape (R, n)."""
     return jax.block_until_ready(
         self._permute(self.data_key, np.int32(epoch), len(self.data.train_labels)))
 
+  def step(self, state, perm, index: int, progress: float, warmup: bool = False):
+    """One training step of every replica: ``(state, metrics of shape (R,))``."""
+    step_fn = self.warmup_step if warmup else self.train_step
+    state, metrics = step_fn(state, self.train_data, perm, np.int32(index), self.step_key,
+                             np.float32(progress), self.hyper)
+    if self.sync_each_step:
+      jax.block_until_ready(state)
+    return state, metrics
+
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
-    """Steps ``start..end-1`` of ``epoch``; returns (state, epoch means of the metrics).
+    """Steps ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means
+    of the step metrics).
 
     A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
     """
     perm = self.permutation(epoch)
-    t = np.float32(epoch / self.config.epochs)  # NCSAM's t = epoch / total epochs
-    step_fn = self.warmup_step if epoch < self.warmup_epochs else self.train_step
+    t = epoch / self.config.epochs  # NCSAM's t = epoch / total epochs
     history = []
     try:
       for i in range(start, end):
-        state, metrics = step_fn(state, self.train_data, perm, np.int32(i), self.step_key, t)
-        if self.sync_each_step:
-          jax.block_until_ready(state)
+        state, metrics = self.step(state, perm, i, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
         if progress is not None:
           progress.update(1)
     except KeyboardInterrupt:
       raise Interrupted(state) from None
     if not history:
-      return state, {}
-    stacked = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)
-    return state, {k: float(v) for k, v in stacked.items()}
+      return state, [{} for _ in self.replicas]
+    means = {k: np.asarray(v) for k, v in
+             jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history).items()}
+    return state, [{k: float(v[r]) for k, v in means.items()}
+                   for r in range(len(self.replicas))]
 
 
 class Interrupted(KeyboardInterrupt):
@@ -258,62 +305,138 @@ def _write_metrics(path: str, rows: list[dict]) -> None:
   write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
+SUMMARY_KEYS = ("test_accuracy", "best_test_accuracy", "memorization")
+
+
+def _summary(config: TrainConfig, data: NoisyData, rows: list[dict]) -> dict:
+  best = max(rows, key=lambda r: r["heldout_accuracy"])
+  return {
+      "method": config.method,
+      "test_accuracy": rows[-1]["test_accuracy"],
+      "best_test_accuracy": best["test_accuracy"],
+      "best_epoch": best["epoch"],
+      "best_heldout_accuracy": best["heldout_accuracy"],
+      "memorization": rows[-1]["memorization"],
+      "seed": config.seed,
+      "config": config.to_dict(),
+      "noise": data.noise_summary,
+      "num_train": int(len(data.train_labels)),
+  }
+
+
+def _mean_std(summaries: list[dict]) -> dict:
+  out = {}
+  for k in SUMMARY_KEYS:
+    v = np.asarray([s[k] for s in summaries], np.float64)
+    out[k] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+              "n": len(v)}
+  return out
+
+
+def aggregate(config: TrainConfig, labels: list[str], summaries: list[dict]) -> dict:
+  """The summary of a multi-replica run: mean ± std (sample std) over the seeds, per
+  swept value when a hyper-parameter is swept."""
+  out = {"method": config.method, "replicas": labels, "seeds": config.seeds,
+         "sweep": list(config.sweep) if config.sweep else None,
+         "config": config.to_dict(), **_mean_std(summaries)}
+  if config.sweep:
+    name, values = config.sweep
+    out["by_value"] = {f"{v:g}": _mean_std(summaries[i * config.seeds:(i + 1) * config.seeds])
+                       for i, v in enumerate(values)}
+  return out
+
+
 def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=True,
-          data: Optional[NoisyData] = None) -> dict:
+          data=None) -> dict:
   """Trains ``config`` and writes metrics, summary and checkpoints under ``out_dir``.
 
+  One replica (the default) writes ``metrics.jsonl`` and ``summary.json`` in
+  ``out_dir``; several (``seeds`` > 1 or a ``sweep``) write them per replica in
+  ``out_dir/<label>/`` (the same files a single run of that seed/value writes) and an
+  aggregate ``summary.json`` (mean ± std) in ``out_dir``. ``data``: one
+  :class:`NoisyData` per replica (default: prepared from each replica's config).
   ``progress``: True for a tqdm bar, False for none, or any object with ``update(n)``.
   On Ctrl-C the state of the last completed step is checkpointed and
   ``KeyboardInterrupt`` is re-raised; ``resume=True`` continues from there.
+
+  Returns ``{"summary", "replicas": [{"label", "summary", "state", "metrics"}]}``; with
+  one replica also its ``state`` and ``metrics`` at the top level.
   """
   config = config.validate()
+  replicas = config.replicas()
   os.makedirs(out_dir, exist_ok=True)
-  if data is None:
-    data = prepare_data(config)
+  if data is None:  # replicas of one seed (a sweep) share its data
+    by_seed = {}
+    for _, c in replicas:
+      if c.seed not in by_seed:
+        by_seed[c.seed] = prepare_data(c)
+    data = [by_seed[c.seed] for _, c in replicas]
   trainer = Trainer(config, data)
-  metrics_path = os.path.join(out_dir, "metrics.jsonl")
+  single = len(replicas) == 1
+  dirs = [out_dir if single else os.path.join(out_dir, label) for label, _ in replicas]
+  for d in dirs:
+    os.makedirs(d, exist_ok=True)
+  metrics_paths = [os.path.join(d, "metrics.jsonl") for d in dirs]
+  summary_path = os.path.join(out_dir, "summary.json")
   manager = checkpoints.manager(os.path.join(out_dir, "checkpoints"))
 
+  def result(state, rows, summaries, summary):
+    reps = [{"label": label, "summary": s, "state": replica(state, r), "metrics": rw}
+            for r, ((label, _), s, rw) in enumerate(zip(replicas, summaries, rows))]
+    out = {"summary": summary, "replicas": reps}
+    if single:
+      out.update(state=reps[0]["state"], metrics=reps[0]["metrics"])
+    return out
+
   state = trainer.initial_state
-  rows: list[dict] = []
+  rows: list[list[dict]] = [[] for _ in replicas]
   elapsed = 0.0
-  summary_path = os.path.join(out_dir, "summary.json")
   if resume and manager.latest_step() is not None:
     state, elapsed = checkpoints.restore(manager, state)
-    if int(state.step) >= trainer.total_steps and os.path.exists(summary_path):
-      with open(summary_path) as f:  # already finished: nothing to do
-        return {"summary": json.load(f), "state": state,
-                "metrics": _read_metrics(metrics_path, config.epochs)}
-    done_epochs = int(state.step) // trainer.steps_per_epoch
-    rows = _read_metrics(metrics_path, done_epochs - 1)
+    done_steps = int(np.asarray(state.step)[0])
+    if done_steps >= trainer.total_steps and os.path.exists(summary_path):
+      rows = [_read_metrics(p, config.epochs) for p in metrics_paths]
+      summaries = []
+      for d in dirs:  # already finished: nothing to do
+        with open(os.path.join(d, "summary.json")) as f:
+          summaries.append(json.load(f))
+      with open(summary_path) as f:
+        return result(state, rows, summaries, json.load(f))
+    rows = [_read_metrics(p, done_steps // trainer.steps_per_epoch - 1)
+            for p in metrics_paths]
   elif not resume and manager.latest_step() is not None:
     raise FileExistsError(f"out_dir {out_dir} already holds checkpoints: pass --resume "
                           "to continue it or choose another --out")
-  _write_metrics(metrics_path, rows)
+  for p, r in zip(metrics_paths, rows):
+    _write_metrics(p, r)
 
+  steps_done = lambda st: int(np.asarray(st.step)[0])
   bar = None
   if progress is True:
     from tqdm import tqdm
-    bar = tqdm(total=trainer.total_steps, initial=int(state.step), unit="step",
-               desc=f"{config.method}", dynamic_ncols=True)
+    bar = tqdm(total=trainer.total_steps, initial=steps_done(state), unit="step",
+               desc=f"{config.method}" + ("" if single else f" ×{len(replicas)}"),
+               dynamic_ncols=True)
   elif progress:
     bar = progress
   t0 = time.perf_counter() - elapsed
   step_seconds: list[float] = []
   try:
-    while int(state.step) < trainer.total_steps:
-      epoch, start = divmod(int(state.step), trainer.steps_per_epoch)
+    while steps_done(state) < trainer.total_steps:
+      epoch, start = divmod(steps_done(state), trainer.steps_per_epoch)
       te = time.perf_counter()
       state, train_metrics = trainer.run_epoch(state, epoch, start, trainer.steps_per_epoch,
                                                bar)
       epoch_seconds = time.perf_counter() - te
       step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
-      row = {"epoch": epoch, "step": int(state.step), **train_metrics,
-             **trainer.evaluate(state), "epoch_seconds": epoch_seconds}
-      rows.append(row)
-      _write_metrics(metrics_path, rows)
+      evals = trainer.evaluate(state)
+      for r, p in enumerate(metrics_paths):
+        rows[r].append({"epoch": epoch, "step": steps_done(state), **train_metrics[r],
+                        **evals[r], "epoch_seconds": epoch_seconds})
+        _write_metrics(p, rows[r])
       checkpoints.save(manager, state, time.perf_counter() - t0)
       if hasattr(bar, "set_postfix"):
+        row = rows[0][-1]
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
                         mem=f"{row['memorization']:.3f}")
   except KeyboardInterrupt as interrupt:
@@ -331,18 +454,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   if hasattr(bar, "close"):
     bar.close()
 
-  best = max(rows, key=lambda r: r["heldout_accuracy"])
-  summary = {
-      "method": config.method,
-      "test_accuracy": rows[-1]["test_accuracy"],
-      "best_test_accuracy": best["test_accuracy"],
-      "best_epoch": best["epoch"],
-      "best_heldout_accuracy": best["heldout_accuracy"],
-      "memorization": rows[-1]["memorization"],
-      "seed": config.seed,
-      "config": config.to_dict(),
-      "noise": data.noise_summary,
-      "num_train": int(len(data.train_labels)),
+  run_info = {
       "num_devices": int(trainer.mesh.devices.size),
       "ms_per_step": 1e3 * float(np.median(step_seconds)) if step_seconds else None,
       "wall_seconds": time.perf_counter() - t0,
@@ -350,5 +462,12 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
       "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
                  f"{jax.devices()[0].platform}",
   }
+  summaries = [{**_summary(c, d, rw), **run_info}
+               for (_, c), d, rw in zip(replicas, trainer.datas, rows)]
+  if not single:
+    for d, s in zip(dirs, summaries):
+      write_atomic(os.path.join(d, "summary.json"), json.dumps(s, indent=2))
+  summary = summaries[0] if single else {
+      **aggregate(config, [label for label, _ in replicas], summaries), **run_info}
   write_atomic(summary_path, json.dumps(summary, indent=2))
-  return {"summary": summary, "state": state, "metrics": rows}
+  return result(state, rows, summaries, summary)

@@ -1,0 +1,120 @@
+"""Many seeds and a hyper-parameter sweep in one jitted step (vmap over replicas)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from jaxnoisy import cli
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.trainer import train
+from test_trainer import toy_data
+
+CFG = TrainConfig(method="sam", epochs=1, batch_size=64, learning_rate=0.02, rho=0.05,
+                  heldout_size=0, eval_batch_size=256)
+
+
+def leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def assert_same_run(replica, single):
+  """A replica reaches the single run's parameters and metrics (float32 rounding: the
+  replicas' convolutions are batched, so the summation order may differ)."""
+  for a, b in zip(leaves(replica["state"]), leaves(single["state"])):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6)
+  for ra, rb in zip(replica["metrics"], single["metrics"]):
+    assert abs(ra["train_loss"] - rb["train_loss"]) < 1e-5
+    assert abs(ra["test_accuracy"] - rb["test_accuracy"]) <= 1 / 256
+
+
+@pytest.mark.parametrize("num_devices", [1, 2])
+def test_each_seed_replica_is_the_single_run_of_its_seed(tmp_path, num_devices):
+  cfg = CFG.replace(seed=3, seeds=2, num_devices=num_devices)
+  data = [toy_data(seed=0), toy_data(seed=1)]  # each seed its own noise and data
+  both = train(cfg, str(tmp_path / "both"), data=data, progress=False)
+  assert [r["label"] for r in both["replicas"]] == ["seed3", "seed4"]
+  for k, rep in enumerate(both["replicas"]):
+    one = train(cfg.replace(seed=3 + k, seeds=1, num_devices=1), str(tmp_path / f"one{k}"),
+                data=data[k], progress=False)
+    assert_same_run(rep, one)
+  # The two replicas are different runs.
+  assert not np.allclose(leaves(both["replicas"][0]["state"])[0],
+                         leaves(both["replicas"][1]["state"])[0])
+
+
+def test_sweep_replica_equals_the_single_run_with_that_value(tmp_path):
+  cfg = CFG.replace(method="saner", sweep=("rho", (0.02, 0.2)), num_devices=2)
+  data = toy_data()
+  swept = train(cfg, str(tmp_path / "sweep"), data=[data, data], progress=False)
+  assert [r["label"] for r in swept["replicas"]] == ["rho0.02_seed0", "rho0.2_seed0"]
+  for rep, rho in zip(swept["replicas"], (0.02, 0.2)):
+    one = train(CFG.replace(method="saner", rho=rho, num_devices=1),
+                str(tmp_path / f"rho{rho}"), data=data, progress=False)
+    assert_same_run(rep, one)
+
+
+def test_summary_reports_mean_and_std_over_the_seeds(tmp_path):
+  out = tmp_path / "run"
+  cfg = CFG.replace(method="sgd", seeds=3, num_devices=2)
+  result = train(cfg, str(out), data=[toy_data(seed=s) for s in range(3)], progress=False)
+  with open(out / "summary.json") as f:
+    summary = json.load(f)
+  per_seed = []
+  for label in ("seed0", "seed1", "seed2"):  # each replica writes a single run's files
+    with open(out / label / "summary.json") as f:
+      per_seed.append(json.load(f))
+    assert os.path.exists(out / label / "metrics.jsonl")
+  acc = np.array([s["test_accuracy"] for s in per_seed])
+  assert summary["test_accuracy"]["mean"] == pytest.approx(acc.mean())
+  assert summary["test_accuracy"]["std"] == pytest.approx(acc.std(ddof=1))
+  assert summary["test_accuracy"]["n"] == 3
+  assert result["summary"]["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_resume_of_replicas_is_bit_identical(tmp_path):
+  from test_trainer import CtrlC
+  cfg = CFG.replace(method="sgd", seeds=2, epochs=2, num_devices=2)
+  data = [toy_data(seed=s) for s in range(2)]
+  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  with pytest.raises(KeyboardInterrupt):
+    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(11))
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  for a, b in zip(full["replicas"], resumed["replicas"]):
+    for x, y in zip(leaves(a["state"]), leaves(b["state"])):
+      np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.parametrize("name", ["rho", "kappa", "down_weight", "learning_rate",
+                                  "weight_decay", "gsam_alpha", "asam_eta"])
+def test_every_sam_family_sweepable_hyper_parameter_traces(name):
+  """A swept value is a traced scalar: the step must not branch on it in Python."""
+  from jaxnoisy.train.trainer import Trainer
+  method = {"kappa": "ncsam", "down_weight": "saner", "gsam_alpha": "gsam",
+            "asam_eta": "asam"}.get(name, "sam")
+  cfg = CFG.replace(method=method, sweep=(name, (0.1, 0.2)), num_devices=2)
+  t = Trainer(cfg, [toy_data(256)] * 2)
+  jax.eval_shape(t.train_step, t.initial_state, t.train_data, t.permutation(0), np.int32(0),
+                 t.step_key, np.float32(0.5), t.hyper)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(seeds=0), "seeds must be in"),
+    (dict(sweep=("flip_rate", (0.1, 0.2))), "sweep must be (name, values)"),
+    (dict(sweep=("rho", ())), "sweep must be (name, values)"),
+    (dict(sweep=("rho", (0.1, -1.0))), "rho must be in"),
+    (dict(seeds=2, per_device_ascent=True), "per_device_ascent must be off"),
+])
+def test_bad_replica_settings_raise_before_compiling(changes, message):
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    CFG.replace(**changes).validate()
+
+
+def test_cli_sweep_flag_parses_and_rejects_garbage(capsys):
+  args = cli.build_parser().parse_args(["train", "--sweep", "rho=0.05,0.1", "--out", "x"])
+  assert cli.config_from_args(args).sweep == ("rho", (0.05, 0.1))
+  with pytest.raises(SystemExit):
+    cli.build_parser().parse_args(["train", "--sweep", "rho=a,b", "--out", "x"])
+  assert "NAME=V1,V2" in capsys.readouterr().err
