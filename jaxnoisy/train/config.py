@@ -35,6 +35,9 @@ class TrainConfig:
   # each with every value of ``sweep = (name, (v1, v2, ...))`` if given.
   seeds: int = 1
   sweep: Optional[tuple] = None
+  # A device's replicas: vmapped (True) or one after another (False); None: vmap on
+  # accelerators, a loop on CPU (XLA:CPU's vmapped convolutions are slow grouped ones).
+  vmap_replicas: Optional[bool] = None
   augment: Optional[bool] = None     # random crop + flip; None: the dataset's default
   train_size: Optional[int] = None   # use a random subset of the noisy training set
   heldout_size: int = 5000           # noisy held-out split for model selection

@@ -3,7 +3,7 @@
 The step gathers its batch from device-resident arrays (the epoch's permutation is
 computed in JAX too), so there is no host input pipeline. It trains R ≥ 1 independent
 replicas (seeds, or values of a swept hyper-parameter) with ``jax.vmap``: the replica
-axis is sharded over the mesh's "replica" axis and each replica's batch over "data".
+axis is split over the mesh's "replica" axis and each replica's batch over "data".
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std
 
 def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size: int,
                     clean_batch_size: int, mean, std, per_device_ascent: bool,
-                    augment: bool = False, warmup: bool = False):
+                    augment: bool = False, warmup: bool = False, vmap_replicas: bool = True):
   """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``.
 
   Every argument but ``index`` and ``progress`` carries a leading replica axis R:
@@ -101,10 +101,15 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
   ``warmup=True`` builds the step of a method's plain-SGD warm-up epochs: the
   transform receives ``warmup=True`` (see ``methods.skip_during_warmup``).
 
-  Parallelism: the replicas are vmapped with their axis sharded over REPLICA_AXIS; by
-  default each replica's step is written on its global batch and ``jax.jit``
-  partitions it over DATA_AXIS (batch sharded, state replicated), so every gradient is
-  the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
+  Parallelism: a ``jax.shard_map`` over REPLICA_AXIS gives each device group its own
+  replicas, which it runs with ``jax.vmap`` — or, with ``vmap_replicas=False``, one
+  after another in the same program. On XLA:CPU vmapped convolutions become grouped
+  convolutions that ran 2–2.7× slower than separate steps, also when a vmap over the
+  whole replica axis was left to the partitioner; with one replica per group the local
+  vmap has size 1 and the convolutions stay plain. Within a
+  group, each replica's step is written on its global batch and ``jax.jit``
+  partitions it over DATA_AXIS (batch sharded, state replicated), so every gradient
+  is the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
   each device computes its own gradients, the SAM-family transform forms its ε from
   them and averages g_SAM over DATA_AXIS.
   """
@@ -112,7 +117,6 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
   if batch_size % n_data:
     raise ValueError(f"batch_size must be a multiple of the {n_data} devices per replica, "
                      f"got {batch_size}")
-  batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
 
   def update(state: TrainState, x, y, index, clean_x, clean_y, key, progress, hyper,
              axis=None):
@@ -146,19 +150,13 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
     new_state = TrainState(state.step + 1, params, model_state, opt_state, out.method_state)
     return new_state, metrics
 
-  if per_device_ascent:
-    update_fn = jax.shard_map(
-        functools.partial(update, axis=DATA_AXIS), mesh=mesh,
-        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P(), P()),
-        out_specs=(P(), P()), check_vma=False, axis_names={DATA_AXIS})
-  else:
-    update_fn = update
-
   def step(state, data, perm, index, key, progress, hyper):
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
                          batch_size=batch_size, mean=mean, std=std, augment=augment)
+    # Inside the shard_map over replicas: the context mesh (REPLICA_AXIS manual).
+    batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
     if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
       cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
@@ -166,11 +164,30 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
       clean_x, clean_y = normalize(clean_images[cidx], mean, std), clean_labels[cidx]
     else:
       clean_x, clean_y = normalize(clean_images, mean, std), clean_labels
+    update_fn = update
+    if per_device_ascent:  # nested in the shard_map over replicas: its context mesh
+      update_fn = jax.shard_map(
+          functools.partial(update, axis=DATA_AXIS), mesh=jax.sharding.get_abstract_mesh(),
+          in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P(), P(), P(), P(), P()),
+          out_specs=(P(), P()), check_vma=False, axis_names={DATA_AXIS})
     return update_fn(state, x, y, idx, clean_x, clean_y, key, progress, hyper)
 
-  replicated_step = jax.vmap(step, in_axes=(0, 0, 0, None, 0, None, 0),
-                             spmd_axis_name=REPLICA_AXIS)
-  by_replica = NamedSharding(mesh, P(REPLICA_AXIS))
+  in_axes = (0, 0, 0, None, 0, None, 0)
+
+  def local_step(*args):  # this device group's replicas
+    if vmap_replicas:
+      return jax.vmap(step, in_axes=in_axes)(*args)
+    count = args[0].step.shape[0]
+    outs = [step(*(a if ax is None else jax.tree.map(lambda v: v[i], a)
+                   for a, ax in zip(args, in_axes))) for i in range(count)]
+    return jax.tree.map(lambda *v: jnp.stack(v), *outs)
+
+  r = P(REPLICA_AXIS)
+  replicated_step = jax.shard_map(
+      local_step, mesh=mesh,
+      in_specs=(r, r, r, P(), r, P(), r), out_specs=(r, r), axis_names={REPLICA_AXIS},
+      check_vma=False)
+  by_replica = NamedSharding(mesh, r)
   return jax.jit(replicated_step, donate_argnums=(0,), out_shardings=(by_replica, by_replica))
 
 

@@ -187,6 +187,10 @@ class Trainer:
     self.hyper = put({swept: np.asarray([getattr(c, swept) for _, c in self.replicas],
                                         np.float32)} if swept else {})
     self.warmup_epochs = method.warmup_epochs(config)
+    # A device's several replicas: by default vmapped on accelerators, one after another
+    # on XLA:CPU (its vmapped convolutions are grouped ones, slower; see step.py).
+    self.vmap_replicas = (config.vmap_replicas if config.vmap_replicas is not None
+                          else self.mesh.devices.flat[0].platform != "cpu")
     clean_batch = min(config.clean_batch_size, len(data.clean_labels))
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
@@ -194,7 +198,7 @@ class Trainer:
         self.apply, functools.partial(build, gradients_fn=gradients_fn), self.mesh,
         batch_size=config.batch_size, clean_batch_size=clean_batch, mean=data.mean,
         std=data.std, augment=augment, per_device_ascent=config.per_device_ascent,
-        warmup=warmup)
+        warmup=warmup, vmap_replicas=self.vmap_replicas)
     self.train_step = make(method.gradients, False)
     # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
     self.warmup_step = make(plain_gradients, True) if self.warmup_epochs else None
