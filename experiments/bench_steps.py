@@ -10,7 +10,7 @@ all of them alike) and the median round is reported. Prints one JSON object::
 
 ``ratios`` holds the named pairs of ``PAIRS`` whose two methods were both run.
 
-Usage: python experiments/bench_steps.py [--methods sgd,sam,asam] [--rounds 7]
+Usage: python experiments/bench_steps.py [--methods sgd,sam,asam] [--rounds 7] [--seeds 3]
 """
 
 import argparse
@@ -36,6 +36,9 @@ def main() -> int:
   parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
   parser.add_argument("--devices", type=int, default=None,
                       help="host devices on CPU (default: one per core)")
+  parser.add_argument("--seeds", type=int, default=1,
+                      help="also time each method with this many replicas in one step "
+                           "(--seeds N of the trainer) against N separate steps")
   args = parser.parse_args()
 
   from jaxnoisy.train.devices import use_cpu_cores
@@ -65,29 +68,32 @@ def main() -> int:
       clean_images=images[:256], clean_labels=labels[:256], test_images=images[:0],
       test_labels=labels[:0], num_classes=10, mean=(0.286,), std=(0.353,), noise_summary={})
 
-  trainers, states = {}, {}
-  for name in names:
+  trainers, states, perms = {}, {}, {}
+  replicated = [f"{name}x{args.seeds}" for name in names] if args.seeds > 1 else []
+  for name in names + replicated:
+    method, _, seeds = name.partition("x")
     # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
-    config = TrainConfig(method=name, model=args.model, batch_size=args.batch_size, rho=0.1,
-                         epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
-                         saner_warmup_fraction=0.0, clean_batch_size=args.batch_size)
-    trainers[name] = Trainer(config, data)
+    config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
+                         rho=0.1, epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
+                         saner_warmup_fraction=0.0, clean_batch_size=args.batch_size,
+                         seeds=int(seeds or 1))
+    trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
-  perm = trainers["sgd"].permutation(0)
-  key = trainers["sgd"].step_key
+    perms[name] = trainers[name].permutation(0)
+  perm, key = perms["sgd"], trainers["sgd"].step_key
 
   def run(name, k):
     t, state = trainers[name], states[name]
     for i in range(k):  # the trainer's own step (it syncs as training does)
-      state, _ = t.step(state, perm, i % t.steps_per_epoch, 0.5)
+      state, _ = t.step(state, perms[name], i % t.steps_per_epoch, 0.5)
     jax.block_until_ready(state)
     states[name] = state
 
-  for name in names:  # compile and warm up
+  for name in trainers:  # compile and warm up
     run(name, 3)
-  rounds = {name: [] for name in names}
+  rounds = {name: [] for name in trainers}
   for _ in range(args.rounds):
-    for name in names:
+    for name in trainers:
       t0 = time.perf_counter()
       run(name, args.steps)
       rounds[name].append((time.perf_counter() - t0) / args.steps * 1e3)
@@ -110,6 +116,10 @@ def main() -> int:
       "ratios_to_sgd": {name: round(ms[name] / ms["sgd"], 3) for name in names if name != "sgd"},
       "ratios": {pair: round(ms[a] / ms[b], 3) for pair, (a, b) in PAIRS.items()
                  if a in ms and b in ms},
+      # One step of N replicas over N separate single-seed steps (< 1: replicas are cheaper).
+      "replicas_vs_separate": {
+          name: round(ms[f"{name}x{args.seeds}"] / (args.seeds * ms[name]), 3)
+          for name in names if args.seeds > 1},
       "input_pipeline_ms": round(gather_ms, 3),
       "input_pipeline_fraction_of_sgd_step": round(gather_ms / ms["sgd"], 4),
       "batch_size": args.batch_size,
