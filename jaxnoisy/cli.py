@@ -73,7 +73,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--kappa", type=float, help="NCSAM's compensation strength κ")
   p.add_argument("--flip-rate", type=float, help="NCSAM's simulated flip rate")
   p.add_argument("--ncsam-warmup-fraction", type=float)
-  p.add_argument("--num-devices", type=int)
+  p.add_argument("--num-devices", type=int,
+                 help="devices of the mesh (in a multi-process run: over all processes)")
+  p.add_argument("--distributed", action="store_true",
+                 help="join a multi-process run (jax.distributed.initialize; the cluster "
+                      "is detected unless --coordinator is given)")
+  p.add_argument("--coordinator", help="host:port of process 0 (multi-process run)")
+  p.add_argument("--num-processes", type=int)
+  p.add_argument("--process-id", type=int)
   p.add_argument("--data-dir", help="directory with the IDX .gz files")
   p.add_argument("--tfds-data-dir")
   p.add_argument("--out", required=True, help="run directory")
@@ -124,7 +131,14 @@ def cmd_train(args) -> int:
   from jaxnoisy.train.devices import use_cpu_cores
   config = config_from_args(args)
   parse_noise_spec(config.noise)
-  use_cpu_cores(config.num_devices)
+  if args.distributed or args.coordinator:
+    from jaxnoisy.train.devices import join_processes
+    n = args.num_processes or 1
+    # CPU: each process exposes its share of the mesh's devices as host devices.
+    use_cpu_cores(config.num_devices // n if config.num_devices else None)
+    join_processes(args.coordinator, args.num_processes, args.process_id)
+  else:
+    use_cpu_cores(config.num_devices)
   from jaxnoisy.train.trainer import train
   if config.train_size is not None:
     print(f"note: training on a random subset of {config.train_size} noisy examples")

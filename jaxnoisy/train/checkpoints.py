@@ -16,6 +16,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxnoisy.train.step import to_host, to_mesh
+
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
@@ -27,10 +29,10 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
 def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float) -> None:
   """Saves ``state`` under its step number (a no-op if that step is already saved);
   ``state.step`` has a leading replica axis (the replicas step together)."""
-  step = int(np.asarray(state.step).reshape(-1)[0])
+  host_state = to_host(state)
+  step = int(host_state.step.reshape(-1)[0])
   if step in mngr.all_steps():
     return
-  host_state = jax.tree.map(np.asarray, jax.device_get(state))
   mngr.save(step, args=ocp.args.Composite(
       state=ocp.args.StandardSave(host_state),
       meta=ocp.args.JsonSave({"elapsed_seconds": elapsed_seconds})))
@@ -44,5 +46,5 @@ def restore(mngr: ocp.CheckpointManager, like):
       state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
   leaves = jax.tree.leaves(restored["state"])
   state = jax.tree.unflatten(jax.tree.structure(like), leaves)
-  state = jax.tree.map(lambda v, x: jax.device_put(v, x.sharding), state, like)
+  state = jax.tree.map(lambda v, x: to_mesh(v, x.sharding), state, like)
   return state, float(restored["meta"]["elapsed_seconds"])

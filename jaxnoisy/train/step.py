@@ -47,6 +47,30 @@ def make_mesh(num_devices: int | None = None, replicas: int = 1) -> Mesh:
   return Mesh(np.asarray(devices).reshape(groups, -1), (REPLICA_AXIS, DATA_AXIS))
 
 
+def to_mesh(tree, sharding: NamedSharding):
+  """Host arrays, the same on every process, as global arrays with ``sharding``.
+
+  Each process fills only its own devices' shards (``jax.device_put`` accepts only
+  shardings over this process's devices); PRNG keys travel as their key data.
+  """
+  def put(a):
+    if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(a)),
+                                      impl=jax.random.key_impl(a))
+    a = np.asarray(a)
+    return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
+  return jax.tree.map(put, tree)
+
+
+def to_host(tree):
+  """Global arrays as host NumPy arrays (gathered from every process)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  from jax.experimental import multihost_utils
+  return jax.tree.map(lambda a: np.asarray(multihost_utils.process_allgather(a, tiled=True)),
+                      tree)
+
+
 def normalize(images: jax.Array, mean, std) -> jax.Array:
   """uint8 NHWC → float32, standardised per channel."""
   x = images.astype(jnp.float32) / 255.0
@@ -192,7 +216,8 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
 
 
 def make_predict(apply: Callable, mesh: Mesh, *, mean, std):
-  """Returns a jitted ``predict(params, model_state, images_uint8) -> argmax labels``."""
+  """Returns a jitted ``predict(params, model_state, images_uint8) -> argmax labels``
+  (computed batch-sharded, returned replicated: every process can read them)."""
   batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
 
   def predict(params, model_state, images):
@@ -200,7 +225,7 @@ def make_predict(apply: Callable, mesh: Mesh, *, mean, std):
     logits, _, _ = apply(params, model_state, x, train=False)
     return jnp.argmax(logits, axis=-1)
 
-  return jax.jit(predict)
+  return jax.jit(predict, out_shardings=NamedSharding(mesh, P()))
 
 
 def predict_all(predict, params, model_state, images: np.ndarray, chunk: int) -> np.ndarray:

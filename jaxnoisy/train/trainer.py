@@ -175,7 +175,7 @@ class Trainer:
                           self.steps_per_epoch)
     self.tx = build({})[0]  # the state's structure does not depend on swept values
     self.by_replica = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS))
-    put = lambda tree: jax.device_put(tree, self.by_replica)
+    put = lambda tree: step_lib.to_mesh(tree, self.by_replica)
     keys = [jax.random.key(c.seed) for _, c in self.replicas]
     self.initial_state = put(stack([
         step_lib.TrainState(np.zeros((), np.int32), m.params, m.state, self.tx.init(m.params),
@@ -237,7 +237,7 @@ class Trainer:
                                         d.train_labels[d.train_corrupted]),
       }
       if self.method.epoch_metrics is not None:
-        extra = self.method.epoch_metrics(s.method_state, d)
+        extra = self.method.epoch_metrics(step_lib.to_host(s.method_state), d)
         metrics.update({k: float(v) for k, v in extra.items()})
       out.append(metrics)
     return out
@@ -275,8 +275,7 @@ class Trainer:
       raise Interrupted(state) from None
     if not history:
       return state, [{} for _ in self.replicas]
-    means = {k: np.asarray(v) for k, v in
-             jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history).items()}
+    means = step_lib.to_host(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history))
     return state, [{k: float(v[r]) for k, v in means.items()}
                    for r in range(len(self.replicas))]
 
@@ -350,6 +349,11 @@ def aggregate(config: TrainConfig, labels: list[str], summaries: list[dict]) -> 
   return out
 
 
+def steps_done(state) -> int:
+  """The step count of a state (its replicas step together)."""
+  return int(step_lib.to_host(state.step)[0])
+
+
 def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=True,
           data=None) -> dict:
   """Trains ``config`` and writes metrics, summary and checkpoints under ``out_dir``.
@@ -397,7 +401,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   elapsed = 0.0
   if resume and manager.latest_step() is not None:
     state, elapsed = checkpoints.restore(manager, state)
-    done_steps = int(np.asarray(state.step)[0])
+    done_steps = steps_done(state)
     if done_steps >= trainer.total_steps and os.path.exists(summary_path):
       rows = [_read_metrics(p, config.epochs) for p in metrics_paths]
       summaries = []
@@ -411,10 +415,11 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   elif not resume and manager.latest_step() is not None:
     raise FileExistsError(f"out_dir {out_dir} already holds checkpoints: pass --resume "
                           "to continue it or choose another --out")
+  primary = jax.process_index() == 0  # one process writes the run's files
   for p, r in zip(metrics_paths, rows):
-    _write_metrics(p, r)
+    if primary:
+      _write_metrics(p, r)
 
-  steps_done = lambda st: int(np.asarray(st.step)[0])
   bar = None
   if progress is True:
     from tqdm import tqdm
@@ -437,7 +442,8 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
       for r, p in enumerate(metrics_paths):
         rows[r].append({"epoch": epoch, "step": steps_done(state), **train_metrics[r],
                         **evals[r], "epoch_seconds": epoch_seconds})
-        _write_metrics(p, rows[r])
+        if primary:
+          _write_metrics(p, rows[r])
       checkpoints.save(manager, state, time.perf_counter() - t0)
       if hasattr(bar, "set_postfix"):
         row = rows[0][-1]
@@ -460,6 +466,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
 
   run_info = {
       "num_devices": int(trainer.mesh.devices.size),
+      "num_processes": jax.process_count(),
       "ms_per_step": 1e3 * float(np.median(step_seconds)) if step_seconds else None,
       "wall_seconds": time.perf_counter() - t0,
       "versions": {"jaxnoisy": jaxnoisy.__version__, "jax": jax.__version__},
@@ -468,10 +475,11 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   }
   summaries = [{**_summary(c, d, rw), **run_info}
                for (_, c), d, rw in zip(replicas, trainer.datas, rows)]
-  if not single:
-    for d, s in zip(dirs, summaries):
-      write_atomic(os.path.join(d, "summary.json"), json.dumps(s, indent=2))
   summary = summaries[0] if single else {
       **aggregate(config, [label for label, _ in replicas], summaries), **run_info}
-  write_atomic(summary_path, json.dumps(summary, indent=2))
+  if primary:
+    if not single:
+      for d, s in zip(dirs, summaries):
+        write_atomic(os.path.join(d, "summary.json"), json.dumps(s, indent=2))
+    write_atomic(summary_path, json.dumps(summary, indent=2))
   return result(state, rows, summaries, summary)

@@ -1,0 +1,63 @@
+"""A two-process run (jax.distributed over localhost, CPU collectives) reaches the
+parameters of the same run in one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from test_trainer import FMNIST
+
+pytestmark = pytest.mark.skipif(not os.path.exists(FMNIST),
+                                reason="needs the Debian package dataset-fashion-mnist")
+
+ARGS = ["train", "--method", "sam", "--train-size", "512", "--heldout-size", "256",
+        "--epochs", "2", "--batch-size", "64", "--num-devices", "2", "--no-progress"]
+
+
+def cli(out, *extra):
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.Popen([sys.executable, "-m", "jaxnoisy.cli", *ARGS, "--out", str(out),
+                           *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def final_checkpoint(run):
+  manager = ocp.CheckpointManager(os.path.abspath(run / "checkpoints"))
+  state = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))["state"]
+  return jax.tree.leaves(state)
+
+
+def test_two_processes_reach_the_single_process_parameters(tmp_path):
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  procs = [cli(tmp_path / "multi", "--coordinator", f"localhost:{port}", "--num-processes",
+               "2", "--process-id", str(i)) for i in range(2)]
+  single = cli(tmp_path / "single")
+  for p in procs + [single]:
+    out, _ = p.communicate(timeout=600)
+    assert p.returncode == 0, out
+  multi, one = final_checkpoint(tmp_path / "multi"), final_checkpoint(tmp_path / "single")
+  assert len(multi) == len(one) > 5
+  for a, b in zip(multi, one):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  with open(tmp_path / "multi" / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["num_processes"] == 2 and summary["num_devices"] == 2
+  with open(tmp_path / "single" / "summary.json") as f:
+    assert json.load(f)["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_bad_process_id_is_refused_before_joining():
+  from jaxnoisy.train.devices import join_processes
+  with pytest.raises(ValueError, match=r"process_id must be in \[0, 2\), got 2"):
+    join_processes("localhost:1", 2, 2)
