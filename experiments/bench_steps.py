@@ -36,6 +36,9 @@ def main() -> int:
   parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
   parser.add_argument("--devices", type=int, default=None,
                       help="host devices on CPU (default: one per core)")
+  parser.add_argument("--clean-batch-size", type=int, default=None,
+                      help="clean examples per step of the meta methods (default: the "
+                           "trainer's default, 100)")
   parser.add_argument("--seeds", type=int, default=1,
                       help="also time each method with this many replicas in one step "
                            "(--seeds N of the trainer) against N separate steps")
@@ -68,6 +71,7 @@ def main() -> int:
       clean_images=images[:256], clean_labels=labels[:256], test_images=images[:0],
       test_labels=labels[:0], num_classes=10, mean=(0.286,), std=(0.353,), noise_summary={})
 
+  clean_batch = {"clean_batch_size": args.clean_batch_size} if args.clean_batch_size else {}
   trainers, states, perms = {}, {}, {}
   replicated = [f"{name}x{args.seeds}" for name in names] if args.seeds > 1 else []
   for name in names + replicated:
@@ -75,8 +79,8 @@ def main() -> int:
     # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
     config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
                          rho=0.1, epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
-                         saner_warmup_fraction=0.0, clean_batch_size=args.batch_size,
-                         seeds=int(seeds or 1))
+                         saner_warmup_fraction=0.0, seeds=int(seeds or 1),
+                         **clean_batch)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
     perms[name] = trainers[name].permutation(0)
@@ -123,6 +127,7 @@ def main() -> int:
       "input_pipeline_ms": round(gather_ms, 3),
       "input_pipeline_fraction_of_sgd_step": round(gather_ms / ms["sgd"], 4),
       "batch_size": args.batch_size,
+      "clean_batch_size": trainers[names[-1]].config.clean_batch_size,
       "model": args.model,
       "devices": jax.device_count(),
       "machine": f"{platform.machine()}, {os.cpu_count()} cores, {jax.devices()[0].platform}",

@@ -378,3 +378,27 @@ def test_runs_on_a_jaxnoisy_model():
   w = jax.jit(lambda p: jaxnoisy.l2rw_weights(fn, p, batch, clean, inner_lr=0.1))(model.params)
   assert w.shape == (6,) and w.dtype == jnp.float32
   np.testing.assert_allclose(float(jnp.sum(w)), 1.0, rtol=1e-5)
+
+
+def test_shared_forward_pass_gives_the_same_step():
+  """One :func:`linearize` feeds the meta-gradients and the real step unchanged."""
+  from jaxnoisy.meta import linearize, weighted_gradient
+  w0 = jnp.asarray(RNG.uniform(size=B))
+  with jax.enable_x64(True):
+    p = jparams()
+    lin = linearize(loss_fn, p, BATCH)
+    np.testing.assert_allclose(lin.losses, np_losses(PARAMS, X, Y), rtol=1e-12)
+    loss, grads = weighted_gradient(lin, w0)
+    ref = jax.grad(lambda q: jaxnoisy.weighted_loss(loss_fn(q, BATCH), w0))(p)
+    np.testing.assert_allclose(loss, np.mean(np.asarray(w0) * np_losses(PARAMS, X, Y)),
+                               rtol=1e-12)
+    for k in ref:
+      np.testing.assert_allclose(grads[k], ref[k], rtol=1e-12, atol=1e-15)
+    shared = jaxnoisy.meta.meta_reweight_step(loss_fn, p, w0, BATCH, CLEAN, inner_lr=0.8,
+                                              weight_lr=0.3, linearized=lin)
+    alone = jaxnoisy.meta.meta_reweight_step(loss_fn, p, w0, BATCH, CLEAN, inner_lr=0.8,
+                                             weight_lr=0.3)
+    u_shared = jaxnoisy.meta.l2rw_scores(loss_fn, p, BATCH, CLEAN, inner_lr=0.5,
+                                         linearized=lin)
+  np.testing.assert_allclose(shared.meta_grad, alone.meta_grad, rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(u_shared, -np_first_order(PARAMS, 0.5), rtol=1e-10, atol=1e-14)

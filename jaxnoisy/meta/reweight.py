@@ -23,6 +23,10 @@ Every method here looks one SGD step ahead. With per-example losses
   (Shu et al. 2019): weights are an MLP of the loss, trained through the same lookahead.
 * :func:`weight_diagnostics` — how well weights separate clean from corrupted examples.
 
+All of them share one forward pass of the noisy batch, :func:`linearize` (the losses and
+their VJP): the virtual step is a VJP of it, ``jax.grad`` in the weights goes through
+that VJP, and :func:`weighted_gradient` takes the real step's gradient from it too.
+
 The model enters only through ``loss_fn(params, batch) -> per-example losses (B,)``
 (``batch`` is any pytree; :func:`cross_entropy_loss_fn` builds one from a logits
 function). With a :func:`jaxnoisy.models.make_model` model::
@@ -54,7 +58,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -123,16 +127,42 @@ def weighted_loss(losses, weights) -> jax.Array:
 
 
 # --- the lookahead --------------------------------------------------------------------
-def _lookahead(loss_fn: LossFn, params, weight_fn, batch, clean_batch, inner_lr):
-  """L_val after θ̂ = θ − η ∇(1/B)Σ w_i l_i, with w = weight_fn(stop_gradient(l))."""
-  def inner_loss(p):
-    losses = loss_fn(p, batch)
-    # The weights may depend on the loss *values* (MW-Net) but are constants for ∇_θ:
-    # the virtual step is SGD on a weighted loss, not on a loss through its weights.
-    w = weight_fn(jax.lax.stop_gradient(losses))
-    return jnp.mean(w.astype(losses.dtype) * losses)
+class Linearized(NamedTuple):
+  r"""One forward pass of the noisy batch, shared by the lookahead and the real step.
 
-  grads = jax.grad(inner_loss)(params)
+  ``vjp(v)`` is :math:`(\nabla_\theta \sum_i v_i l_i(\theta),)`, linear in v: the
+  virtual step, its derivative in the weights (the transpose) and the real step's
+  gradient all reuse this one forward pass.
+  """
+  losses: jax.Array   # l_i(θ), shape (B,)
+  vjp: Callable       # v of shape (B,) -> (∇_θ Σ_i v_i l_i,)
+
+
+def linearize(loss_fn: LossFn, params, batch) -> Linearized:
+  """:class:`Linearized` of ``loss_fn(·, batch)`` at ``params`` (one ``jax.vjp``)."""
+  return Linearized(*jax.vjp(lambda p: loss_fn(p, batch), params))
+
+
+def _mean_gradient(linearized: Linearized, weights):
+  r""":math:`\nabla_\theta \frac{1}{B}\sum_i w_i l_i`, linear (and differentiable) in w."""
+  losses = linearized.losses
+  return linearized.vjp(weights.astype(losses.dtype) / losses.shape[0])[0]
+
+
+def weighted_gradient(linearized: Linearized, weights) -> tuple:
+  r"""The real step from the shared forward pass: ``(loss, grads)``.
+
+  loss = :func:`weighted_loss` = :math:`\frac{1}{B}\sum_i w_i l_i` and grads its
+  gradient with w held constant: one VJP of ``linearized``, no forward pass.
+  """
+  w = jax.lax.stop_gradient(weights)
+  return weighted_loss(linearized.losses, w), _mean_gradient(linearized, w)
+
+
+def _lookahead(loss_fn: LossFn, linearized: Linearized, params, weights, clean_batch,
+               inner_lr):
+  """L_val after θ̂ = θ − η ∇(1/B)Σ w_i l_i; ``jax.grad`` in w goes through the VJP."""
+  grads = _mean_gradient(linearized, weights)
   lookahead = jax.tree.map(lambda p, g: p - jnp.asarray(inner_lr, p.dtype) * g, params, grads)
   return jnp.mean(loss_fn(lookahead, clean_batch))
 
@@ -161,11 +191,13 @@ def lookahead_clean_loss(loss_fn: LossFn, params, weights, batch, clean_batch, *
     L_val(w), a scalar.
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
-  return _lookahead(loss_fn, params, lambda _: weights, batch, clean_batch, inner_lr)
+  return _lookahead(loss_fn, linearize(loss_fn, params, batch), params, weights, clean_batch,
+                    inner_lr)
 
 
 # --- L2RW -----------------------------------------------------------------------------
-def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) -> jax.Array:
+def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0,
+                linearized: Optional[Linearized] = None) -> jax.Array:
   r"""L2RW's raw scores: how much up-weighting each example lowers the clean loss.
 
   .. math::
@@ -182,6 +214,9 @@ def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) ->
   Args:
     loss_fn, params, batch, clean_batch: as in :func:`lookahead_clean_loss`.
     inner_lr: η > 0; it only scales u (default 1).
+    linearized: the batch's forward pass, :func:`linearize` ``(loss_fn, params, batch)``,
+      if the caller already has it (the trainer shares it with its real step via
+      :func:`weighted_gradient`); ``batch`` is then not read.
 
   Returns:
     u, shape (B,).
@@ -191,13 +226,9 @@ def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) ->
     ICML 2018 (uber-research/learning-to-reweight-examples).
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
-  leaves = jax.tree.leaves(params)
-  dtype = jnp.result_type(*leaves) if leaves else jnp.float32
-  batch_size = jax.eval_shape(lambda p: loss_fn(p, batch), params).shape[0]
-  eps = jnp.zeros((batch_size,), dtype)
-  grad = jax.grad(lambda e: _lookahead(loss_fn, params, lambda _: e, batch, clean_batch,
-                                       inner_lr))(eps)
-  return -grad
+  lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
+  eps = jnp.zeros_like(lin.losses)
+  return -jax.grad(lambda e: _lookahead(loss_fn, lin, params, e, clean_batch, inner_lr))(eps)
 
 
 def l2rw_normalize(scores) -> jax.Array:
@@ -212,7 +243,8 @@ def l2rw_normalize(scores) -> jax.Array:
   return jnp.where(total > 0, pos / jnp.where(total > 0, total, 1), jnp.zeros_like(pos))
 
 
-def l2rw_weights(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) -> jax.Array:
+def l2rw_weights(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0,
+                 linearized: Optional[Linearized] = None) -> jax.Array:
   r"""L2RW: per-example weights for the real step, re-derived from zero at every step.
 
   .. math::
@@ -227,6 +259,7 @@ def l2rw_weights(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) -
   Args:
     loss_fn, params, batch, clean_batch: as in :func:`lookahead_clean_loss`.
     inner_lr: η > 0; w does not depend on it (default 1).
+    linearized: as in :func:`l2rw_scores`.
 
   Returns:
     w, shape (B,), non-negative, summing to 1 or all zero.
@@ -235,7 +268,8 @@ def l2rw_weights(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0) -
     Ren, Zeng, Yang, Urtasun, Learning to Reweight Examples for Robust Deep Learning,
     ICML 2018 (uber-research/learning-to-reweight-examples).
   """
-  return l2rw_normalize(l2rw_scores(loss_fn, params, batch, clean_batch, inner_lr=inner_lr))
+  return l2rw_normalize(l2rw_scores(loss_fn, params, batch, clean_batch, inner_lr=inner_lr,
+                                    linearized=linearized))
 
 
 # --- the analysed algorithm: persistent weights in [0, 1] -----------------------------
@@ -247,7 +281,8 @@ class MetaReweightResult(NamedTuple):
 
 
 def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
-                       inner_lr, weight_lr) -> MetaReweightResult:
+                       inner_lr, weight_lr,
+                       linearized: Optional[Linearized] = None) -> MetaReweightResult:
   r"""One projected meta-gradient step on persistent per-example weights.
 
   .. math::
@@ -261,13 +296,13 @@ def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
   −(η/(Bm)) Σ_j ⟨∇l_i, ∇l^v_j⟩, so weights of examples whose gradient agrees with the
   clean gradient grow. The caller holds the weights of the whole training set, gathers
   the batch's entries, scatters the result back and takes the real step on
-  :func:`weighted_loss` with the *new* weights::
+  :func:`weighted_loss` with the *new* weights, from the same forward pass::
 
-    w = all_weights[idx]
-    w, _, _ = meta_reweight_step(loss_fn, params, w, batch, clean_batch,
-                                 inner_lr=lr, weight_lr=alpha)
+    lin = linearize(loss_fn, params, batch)
+    w = meta_reweight_step(loss_fn, params, all_weights[idx], batch, clean_batch,
+                           inner_lr=lr, weight_lr=alpha, linearized=lin).weights
     all_weights = all_weights.at[idx].set(w)
-    grads = jax.grad(lambda p: weighted_loss(loss_fn(p, batch), w))(params)
+    loss, grads = weighted_gradient(lin, w)
 
   Decision: mean convention (module docstring); the paper's (η_Σ, α) are
   ``inner_lr = B·η_Σ, weight_lr = α`` here.
@@ -277,6 +312,7 @@ def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
     weights: w ∈ [0, 1], shape (B,) (the paper starts from 1).
     inner_lr: η > 0, the virtual step size (the real step's learning rate).
     weight_lr: α ≥ 0, the weights' step size (the paper's α = β/η).
+    linearized: as in :func:`l2rw_scores`.
 
   Returns:
     :class:`MetaReweightResult` ``(weights, meta_grad, clean_loss)``.
@@ -286,8 +322,9 @@ def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
   check_range("weight_lr", weight_lr, low=0.0)
+  lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
   clean_loss, meta_grad = jax.value_and_grad(
-      lambda w: _lookahead(loss_fn, params, lambda _: w, batch, clean_batch, inner_lr))(weights)
+      lambda w: _lookahead(loss_fn, lin, params, w, clean_batch, inner_lr))(weights)
   new = jnp.clip(weights - jnp.asarray(weight_lr, weights.dtype) * meta_grad, 0, 1)
   return MetaReweightResult(new.astype(weights.dtype), meta_grad, clean_loss)
 
@@ -423,7 +460,8 @@ def mwnet_weights(mw_params, losses) -> jax.Array:
   return jax.nn.sigmoid(h @ mw_params["w2"] + mw_params["b2"])[:, 0]
 
 
-def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_lr):
+def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_lr,
+               linearized: Optional[Linearized] = None):
   r"""Meta-Weight-Net's meta-gradient: the clean loss after a virtual step, w.r.t. V.
 
   .. math::
@@ -435,12 +473,12 @@ def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_
   V with its own optimiser (paper: Adam 1e-3, weight decay 1e-4), then takes the real
   step with the new V::
 
-    g_v, _ = mwnet_step(loss_fn, params, mw_params, batch, clean_batch, inner_lr=lr)
+    lin = linearize(loss_fn, params, batch)
+    g_v, _ = mwnet_step(loss_fn, params, mw_params, batch, clean_batch, inner_lr=lr,
+                        linearized=lin)
     upd, mw_opt = mw_tx.update(g_v, mw_opt, mw_params)
     mw_params = optax.apply_updates(mw_params, upd)
-    def real(p):
-      losses = loss_fn(p, batch)
-      return weighted_loss(losses, mwnet_weights(mw_params, jax.lax.stop_gradient(losses)))
+    loss, grads = weighted_gradient(lin, mwnet_weights(mw_params, lin.losses))
 
   Decision: the virtual and real losses are the mean (1/B)Σ V(l_i) l_i of the paper's
   Algorithm 1 (not the sum-normalised variant of an earlier code release).
@@ -449,6 +487,7 @@ def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_
     loss_fn, params, batch, clean_batch: as in :func:`lookahead_clean_loss`.
     mw_params: V's parameters (:func:`mwnet_init`).
     inner_lr: η > 0, the virtual step size (the real step's learning rate).
+    linearized: as in :func:`l2rw_scores`.
 
   Returns:
     ``(mw_grads, clean_loss)``: g_V shaped like ``mw_params`` and L_val at the current V.
@@ -458,9 +497,10 @@ def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_
     NeurIPS 2019 (xjtushujun/meta-weight-net).
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
-  clean_loss, grads = jax.value_and_grad(
-      lambda v: _lookahead(loss_fn, params, lambda l: mwnet_weights(v, l), batch, clean_batch,
-                           inner_lr))(mw_params)
+  lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
+  # V reads the loss values (constants here: they are the forward pass's outputs).
+  clean_loss, grads = jax.value_and_grad(lambda v: _lookahead(
+      loss_fn, lin, params, mwnet_weights(v, lin.losses), clean_batch, inner_lr))(mw_params)
   return grads, clean_loss
 
 

@@ -25,28 +25,21 @@ def _loss_fn(inp: StepInputs):
   return reweight.cross_entropy_loss_fn(lambda p, x: inp.apply(p, x)[0])
 
 
-def _weighted_gradient(inp: StepInputs, weight_fn):
-  """The real step of every reweighting method, from one forward pass of the batch.
+def _linearize(inp: StepInputs):
+  """The one forward pass of the noisy batch that every reweighting method shares.
 
-  ``weight_fn(losses, features) -> (B,)`` gives the weights (its inputs are under
-  stop-gradient); the loss is (1/B) Σ w_i l_i and its gradient a VJP of the same
-  logits. Returns ``(loss, grads, model_state, weights)``.
+  Returns ``(linearized, features, model_state)``: the per-example losses and their
+  VJP (:class:`reweight.Linearized`: the virtual step, the meta-gradient and the real
+  step's gradient are all taken from it), the penultimate features and the batch
+  statistics of this pass.
   """
   def forward(p):
     logits, features, model_state = inp.apply(p, inp.x)
-    return logits, (features, model_state)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
+    return losses, (features, model_state)
 
-  logits, vjp_fn, (features, model_state) = jax.vjp(forward, inp.params, has_aux=True)
-
-  def loss_of_logits(z):
-    losses = optax.softmax_cross_entropy_with_integer_labels(z, inp.y)
-    sg = jax.lax.stop_gradient
-    w = weight_fn(sg(losses), sg(features))
-    return reweight.weighted_loss(losses, w), w
-
-  (loss, w), dlogits = jax.value_and_grad(loss_of_logits, has_aux=True)(logits)
-  (grads,) = vjp_fn(dlogits)
-  return loss, grads, model_state, w
+  losses, vjp_fn, (features, model_state) = jax.vjp(forward, inp.params, has_aux=True)
+  return reweight.Linearized(losses, vjp_fn), features, model_state
 
 
 def _record(state: dict, index, weights) -> dict:
@@ -74,10 +67,12 @@ def l2rw_gradients(config: TrainConfig, spec: ModelSpec):
   del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
+    lin, _, model_state = _linearize(inp)
     w = reweight.l2rw_weights(_loss_fn(inp), inp.params, (inp.x, inp.y),
-                              (inp.clean_x, inp.clean_y))
+                              (inp.clean_x, inp.clean_y), linearized=lin)
     # Σ w_i l_i with Σ w_i = 1 is the mean convention's loss at weights B·w.
-    loss, grads, model_state, w = _weighted_gradient(inp, lambda *_: w * w.shape[0])
+    w = w * w.shape[0]
+    loss, grads = reweight.weighted_gradient(lin, w)
     state = _record(inp.method_state, inp.index, w)
     return Gradients(loss, grads, model_state, {}, state, {})
 
@@ -88,12 +83,13 @@ def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
 
   def gradients(inp: StepInputs) -> Gradients:
+    lin, _, model_state = _linearize(inp)
     result = reweight.meta_reweight_step(
         _loss_fn(inp), inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
         (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
-        weight_lr=config.weight_lr)
-    loss, grads, model_state, w = _weighted_gradient(inp, lambda *_: result.weights)
-    state = _record(inp.method_state, inp.index, w)
+        weight_lr=config.weight_lr, linearized=lin)
+    loss, grads = reweight.weighted_gradient(lin, result.weights)
+    state = _record(inp.method_state, inp.index, result.weights)
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": result.clean_loss})
 
   return gradients
@@ -102,20 +98,18 @@ def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
 def feature_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   """The bilevel-free surrogate: scores from penultimate features, no second order.
 
-  One forward pass of the batch (its features give the scores, its logits the loss)
+  One SGD step (the batch's forward pass gives the features, its VJP the gradient)
   plus a forward pass of the clean batch.
   """
 
   def gradients(inp: StepInputs) -> Gradients:
-    clean_features = jax.lax.stop_gradient(inp.apply(inp.params, inp.clean_x)[1])
-
-    def weight_fn(losses, features):
-      scores = reweight.feature_reweight_scores(features, inp.y, clean_features,
-                                                inp.clean_y, spec.num_classes)
-      return reweight.feature_reweight_update(inp.method_state["weights"][inp.index],
-                                              scores, config.weight_step)
-
-    loss, grads, model_state, w = _weighted_gradient(inp, weight_fn)
+    lin, features, model_state = _linearize(inp)
+    clean_features = inp.apply(inp.params, inp.clean_x)[1]
+    scores = reweight.feature_reweight_scores(features, inp.y, clean_features, inp.clean_y,
+                                              spec.num_classes)
+    w = reweight.feature_reweight_update(inp.method_state["weights"][inp.index], scores,
+                                         config.weight_step)
+    loss, grads = reweight.weighted_gradient(lin, w)
     return Gradients(loss, grads, model_state, {}, _record(inp.method_state, inp.index, w), {})
 
   return gradients
@@ -137,13 +131,14 @@ def mwnet_gradients(config: TrainConfig, spec: ModelSpec):
 
   def gradients(inp: StepInputs) -> Gradients:
     st = inp.method_state
+    lin, _, model_state = _linearize(inp)
     mw_grads, clean_loss = reweight.mwnet_step(
         _loss_fn(inp), inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
-        inner_lr=inp.learning_rate)
+        inner_lr=inp.learning_rate, linearized=lin)
     updates, mw_opt = _MWNET_TX.update(mw_grads, st["mw_opt"], st["mw"])
     mw = optax.apply_updates(st["mw"], updates)
-    loss, grads, model_state, w = _weighted_gradient(
-        inp, lambda losses, _: reweight.mwnet_weights(mw, losses))
+    w = reweight.mwnet_weights(mw, lin.losses)
+    loss, grads = reweight.weighted_gradient(lin, w)
     state = {**_record(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": clean_loss})
 

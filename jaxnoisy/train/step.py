@@ -186,6 +186,8 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
       cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
                                (clean_batch_size,), replace=False)
       clean_x, clean_y = normalize(clean_images[cidx], mean, std), clean_labels[cidx]
+      if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
+        clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:
       clean_x, clean_y = normalize(clean_images, mean, std), clean_labels
     update_fn = update
