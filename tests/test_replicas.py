@@ -99,15 +99,25 @@ def test_resume_of_replicas_is_bit_identical(tmp_path):
       np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("name", ["rho", "kappa", "down_weight", "learning_rate",
-                                  "weight_decay", "gsam_alpha", "asam_eta"])
-def test_every_sam_family_sweepable_hyper_parameter_traces(name):
-  """A swept value is a traced scalar: the step must not branch on it in Python."""
+def test_every_sweepable_hyper_parameter_is_traced():
+  """A swept value is a traced scalar: no method may branch on it in Python."""
+  from jaxnoisy.train.config import SWEEPABLE
+  assert set(SWEEP_METHOD) == set(SWEEPABLE)
+
+
+SWEEP_METHOD = {"rho": "sam", "learning_rate": "sgd", "weight_decay": "sgd", "kappa": "ncsam",
+                "down_weight": "saner", "gsam_alpha": "gsam", "asam_eta": "asam",
+                "weight_lr": "meta_reweight", "weight_step": "feature_reweight",
+                "mixture_rho": "ebomlc", "xi": "ebomlc", "delta": "ebomlc"}
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_METHOD))
+def test_sweepable_hyper_parameter_traces(name):
   from jaxnoisy.train.trainer import Trainer
-  method = {"kappa": "ncsam", "down_weight": "saner", "gsam_alpha": "gsam",
-            "asam_eta": "asam"}.get(name, "sam")
-  cfg = CFG.replace(method=method, sweep=(name, (0.1, 0.2)), num_devices=2)
-  t = Trainer(cfg, [toy_data(256)] * 2)
+  from test_trainer import toy_with_clean
+  cfg = CFG.replace(method=SWEEP_METHOD[name], sweep=(name, (0.1, 0.2)), num_devices=2,
+                    clean_size=64, clean_batch_size=32)
+  t = Trainer(cfg, [toy_with_clean()] * 2)
   jax.eval_shape(t.train_step, t.initial_state, t.train_data, t.permutation(0), np.int32(0),
                  t.step_key, np.float32(0.5), t.hyper)
 
