@@ -59,7 +59,7 @@ def to_mesh(tree, sharding: NamedSharding):
                                       impl=jax.random.key_impl(a))
     a = np.asarray(a)
     return jax.make_array_from_callback(a.shape, sharding, lambda index: a[index])
-  return jax.tree.map(put, tree)
+  return jax.block_until_ready(jax.tree.map(put, tree))
 
 
 def to_host(tree):

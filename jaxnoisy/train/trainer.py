@@ -203,6 +203,11 @@ class Trainer:
     # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
     self.warmup_step = make(plain_gradients, True) if self.warmup_epochs else None
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
+    # Host-side reads of sharded arrays run as one jitted program each, which the
+    # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
+    self.replica_state = jax.jit(replica, static_argnums=1)
+    self._epoch_means = jax.jit(
+        lambda history: jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history))
     self._permute = jax.jit(
         jax.vmap(step_lib.epoch_permutation, in_axes=(0, None, None)), static_argnums=2,
         out_shardings=self.by_replica)
@@ -228,7 +233,7 @@ class Trainer:
     every replica."""
     out = []
     for r, d in enumerate(self.datas):
-      s = replica(state, r)
+      s = jax.block_until_ready(self.replica_state(state, r))
       metrics = {
           "test_accuracy": self.accuracy(s, d.test_images, d.test_labels),
           "heldout_accuracy": self.accuracy(s, d.heldout_images, d.heldout_labels),
@@ -275,7 +280,7 @@ class Trainer:
       raise Interrupted(state) from None
     if not history:
       return state, [{} for _ in self.replicas]
-    means = step_lib.to_host(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history))
+    means = step_lib.to_host(jax.block_until_ready(self._epoch_means(history)))
     return state, [{k: float(v[r]) for k, v in means.items()}
                    for r in range(len(self.replicas))]
 
@@ -389,7 +394,8 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   manager = checkpoints.manager(os.path.join(out_dir, "checkpoints"))
 
   def result(state, rows, summaries, summary):
-    reps = [{"label": label, "summary": s, "state": replica(state, r), "metrics": rw}
+    reps = [{"label": label, "summary": s, "metrics": rw,
+             "state": jax.block_until_ready(trainer.replica_state(state, r))}
             for r, ((label, _), s, rw) in enumerate(zip(replicas, summaries, rows))]
     out = {"summary": summary, "replicas": reps}
     if single:
