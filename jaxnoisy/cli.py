@@ -45,6 +45,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--seeds", type=int,
                  help="train this many replicas (seeds seed, seed+1, ...) side by side in "
                       "one jitted step; the summary reports mean ± std")
+  p.add_argument("--vmap-replicas", action=argparse.BooleanOptionalAction, default=None,
+                 help="a device's several replicas vmapped, or run one after another "
+                      "(default: vmapped on accelerators, one after another on CPU)")
   p.add_argument("--sweep", type=_sweep,
                  help="NAME=V1,V2,...: one replica per value (× --seeds) in the same step; "
                       "NAME one of rho, kappa, down_weight, learning_rate, weight_decay, ...")

@@ -137,6 +137,10 @@ def test_bad_replica_settings_raise_before_compiling(changes, message):
 def test_cli_sweep_flag_parses_and_rejects_garbage(capsys):
   args = cli.build_parser().parse_args(["train", "--sweep", "rho=0.05,0.1", "--out", "x"])
   assert cli.config_from_args(args).sweep == ("rho", (0.05, 0.1))
+  args = cli.build_parser().parse_args(["train", "--seeds", "3", "--no-vmap-replicas",
+                                        "--out", "x"])
+  config = cli.config_from_args(args)
+  assert (config.seeds, config.vmap_replicas) == (3, False)
   with pytest.raises(SystemExit):
     cli.build_parser().parse_args(["train", "--sweep", "rho=a,b", "--out", "x"])
   assert "NAME=V1,V2" in capsys.readouterr().err
