@@ -22,7 +22,6 @@ def main() -> int:
   from jaxnoisy.train.devices import use_cpu_cores
   use_cpu_cores(1)
   import jax
-  import numpy as np
 
   import jaxnoisy
   from jaxnoisy.train import checkpoints, step as step_lib
