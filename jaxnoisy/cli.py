@@ -209,7 +209,10 @@ def cmd_compare(args) -> int:
   for run in args.runs:
     if not os.path.exists(os.path.join(run, "summary.json")):
       raise ValueError(f"runs: {run} has no summary.json (is the run finished?)")
-    loaded.append((os.path.basename(os.path.normpath(run)), *load_run(run)))
+    with open(os.path.join(run, "summary.json")) as f:
+      labels = json.load(f).get("replicas")  # a run of several replicas: each one
+    for path in [os.path.join(run, label) for label in labels] if labels else [run]:
+      loaded.append((os.path.basename(os.path.normpath(path)), *load_run(path)))
   print(format_table([(name, s) for name, s, _ in loaded]))
   plot = args.plot or os.path.join(
       os.path.commonpath([os.path.abspath(r) for r in args.runs]) if len(args.runs) > 1

@@ -68,7 +68,7 @@ def test_vmapped_and_looped_replicas_agree(tmp_path):
       np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-6)
 
 
-def test_summary_reports_mean_and_std_over_the_seeds(tmp_path):
+def test_summary_reports_mean_and_std_over_the_seeds(tmp_path, capsys):
   out = tmp_path / "run"
   cfg = CFG.replace(method="sgd", seeds=3, num_devices=2)
   result = train(cfg, str(out), data=[toy_data(seed=s) for s in range(3)], progress=False)
@@ -84,6 +84,9 @@ def test_summary_reports_mean_and_std_over_the_seeds(tmp_path):
   assert summary["test_accuracy"]["std"] == pytest.approx(acc.std(ddof=1))
   assert summary["test_accuracy"]["n"] == 3
   assert result["summary"]["test_accuracy"] == summary["test_accuracy"]
+  assert cli.main(["compare", str(out), "--plot", str(tmp_path / "c.png")]) == 0
+  table = capsys.readouterr().out
+  assert all(f"| seed{s} | sgd |" in table for s in range(3))
 
 
 def test_resume_of_replicas_is_bit_identical(tmp_path):
