@@ -44,6 +44,7 @@ def load(path):
 
 
 def mean_std(values, scale=100.0, digits=2):
+  values = [v for v in values if v == v]  # memorization is NaN without corrupted labels
   if not values:
     return "—"
   m = statistics.mean(values) * scale
