@@ -61,6 +61,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                  help="the label-correction network's optimiser")
   p.add_argument("--meta-lr", type=float)
   p.add_argument("--mlc-lookahead", type=int, help="MLC's K-step look-ahead")
+  p.add_argument("--mlc-mix", action=argparse.BooleanOptionalAction, default=None,
+                 help="MLC: half the clean batch joins the main loss (default, as "
+                      "microsoft/MLC's hmlc_K_mix) or all of it is the meta objective")
   p.add_argument("--mixture-rho", type=float, help="EBOMLC's mixture weight ρ")
   p.add_argument("--xi", type=float, help="EBOMLC's ξ")
   p.add_argument("--delta", type=float, help="EBOMLC's δ")

@@ -125,6 +125,43 @@ def test_mlc_hypergradient_is_finite_differences(steps):
   np.testing.assert_allclose(res.corrected, ref_corrected, rtol=1e-12)
 
 
+def test_mlc_clean_train_batch_mixes_the_lower_loss_by_size():
+  """hmlc_K_mix: ℓ = (B·ℓ_noisy + m·CE_C)/(B + m); the hypergradient differentiates the
+  clean loss after a step on that ℓ (finite differences)."""
+  eta, m = 0.7, 4
+  xc, yc = XV[:m] + 0.5, YV[:m]
+  with jax.enable_x64(True):
+    params, lcn_apply, phi = setup()
+    res = jax.tree.map(np.asarray, jaxnoisy.mlc_step(
+        logits_fn, params, lcn_apply, phi, (X, Y), (XV, YV), inner_lr=eta,
+        clean_train_batch=(xc, yc)))
+
+    def lower(p, phi_):
+      return (B * noisy_loss(p, lcn_apply, phi_) + m * ce(logits_fn(p, xc)[0], yc)) / (B + m)
+
+    def clean_after(phi_):
+      h = logits_fn(params, X)[1]  # the LCN reads w's features as data
+      t = lcn_apply(phi_, h, Y)
+      g = jax.grad(lambda p: (B * -jnp.mean(jnp.sum(t * jax.nn.log_softmax(
+          logits_fn(p, X)[0]), axis=1)) + m * ce(logits_fn(p, xc)[0], yc)) / (B + m))(params)
+      w = jax.tree.map(lambda a, b: a - eta * b, params, g)
+      return float(ce(logits_fn(w, XV)[0], YV))
+
+    eps, fd, got = 1e-6, [], []
+    for layer, name, idx in [("dense1", "kernel", (0, 1)), ("embed", "embedding", (1, 0)),
+                             ("out", "bias", (2,)), ("dense2", "kernel", (4, 1))]:
+      shifted = lambda s: phi | {layer: phi[layer] | {name: phi[layer][name].at[idx].add(s)}}
+      fd.append((clean_after(shifted(eps)) - clean_after(shifted(-eps))) / (2 * eps))
+      got.append(float(res.grads_phi[layer][name][idx]))
+    ref_gw = jax.grad(lower)(params, phi)
+    ref_loss = lower(params, phi)
+  np.testing.assert_allclose(got, fd, rtol=1e-6, atol=1e-9)
+  assert np.max(np.abs(fd)) > 1e-3
+  np.testing.assert_allclose(res.loss, ref_loss, rtol=1e-12)
+  for a, b in zip(jax.tree.leaves(res.grads_w), jax.tree.leaves(ref_gw)):
+    np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_identity_correction_gives_plain_noisy_ce():
   # Softmax regression (features = x) and an LCN that returns the given label.
   lin = lambda p, x: (x @ p["w"] + p["b"], x)

@@ -49,6 +49,9 @@ class TrainConfig:
   meta_optimizer: str = "amsgrad"
   meta_lr: float = 3e-4
   mlc_lookahead: int = 1
+  # MLC's default (hmlc_K_mix): half the clean batch joins the main network's loss, the
+  # other half is the meta objective; False: all of it is the meta objective (hmlc_K).
+  mlc_mix: bool = True
   mixture_rho: float = 0.2
   xi: float = 0.5
   delta: float = 0.25

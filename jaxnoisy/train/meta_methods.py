@@ -211,9 +211,14 @@ def _correction_gradients(step_fn):
 
 
 def _mlc(config, inp, logits_fn, lcn_apply, lcn_params):
+  meta, train = (inp.clean_x, inp.clean_y), None
+  if config.mlc_mix:  # microsoft/MLC's default hmlc_K_mix: halves G (meta) and C (train)
+    half = inp.clean_y.shape[0] // 2
+    meta = (inp.clean_x[:half], inp.clean_y[:half])
+    train = (inp.clean_x[half:], inp.clean_y[half:])
   res = correction.mlc_step(logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
-                            (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
-                            lookahead_steps=config.mlc_lookahead)
+                            meta, inner_lr=inp.learning_rate,
+                            lookahead_steps=config.mlc_lookahead, clean_train_batch=train)
   return res, {"clean_loss": res.clean_loss}
 
 
