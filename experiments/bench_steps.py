@@ -42,6 +42,9 @@ def main() -> int:
   parser.add_argument("--seeds", type=int, default=1,
                       help="also time each method with this many replicas in one step "
                            "(--seeds N of the trainer) against N separate steps")
+  parser.add_argument("--vmap-replicas", action=argparse.BooleanOptionalAction, default=None,
+                      help="with --seeds: a device's replicas vmapped or looped (default: "
+                           "the trainer's choice for the platform)")
   args = parser.parse_args()
 
   from jaxnoisy.train.devices import use_cpu_cores
@@ -80,7 +83,7 @@ def main() -> int:
     config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
                          rho=0.1, epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
                          saner_warmup_fraction=0.0, seeds=int(seeds or 1),
-                         **clean_batch)
+                         vmap_replicas=args.vmap_replicas, **clean_batch)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
     perms[name] = trainers[name].permutation(0)

@@ -26,7 +26,7 @@ def main() -> int:
   import jaxnoisy
   from jaxnoisy.train import checkpoints, step as step_lib
   from jaxnoisy.train.config import load_config
-  from jaxnoisy.train.trainer import Trainer, prepare_data, replica
+  from jaxnoisy.train.trainer import Trainer, prepare_data
 
   config = load_config(args.config).replace(num_devices=1)
   data = prepare_data(config)
@@ -36,7 +36,7 @@ def main() -> int:
   x = step_lib.normalize(data.train_images[:128], data.mean, data.std)
   y = data.train_labels[:128]
   for name, state in (("initial", trainer.initial_state), ("final", final)):
-    params = replica(state, 0).params
+    params = step_lib.replica(state, 0).params
     logits_fn = lambda p: trainer.apply(p, {}, x, train=True)[0]
     _, g, g_star, _ = jaxnoisy.ncsam_gradients(logits_fn, params, y, jax.random.key(0),
                                                config.flip_rate)

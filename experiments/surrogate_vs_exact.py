@@ -44,7 +44,8 @@ def main() -> int:
 
   from jaxnoisy.meta import reweight
   from jaxnoisy.train.config import TrainConfig
-  from jaxnoisy.train.trainer import Trainer, prepare_data, replica, write_atomic
+  from jaxnoisy.train.step import replica
+  from jaxnoisy.train.trainer import Trainer, prepare_data, write_atomic
 
   config = TrainConfig(method="meta_reweight", noise=args.noise, epochs=args.epochs,
                        train_size=args.train_size, clean_size=args.clean_size,

@@ -47,6 +47,11 @@ def make_mesh(num_devices: int | None = None, replicas: int = 1) -> Mesh:
   return Mesh(np.asarray(devices).reshape(groups, -1), (REPLICA_AXIS, DATA_AXIS))
 
 
+def replica(tree, r: int):
+  """Replica ``r`` of a pytree with a leading replica axis."""
+  return jax.tree.map(lambda a: a[r], tree)
+
+
 def to_mesh(tree, sharding: NamedSharding):
   """Host arrays, the same on every process, as global arrays with ``sharding``.
 
@@ -128,10 +133,9 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
   Parallelism: a ``jax.shard_map`` over REPLICA_AXIS gives each device group its own
   replicas, which it runs with ``jax.vmap`` — or, with ``vmap_replicas=False``, one
   after another in the same program. On XLA:CPU vmapped convolutions become grouped
-  convolutions that ran 2–2.7× slower than separate steps, also when a vmap over the
-  whole replica axis was left to the partitioner; with one replica per group the local
-  vmap has size 1 and the convolutions stay plain. Within a
-  group, each replica's step is written on its global batch and ``jax.jit``
+  convolutions, slower than separate steps (README: "Many seeds, a sweep"), also when
+  a vmap over the whole replica axis was left to the partitioner; with one replica per
+  group the local vmap has size 1 and the convolutions stay plain. Within a group, each replica's step is written on its global batch and ``jax.jit``
   partitions it over DATA_AXIS (batch sharded, state replicated), so every gradient
   is the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
   each device computes its own gradients, the SAM-family transform forms its ε from
@@ -204,8 +208,8 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
     if vmap_replicas:
       return jax.vmap(step, in_axes=in_axes)(*args)
     count = args[0].step.shape[0]
-    outs = [step(*(a if ax is None else jax.tree.map(lambda v: v[i], a)
-                   for a, ax in zip(args, in_axes))) for i in range(count)]
+    outs = [step(*(a if ax is None else replica(a, i) for a, ax in zip(args, in_axes)))
+            for i in range(count)]
     return jax.tree.map(lambda *v: jnp.stack(v), *outs)
 
   r = P(REPLICA_AXIS)

@@ -101,11 +101,6 @@ def stack(trees):
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
-def replica(tree, r: int):
-  """Replica ``r`` of a pytree with a leading replica axis."""
-  return jax.tree.map(lambda a: a[r], tree)
-
-
 def schedule(config: TrainConfig, total_steps: int):
   """The learning rate: a float or an Optax schedule over ``total_steps``."""
   c = config
@@ -205,7 +200,7 @@ class Trainer:
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
-    self.replica_state = jax.jit(replica, static_argnums=1)
+    self.replica_state = jax.jit(step_lib.replica, static_argnums=1)
     self._epoch_means = jax.jit(
         lambda history: jax.tree.map(lambda *v: jnp.mean(jnp.stack(v), axis=0), *history))
     self._permute = jax.jit(
@@ -220,6 +215,8 @@ class Trainer:
                            and self.mesh.devices.flat[0].platform == "cpu")
     # The clean subset is used only by methods that learn from it.
     clean = slice(None) if method.needs_clean else slice(0, 0)
+    self.memorization = [(d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])
+                         for d in datas]
     self.train_data = put(stack([(d.train_images, d.train_labels, d.clean_images[clean],
                                   d.clean_labels[clean]) for d in datas]))
 
@@ -238,8 +235,7 @@ class Trainer:
           "test_accuracy": self.accuracy(s, d.test_images, d.test_labels),
           "heldout_accuracy": self.accuracy(s, d.heldout_images, d.heldout_labels),
           # The corrupted training examples predicted with their noisy label.
-          "memorization": self.accuracy(s, d.train_images[d.train_corrupted],
-                                        d.train_labels[d.train_corrupted]),
+          "memorization": self.accuracy(s, *self.memorization[r]),
       }
       if self.method.epoch_metrics is not None:
         extra = self.method.epoch_metrics(step_lib.to_host(s.method_state), d)
