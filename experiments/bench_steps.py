@@ -8,7 +8,8 @@ all of them alike) and the median round is reported. Prints one JSON object::
   {"ms_per_step": {"sgd": ..., "sam": ...}, "ratios_to_sgd": {"sam": ..., ...},
    "ratios": {"saner_to_sam": ..., ...}, ...}
 
-``ratios`` holds the named pairs of ``PAIRS`` whose two methods were both run.
+``ratios`` holds the named pairs of ``PAIRS`` whose two methods were both run;
+``VARIANTS`` (e.g. SANER without its per-step group diagnostic) run next to their method.
 
 Usage: python experiments/bench_steps.py [--methods sgd,sam,asam] [--rounds 7] [--seeds 3]
 """
@@ -24,7 +25,10 @@ import time
 
 # Named step-time ratios (numerator, denominator), printed for pairs whose methods ran.
 PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
+         "saner_untracked_to_sam": ("saner_untracked", "sam"),
          "ebomlc_to_mlc": ("ebomlc", "mlc")}
+# Timed next to their method whenever it runs: (method, config overrides).
+VARIANTS = {"saner_untracked": ("saner", {"saner_track_groups": False})}
 
 
 def main() -> int:
@@ -33,7 +37,7 @@ def main() -> int:
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--model", default="cnn")
   parser.add_argument("--rounds", type=int, default=7)
-  parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
+  parser.add_argument("--steps", type=int, default=60, help="steps per timed round")
   parser.add_argument("--devices", type=int, default=None,
                       help="host devices on CPU (default: one per core)")
   parser.add_argument("--clean-batch-size", type=int, default=None,
@@ -63,6 +67,7 @@ def main() -> int:
     parser.error(f"--methods must be among {sorted(METHODS)}, got {unknown}")
   if "sgd" not in names:
     names = ["sgd"] + names
+  names += [v for v, (method, _) in VARIANTS.items() if method in names]
 
   n = 4096
   rng = np.random.default_rng(0)
@@ -78,12 +83,13 @@ def main() -> int:
   trainers, states, perms = {}, {}, {}
   replicated = [f"{name}x{args.seeds}" for name in names] if args.seeds > 1 else []
   for name in names + replicated:
-    method, _, seeds = name.partition("x")
+    base, _, seeds = name.partition("x")
+    method, overrides = VARIANTS.get(base, (base, {}))
     # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
     config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
                          rho=0.1, epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
                          saner_warmup_fraction=0.0, seeds=int(seeds or 1),
-                         vmap_replicas=args.vmap_replicas, **clean_batch)
+                         vmap_replicas=args.vmap_replicas, **clean_batch, **overrides)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
     perms[name] = trainers[name].permutation(0)

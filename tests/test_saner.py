@@ -162,6 +162,16 @@ def test_zero_gradients_are_finite():
   assert all(float(v) == 0 for v in state.group_fractions.values())
 
 
+def test_untracked_groups_same_update_empty_fractions():
+  params = jax_params()
+  tracked, t_state = run(jaxnoisy.saner(0.1, 0.5), params, X, Y)
+  untracked, u_state = run(jaxnoisy.saner(0.1, 0.5, track_groups=False), params, X, Y)
+  for k in PARAMS:
+    np.testing.assert_array_equal(untracked[k], tracked[k])
+  assert u_state.group_fractions == {} and set(t_state.group_fractions) == {"A", "B", "C"}
+  assert optax.tree_utils.tree_get(u_state, "group_fractions") == {}
+
+
 def test_bfloat16_keeps_dtype():
   params = jax_params(jnp.bfloat16)
   out, state = run(jaxnoisy.saner(0.1, 0.5), params, X.astype(jnp.bfloat16), Y)

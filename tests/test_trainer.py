@@ -97,6 +97,12 @@ def test_saner_logs_group_fractions_and_ncsam_runs(tmp_path):
                progress=False)["metrics"]
   fr = [rows[0][f"saner_group_{g}"] for g in "ABC"]
   assert all(0 <= f <= 1 for f in fr) and 0 < sum(fr) <= 1
+  untracked = train(TOY.replace(method="saner", epochs=1, saner_track_groups=False),
+                    str(tmp_path / "u"), data=toy_data(256), progress=False)["metrics"]
+  assert not any(k.startswith("saner_group") for k in untracked[0])
+  # The diagnostic does not touch the update.
+  assert untracked[0]["train_loss"] == rows[0]["train_loss"]
+  assert untracked[0]["test_accuracy"] == rows[0]["test_accuracy"]
 
 
 

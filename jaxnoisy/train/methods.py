@@ -77,7 +77,7 @@ def _saner(c: TrainConfig, axis: Optional[str], steps_per_epoch: int):
   # SANER compares each device's own g_SAM with its own g: its base must not average.
   warmup = round(c.saner_warmup_fraction * c.epochs * steps_per_epoch)
   return saner(c.rho, c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
-               axis_name=axis)
+               axis_name=axis, track_groups=c.saner_track_groups)
 
 
 def _ncsam(c: TrainConfig, axis: Optional[str], steps_per_epoch: int):
