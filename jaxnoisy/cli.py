@@ -78,7 +78,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--saner-base", choices=["sam", "asam", "gsam"])
   p.add_argument("--saner-track-groups", action=argparse.BooleanOptionalAction, default=None,
                  help="log SANER's A/B/C group fractions every step (default; "
-                      "--no-saner-track-groups saves ≈5%% of a CPU step)")
+                      "--no-saner-track-groups skips the three counts)")
   p.add_argument("--kappa", type=float, help="NCSAM's compensation strength κ")
   p.add_argument("--flip-rate", type=float, help="NCSAM's simulated flip rate")
   p.add_argument("--ncsam-warmup-fraction", type=float)

@@ -222,8 +222,8 @@ def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
     local g). With ``axis_name=None`` pass the global g and a global ``grad_fn``.
   * ``track_groups``: the A/B/C fractions are a diagnostic, not part of the update.
     Counting them is three reductions over every parameter entry (and one more
-    all-reduce with ``axis_name``); on the CPU CNN that was ≈5% of a SAM step
-    (``experiments/bench_steps.py``: ``saner`` against ``saner_untracked``).
+    all-reduce with ``axis_name``): at most a few per cent of a SAM step on the CPU
+    CNN (``experiments/bench_steps.py`` times ``saner`` and ``saner_untracked``).
     ``track_groups=False`` skips them and leaves ``group_fractions`` empty; the
     update is bit for bit the same.
 

@@ -65,7 +65,7 @@ class TrainConfig:
   down_weight: float = 0.5
   saner_warmup_fraction: float = 0.25
   saner_base: str = "sam"
-  saner_track_groups: bool = True   # log the A/B/C group fractions (≈5% of a CPU step)
+  saner_track_groups: bool = True   # log the A/B/C group fractions every step
   # NCSAM: plain SGD for the first 25% of the epochs (50 of 200), then NCSAM.
   kappa: float = 0.1
   flip_rate: float = 0.4
