@@ -327,6 +327,35 @@ def test_ebomlc_step_deltas_beta_and_signs():
     np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
 
 
+def test_steps_return_the_noisy_forward_state_and_ignore_it_otherwise():
+  """A third output of logits_fn (here batch-norm-like statistics: the mean hidden
+  activation of the batch) comes back as ``model_state`` — the noisy batch's, at w —
+  and changes nothing else."""
+  def with_state(p, x):
+    logits, h = logits_fn(p, x)
+    return logits, h, {"mean": jnp.mean(h, axis=0)}
+
+  with jax.enable_x64(True):
+    params, lcn_apply, phi = setup()
+    expected = np.tanh(X @ PARAMS["w1"] + PARAMS["b1"]).mean(axis=0)  # NumPy, at w
+    clean = (np.concatenate([XV, XV[:2]]), np.concatenate([YV, YV[:2]]))
+    steps = {
+        "mlc": lambda f: jaxnoisy.mlc_step(f, params, lcn_apply, phi, (X, Y), (XV, YV),
+                                           inner_lr=0.3, clean_train_batch=(XV[:2], YV[:2])),
+        "bome_mlc": lambda f: jaxnoisy.bome_mlc_step(f, params, lcn_apply, phi, (X, Y),
+                                                     (XV, YV), inner_lr=0.3),
+        "ebomlc": lambda f: jaxnoisy.ebomlc_step(f, params, lcn_apply, phi, (X, Y), clean,
+                                                 None, inner_lr=0.3),
+    }
+    for name, step in steps.items():
+      plain, stated = step(logits_fn), step(with_state)
+      assert plain.model_state is None, name
+      np.testing.assert_allclose(stated.model_state["mean"], expected, rtol=1e-12,
+                                 err_msg=name)
+      for a, b in zip(jax.tree.leaves(plain[:-1]), jax.tree.leaves(stated[:-1])):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_corrected_accuracy():
   soft = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4], [0.5, 0.4, 0.1]])
   true = np.array([0, 2, 2, 0])

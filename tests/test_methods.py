@@ -53,3 +53,35 @@ def test_saner_over_each_base_with_down_weight_one_is_the_base(base):
   out, _ = tx.update(g, tx.init(params), params, grad_fn=grad_fn, progress=0.5)
   ref, _ = ref_tx.update(g, ref_tx.init(params), params, grad_fn=grad_fn, progress=0.5)
   np.testing.assert_array_equal(out["w"], ref["w"])
+
+
+@pytest.mark.parametrize("method,noisy_passes", [("mlc", 1), ("bome_mlc", 2), ("ebomlc", 2)])
+def test_correction_methods_take_batch_statistics_from_their_own_pass(method, noisy_passes):
+  """With a batch-norm-like model (its state: the batch mean of the features), the
+  statistics handed to the real step are those of the noisy batch at w, and the step
+  runs no forward pass of the noisy batch beyond those its method needs (MLC: the
+  look-ahead's; BOME-MLC and EBOMLC: at w and at the inner iterate)."""
+  from jaxnoisy.train.interface import ModelSpec, StepInputs
+  from jaxnoisy.train.meta_methods import METHODS as META
+
+  rng = np.random.default_rng(3)
+  params = {"w1": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
+  x, xc = jnp.asarray(X[:8]), jnp.asarray(X[8:])
+  calls = []
+
+  def apply(p, inputs):
+    calls.append(inputs is x)
+    h = jnp.tanh(inputs @ p["w1"])
+    return h @ p["w2"], h, {"mean": jnp.mean(h, axis=0)}
+
+  config = TrainConfig(method=method, clean_batch_size=8)
+  spec = ModelSpec(num_train=16, num_classes=3, feature_dim=5, steps_per_epoch=2)
+  entry = META[method]
+  out = entry.gradients(config, spec)(StepInputs(
+      apply, params, entry.init_state(config, jax.random.key(0), spec), x,
+      jnp.asarray(Y[:8]), jnp.arange(8), xc, jnp.asarray(Y[8:]), jax.random.key(1),
+      optax.sgd(0.1, momentum=0.9).init(params), jnp.int32(0), jnp.float32(0.1)))
+  expected = np.tanh(X[:8] @ np.asarray(params["w1"])).mean(axis=0)  # NumPy, at w
+  np.testing.assert_allclose(out.model_state["mean"], expected, rtol=1e-5)
+  assert sum(calls) == noisy_passes

@@ -24,15 +24,18 @@ and the pieces they share: :class:`LabelCorrectionNet` / :func:`lcn_init` (the n
 and its functional form), :func:`soft_cross_entropy`, :func:`bome_lambda`,
 :func:`ebomlc_beta`, :func:`ebomlc_upper_loss`, :func:`corrected_accuracy`.
 
-The main network enters only through ``logits_fn(params, x) -> (logits, features)``.
-With a :func:`jaxnoisy.models.make_model` model::
+The main network enters only through ``logits_fn(params, x) -> (logits, features)``,
+or ``(logits, features, state)`` with any third output — typically the new batch-norm
+statistics. With a :func:`jaxnoisy.models.make_model` model::
 
   model = make_model("cnn", 10, (28, 28, 1))
-  logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)[:2]
+  logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)
   lcn_apply, lcn_params = lcn_init(10, feature_dim=128, seed=0)
 
-The batch-norm statistics of virtual steps are discarded (as in
-:mod:`jaxnoisy.meta.reweight`); the caller's real step updates them. Batches are
+Each step returns as ``model_state`` the third output of its forward pass of the noisy
+batch at the current w (``None`` for a two-output ``logits_fn``), so the caller's real
+step gets its batch statistics without another forward pass; those of virtual steps
+and of the clean batches are discarded (as in :mod:`jaxnoisy.meta.reweight`). Batches are
 ``(inputs, labels)`` pairs; every loss is the mean over its batch (the convention of
 :mod:`jaxnoisy.meta.reweight`), so ``inner_lr`` is the trainer's learning rate.
 """
@@ -49,7 +52,7 @@ from flax import nnx
 
 from jaxnoisy._validate import check_range
 
-LogitsFn = Callable[[Any, Any], tuple]          # (params, x) -> (logits (B, C), features)
+LogitsFn = Callable[[Any, Any], tuple]  # (params, x) -> (logits (B, C), features[, state])
 LcnApply = Callable[[Any, jax.Array, jax.Array], jax.Array]
 Direction = Callable[[Any], Any]                # grads -> optimiser direction (same tree)
 
@@ -184,22 +187,25 @@ def _ce(logits, labels) -> jax.Array:
 
 
 def _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch):
-  """ℓ_noisy(w, φ) = mean softCE(f_w(x), LCN_φ(sg(h_w(x)), ỹ)); also the soft labels."""
+  """ℓ_noisy(w, φ) = mean softCE(f_w(x), LCN_φ(sg(h_w(x)), ỹ)); aux: the soft labels
+  and ``logits_fn``'s third output (``None`` without one)."""
   x, y = batch
-  logits, features = logits_fn(params, x)
+  out = logits_fn(params, x)
+  logits, features = out[:2]
   corrected = lcn_apply(lcn_params, jax.lax.stop_gradient(features), y)
-  return jnp.mean(soft_cross_entropy(logits, corrected)), corrected
+  state = out[2] if len(out) > 2 else None
+  return jnp.mean(soft_cross_entropy(logits, corrected)), (corrected, state)
 
 
 def _lower_loss(logits_fn, params, lcn_apply, lcn_params, batch, clean_train_batch):
   """ℓ, optionally the size-weighted mean with CE on clean training examples."""
-  noisy, corrected = _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch)
+  noisy, aux = _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch)
   if clean_train_batch is None:
-    return noisy, corrected
+    return noisy, aux
   xc, yc = clean_train_batch
   b, m = batch[1].shape[0], yc.shape[0]
   clean = _ce(logits_fn(params, xc)[0], yc)
-  return (b * noisy + m * clean.astype(noisy.dtype)) / (b + m), corrected
+  return (b * noisy + m * clean.astype(noisy.dtype)) / (b + m), aux
 
 
 def _clean_loss(logits_fn, params, clean_batch):
@@ -215,6 +221,7 @@ class MLCResult(NamedTuple):
   grads_phi: Any         # ∇_φ L_clean(w'(φ)), the LCN's hypergradient
   clean_loss: jax.Array  # L_clean(w'(φ)), the clean loss after the look-ahead
   corrected: jax.Array   # LCN_φ(sg(h_w(x)), ỹ), shape (B, C)
+  model_state: Any       # logits_fn's third output on the noisy batch at w, or None
 
 
 def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch,
@@ -258,7 +265,8 @@ def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch
   the features are those of w, which does not depend on φ, and g_φ is exact.
 
   Args:
-    logits_fn: ``(params, x) -> (logits (B, C), features (B, d))``.
+    logits_fn: ``(params, x) -> (logits (B, C), features (B, d))``, optionally with a
+      third output (e.g. batch statistics) returned as ``model_state``.
     params: w, the main network's parameters (any pytree).
     lcn_apply: ``(lcn_params, features, noisy_labels) -> (B, C)`` soft labels
       (:func:`lcn_init`).
@@ -272,7 +280,8 @@ def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch
       splits the clean batch in halves, uses one as ``clean_batch`` and the other here.
 
   Returns:
-    :class:`MLCResult` ``(loss, grads_w, grads_phi, clean_loss, corrected)``.
+    :class:`MLCResult` ``(loss, grads_w, grads_phi, clean_loss, corrected,
+    model_state)``.
 
   References:
     Zheng, Awadallah, Dumais, Meta Label Correction for Noisy Label Learning, AAAI 2021
@@ -286,15 +295,15 @@ def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch
   lower_grad = jax.value_and_grad(lower, has_aux=True)
 
   def hyper(phi):
-    (loss, corrected), g0 = lower_grad(params, phi)
+    (loss, (corrected, model_state)), g0 = lower_grad(params, phi)
     w = _sgd(params, g0, inner_lr)
     for _ in range(lookahead_steps - 1):
       w = _sgd(w, lower_grad(w, phi)[1], inner_lr)
-    return _clean_loss(logits_fn, w, clean_batch), (loss, g0, corrected)
+    return _clean_loss(logits_fn, w, clean_batch), (loss, g0, corrected, model_state)
 
-  (clean_loss, (loss, grads_w, corrected)), grads_phi = jax.value_and_grad(
+  (clean_loss, (loss, grads_w, corrected, model_state)), grads_phi = jax.value_and_grad(
       hyper, has_aux=True)(lcn_params)
-  return MLCResult(loss, grads_w, grads_phi, clean_loss, corrected)
+  return MLCResult(loss, grads_w, grads_phi, clean_loss, corrected, model_state)
 
 
 # --- BOME -----------------------------------------------------------------------------
@@ -355,6 +364,7 @@ class BomeMLCResult(NamedTuple):
   q: jax.Array           # q = ℓ(w, φ) − ℓ(ŵ, φ)
   upper_loss: jax.Array  # f = L_clean(w)
   corrected: jax.Array   # LCN_φ(sg(h_w(x)), ỹ), shape (B, C)
+  model_state: Any       # logits_fn's third output on the noisy batch at w, or None
 
 
 def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch,
@@ -388,7 +398,8 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
       it; the default 0.5 is BOME's η (whose code defaults to the control η‖∇q‖²).
 
   Returns:
-    :class:`BomeMLCResult` ``(loss, grads_w, grads_phi, lam, q, upper_loss, corrected)``.
+    :class:`BomeMLCResult` ``(loss, grads_w, grads_phi, lam, q, upper_loss, corrected,
+    model_state)``.
 
   References:
     Liu, Ye, Wright, Stone, Liu, BOME! Bilevel Optimization Made Easy: A Simple
@@ -402,7 +413,7 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
   lower = lambda p, phi: _lower_loss(logits_fn, p, lcn_apply, phi, batch, clean_train_batch)
   lower_grads = jax.value_and_grad(lower, argnums=(0, 1), has_aux=True)
 
-  (loss, corrected), (g_w, g_phi) = lower_grads(params, lcn_params)
+  (loss, (corrected, model_state)), (g_w, g_phi) = lower_grads(params, lcn_params)
   w_hat = _sgd(params, g_w, inner_lr)
   for _ in range(inner_steps - 1):
     w_hat = _sgd(w_hat, lower_grads(w_hat, lcn_params)[1][0], inner_lr)
@@ -418,7 +429,8 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
   lam = bome_lambda((f_w, f_phi), (dq_w, dq_phi), q, u)
   grads_w = _axpy(lam, dq_w, f_w)
   grads_phi = jax.tree.map(lambda d: (lam * d).astype(d.dtype), dq_phi)
-  return BomeMLCResult(loss, grads_w, grads_phi, lam, q, upper_loss, corrected)
+  return BomeMLCResult(loss, grads_w, grads_phi, lam, q, upper_loss, corrected,
+                       model_state)
 
 
 # --- EBOMLC ---------------------------------------------------------------------------
@@ -453,7 +465,7 @@ def ebomlc_upper_loss(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_para
   check_range("rho", rho, low=0.0, high=1.0)
   _check_choice("mixture", mixture, _MIXTURES)
   x, y = clean_batch
-  logits, features = logits_fn(params, x)
+  logits, features = logits_fn(params, x)[:2]
   target = lcn_apply(lcn_params, jax.lax.stop_gradient(features), y).astype(logits.dtype)
   r = jnp.asarray(rho, logits.dtype)
   if mixture == "logits":
@@ -475,6 +487,7 @@ class EBOMLCResult(NamedTuple):
   beta: jax.Array        # β
   upper_loss: jax.Array  # f(w, φ), the mixture loss on G
   corrected: jax.Array   # LCN_φ(sg(h_w(x)), ỹ) on the noisy batch, shape (B, C)
+  model_state: Any       # logits_fn's third output on the noisy batch at w, or None
 
 
 def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch,
@@ -531,7 +544,8 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
     mixture: ``"probs"`` (default) or ``"logits"``; see :func:`ebomlc_upper_loss`.
 
   Returns:
-    :class:`EBOMLCResult` ``(loss, grads_w, grads_phi, beta, upper_loss, corrected)``.
+    :class:`EBOMLCResult` ``(loss, grads_w, grads_phi, beta, upper_loss, corrected,
+    model_state)``.
 
   References:
     Nguyen and Ta, arXiv 2605.17833 (EBOMLC; hoanganhknk/enhanced_MLC).
@@ -558,7 +572,7 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
   lower_grads = jax.value_and_grad(
       lambda p, phi: _lower_loss(logits_fn, p, lcn_apply, phi, batch, clean_c),
       argnums=(0, 1), has_aux=True)
-  (loss, corrected), (g_w, g_phi) = lower_grads(params, lcn_params)
+  (loss, (corrected, model_state)), (g_w, g_phi) = lower_grads(params, lcn_params)
   # The look-ahead point is data for Δ (no derivative passes through it).
   w1 = jax.lax.stop_gradient(_sgd(params, direction(g_w), inner_lr))
   _, (g_w1, g_phi1) = lower_grads(w1, lcn_params)
@@ -573,7 +587,7 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
   beta = ebomlc_beta(delta_w, delta_phi, d_f_w, xi, delta)
   grads_w = _axpy(beta, delta_w, d_f_w)
   grads_phi = _axpy(beta, delta_phi, f_phi)
-  return EBOMLCResult(loss, grads_w, grads_phi, beta, upper_loss, corrected)
+  return EBOMLCResult(loss, grads_w, grads_phi, beta, upper_loss, corrected, model_state)
 
 
 # --- diagnostics ----------------------------------------------------------------------

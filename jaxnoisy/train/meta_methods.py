@@ -190,9 +190,10 @@ def _correction_gradients(step_fn):
     meta_tx = _meta_tx(config)
 
     def gradients(inp: StepInputs) -> Gradients:
-      logits_fn = lambda p, x: (lambda out: (out[0], out[1]))(inp.apply(p, x))
       st = inp.method_state
-      res, metrics = step_fn(config, inp, logits_fn, lcn_apply, st["lcn"])
+      # inp.apply returns (logits, features, batch statistics): the step hands back the
+      # statistics of its forward pass of the noisy batch at w as res.model_state.
+      res, metrics = step_fn(config, inp, inp.apply, lcn_apply, st["lcn"])
       updates, lcn_opt = meta_tx.update(res.grads_phi, st["lcn_opt"], st["lcn"])
       state = {**st, "lcn": optax.apply_updates(st["lcn"], updates), "lcn_opt": lcn_opt,
                "corrected": st["corrected"].at[inp.index].set(
@@ -200,10 +201,7 @@ def _correction_gradients(step_fn):
       if "beta" in metrics:  # logged as the epoch's mean and quantiles instead
         metrics = dict(metrics)
         state["beta"] = st["beta"].at[inp.step % spec.steps_per_epoch].set(metrics.pop("beta"))
-      # Batch statistics: the unperturbed forward of the noisy batch (dead code for
-      # models without batch norm, which XLA removes).
-      model_state = inp.apply(inp.params, inp.x)[2]
-      return Gradients(res.loss, res.grads_w, model_state, {}, state, metrics)
+      return Gradients(res.loss, res.grads_w, res.model_state, {}, state, metrics)
 
     return gradients
 
