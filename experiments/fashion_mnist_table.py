@@ -60,6 +60,23 @@ def git_commit():
     return "unknown"
 
 
+def run_commits(path) -> list:
+  """The commits that trained (part of) a run: one line each in its commit.txt."""
+  try:
+    with open(os.path.join(path, "commit.txt")) as f:
+      return [line.strip() for line in f if line.strip()]
+  except FileNotFoundError:
+    return []
+
+
+def record_commit(path) -> None:
+  """Adds this commit to the run's commit.txt (a resumed run may span several)."""
+  commit = git_commit()
+  if commit not in run_commits(path):
+    with open(os.path.join(path, "commit.txt"), "a") as f:
+      f.write(commit + "\n")
+
+
 def report(root, noises, methods, seeds, out_path):
   from jaxnoisy.train.trainer import write_atomic
   os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
@@ -83,11 +100,7 @@ def report(root, noises, methods, seeds, out_path):
         continue
       sums = [s for s, _ in found]
       for s in seeds:
-        try:
-          with open(os.path.join(run_dir(root, noise, method, s), "commit.txt")) as f:
-            commits.add(f.read().strip())
-        except FileNotFoundError:
-          pass
+        commits.update(run_commits(run_dir(root, noise, method, s)))
       secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
       lines.append(
           f"| {method} | {len(found)} | {mean_std([s['test_accuracy'] for s in sums])} "
@@ -157,8 +170,7 @@ def main() -> int:
                  "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
           print("$ " + shlex.join(cmd), flush=True)
           os.makedirs(out, exist_ok=True)
-          with open(os.path.join(out, "commit.txt"), "w") as f:
-            f.write(git_commit() + "\n")
+          record_commit(out)
           subprocess.run(cmd, check=True)
   report(args.runs, noises, methods, seeds, args.results)
   print(f"wrote {args.results}")

@@ -35,3 +35,38 @@ def test_step_trace_prints_weights_of_l2rw():
   count, batch = positive.split("/")
   assert batch == "128" and 0 < int(count) <= 128 and float(largest) >= 1.0
   assert len(lines) == 2
+
+
+def test_table_report_from_fake_runs(tmp_path, monkeypatch):
+  """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
+  trained a run (a resumed run records each once), — for memorization without noise."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import fashion_mnist_table as table
+  finally:
+    sys.path.pop(0)
+  root = tmp_path / "runs"
+  for noise, memo in (("none", float("nan")), ("symmetric:0.4", 0.1)):
+    for seed, acc in ((0, 0.80), (1, 0.84)):
+      run = table.run_dir(str(root), noise, "sam", seed)
+      os.makedirs(run)
+      with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump({"test_accuracy": acc, "best_test_accuracy": acc + 0.01,
+                   "memorization": memo}, f)
+      with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        for epoch in range(2):
+          f.write(json.dumps({"test_accuracy": acc, "memorization": memo,
+                              "epoch_seconds": 2.0}) + "\n")
+      for commit in ("aaaaaaa", "aaaaaaa", f"bbbbbb{seed}"):
+        monkeypatch.setattr(table, "git_commit", lambda c=commit: c)
+        table.record_commit(run)
+      assert table.run_commits(run) == ["aaaaaaa", f"bbbbbb{seed}"]
+  out = tmp_path / "results" / "RESULTS.md"
+  monkeypatch.setattr(table, "git_commit", lambda: "ccccccc")
+  table.report(str(root), ["none", "symmetric:0.4"], ["sam", "sgd"], [0, 1, 2], str(out))
+  text = out.read_text()
+  assert "runs trained at commit(s) aaaaaaa, bbbbbb0, bbbbbb1" in text
+  assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | — | 2.0 |" in text  # none
+  assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 10.0 ± 0.0 | 2.0 |" in text
+  assert "| sgd | 0 | — | — | — | — |" in text
+  assert (tmp_path / "results" / "results_symmetric_0.4.png").is_file()

@@ -72,6 +72,34 @@ def test_resume_is_bit_identical(tmp_path):
     train(TOY, str(tmp_path / "cut"), data=data, progress=False)
 
 
+def test_checkpoint_of_another_state_is_refused(tmp_path):
+  """A checkpoint from before replicas (a scalar step) or with other parameter shapes is
+  refused with the mismatching entry named, not restored into the wrong shapes."""
+  from typing import NamedTuple
+
+  import jax.numpy as jnp
+
+  from jaxnoisy.train import checkpoints
+
+  class State(NamedTuple):
+    step: jax.Array
+    params: dict
+
+  mngr = checkpoints.manager(str(tmp_path / "ckpt"))
+  checkpoints.save(mngr, State(jnp.int32(3), {"w": jnp.ones((2, 3))}), 1.0)
+  good = State(jnp.zeros((), jnp.int32), {"w": jnp.zeros((2, 3))})
+  restored, elapsed = checkpoints.restore(mngr, good)
+  np.testing.assert_array_equal(restored.params["w"], np.ones((2, 3)))
+  assert int(restored.step) == 3 and elapsed == 1.0
+  with pytest.raises(ValueError, match=r"state\.step has shape \(\), this run's \(1,\)"):
+    checkpoints.restore(mngr, good._replace(step=jnp.zeros((1,), jnp.int32)))
+  with pytest.raises(ValueError, match=r"params\['w'\] has shape \(2, 3\)"):
+    checkpoints.restore(mngr, good._replace(params={"w": jnp.zeros((3, 3))}))
+  with pytest.raises(ValueError, match="does not match this run's state"):
+    checkpoints.restore(mngr, good._replace(params={"w": jnp.zeros((2, 3)),
+                                                     "b": jnp.zeros((3,))}))
+
+
 @pytest.mark.parametrize("method", ["sgd", "sam", "asam", "gsam", "saner"])
 def test_sharded_equals_single_device(tmp_path, method):
   data = toy_data(256)
