@@ -5,7 +5,8 @@ with a config of ``experiments/configs`` for a few epochs and prints, every ``--
 steps and on every step whose training loss exceeds ``--loud``: the epoch, the step,
 the training loss, the global norm of the parameters, and for the reweighting methods
 the batch's recorded weights (how many are positive, the largest, in units of the
-method's weights: L2RW records B·w, so 1 is the batch average).
+method's weights: L2RW records B·w, so 1 is the batch average), then the step's other
+metrics as ``name=value`` (e.g. EBOMLC's β and upper loss). A NaN loss is always printed.
 
 Usage: python experiments/step_trace.py [--config experiments/configs/fashion_mnist.py:l2rw]
     [--noise none] [--seed 0] [--learning-rate LR] [--epochs 2] [--every 10] [--loud 3.0]
@@ -62,7 +63,9 @@ def main() -> int:
       else:
         w = np.asarray(weights)[np.asarray(perm[0, i * b:(i + 1) * b])]
         extra = f"{int((w > 0).sum())}/{b} {w.max():.1f}"
-      print(f"{epoch} {i} {loss:.3f} {norm:.1f} {extra}", flush=True)
+      others = " ".join(f"{k}={float(v[0]):.4g}" for k, v in sorted(metrics.items())
+                        if k != "train_loss")
+      print(f"{epoch} {i} {loss:.3f} {norm:.1f} {extra} {others}".rstrip(), flush=True)
   return 0
 
 
