@@ -49,19 +49,20 @@ def main() -> int:
   print("epoch step train_loss |params| positive_weights max_weight")
   for epoch in range(min(args.epochs, config.epochs)):
     perm = trainer.permutation(epoch)
+    order = step_lib.to_host(perm)[0]
     for i in range(trainer.steps_per_epoch):
       state, metrics = trainer.step(state, perm, i, epoch / config.epochs,
                                     warmup=epoch < trainer.warmup_epochs)
       loss = float(metrics["train_loss"][0])
       if i % args.every and loss <= args.loud:
         continue
-      one = step_lib.to_host(step_lib.replica(state, 0))
+      one = step_lib.to_host(trainer.replica_state(state, 0))  # one jitted read
       norm = float(optax.global_norm(one.params))
       weights = one.method_state.get("weights") if isinstance(one.method_state, dict) else None
       if weights is None:
         extra = "- -"
       else:
-        w = np.asarray(weights)[np.asarray(perm[0, i * b:(i + 1) * b])]
+        w = np.asarray(weights)[order[i * b:(i + 1) * b]]
         extra = f"{int((w > 0).sum())}/{b} {w.max():.1f}"
       others = " ".join(f"{k}={float(v[0]):.4g}" for k, v in sorted(metrics.items())
                         if k != "train_loss")

@@ -135,9 +135,10 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
   after another in the same program. On XLA:CPU vmapped convolutions become grouped
   convolutions, slower than separate steps (README: "Many seeds, a sweep"), also when
   a vmap over the whole replica axis was left to the partitioner; with one replica per
-  group the local vmap has size 1 and the convolutions stay plain. Within a group, each replica's step is written on its global batch and ``jax.jit``
-  partitions it over DATA_AXIS (batch sharded, state replicated), so every gradient
-  is the global one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
+  group the local vmap has size 1 and the convolutions stay plain. Within a group,
+  each replica's step is written on its global batch and ``jax.jit`` partitions it
+  over DATA_AXIS (batch sharded, state replicated), so every gradient is the global
+  one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
   each device computes its own gradients, the SAM-family transform forms its ε from
   them and averages g_SAM over DATA_AXIS.
   """
