@@ -116,6 +116,15 @@ def report(root, noises, methods, seeds, out_path):
   write_atomic(out_path, "\n".join(lines) + "\n")
 
 
+def line_style(method) -> dict:
+  """One look per method, none shared: the 11 methods outnumber a colour cycle, so the
+  sharpness-aware family (and SGD) is drawn solid and the clean-subset family dashed."""
+  i = METHODS.index(method)
+  meta = i >= METHODS.index("l2rw")
+  return {"color": f"C{i - METHODS.index('l2rw') if meta else i}",
+          "linestyle": "--" if meta else "-"}
+
+
 def plot_curves(curves, directory):
   import matplotlib
   matplotlib.use("Agg")
@@ -128,8 +137,9 @@ def plot_curves(curves, directory):
       epochs = list(range(1, n + 1))
       acc = [statistics.mean(rows[e]["test_accuracy"] for rows in runs) * 100 for e in range(n)]
       mem = [statistics.mean(rows[e]["memorization"] for rows in runs) * 100 for e in range(n)]
-      a1.plot(epochs, acc, label=method)
-      a2.plot(epochs, mem, label=method)
+      style = line_style(method)
+      a1.plot(epochs, acc, label=method, **style)
+      a2.plot(epochs, mem, label=method, **style)
     a1.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{noise}: test accuracy")
     a2.set(xlabel="epoch", ylabel="memorization (%)", title=f"{noise}: memorization")
     a1.grid(alpha=0.3)

@@ -70,3 +70,14 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 10.0 ± 0.0 | 2.0 |" in text
   assert "| sgd | 0 | — | — | — | — |" in text
   assert (tmp_path / "results" / "results_symmetric_0.4.png").is_file()
+
+
+def test_table_plot_draws_every_method_with_its_own_line():
+  """11 methods outnumber matplotlib's 10-colour cycle: no two may look the same."""
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import fashion_mnist_table as table
+  finally:
+    sys.path.pop(0)
+  looks = [tuple(sorted(table.line_style(m).items())) for m in table.METHODS]
+  assert len(set(looks)) == len(table.METHODS) == 11
