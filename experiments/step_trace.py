@@ -64,8 +64,10 @@ def main() -> int:
       else:
         w = np.asarray(weights)[order[i * b:(i + 1) * b]]
         extra = f"{int((w > 0).sum())}/{b} {w.max():.1f}"
-      others = " ".join(f"{k}={float(v[0]):.4g}" for k, v in sorted(metrics.items())
-                        if k != "train_loss")
+      others = {k: float(v[0]) for k, v in metrics.items() if k != "train_loss"}
+      if isinstance(one.method_state, dict) and "beta" in one.method_state:
+        others["beta"] = float(one.method_state["beta"][i])  # kept per step of the epoch
+      others = " ".join(f"{k}={v:.4g}" for k, v in sorted(others.items()))
       print(f"{epoch} {i} {loss:.3f} {norm:.1f} {extra} {others}".rstrip(), flush=True)
   return 0
 

@@ -37,6 +37,21 @@ def test_step_trace_prints_weights_of_l2rw():
   assert len(lines) == 2
 
 
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="Debian dataset-fashion-mnist missing")
+def test_step_trace_prints_the_beta_of_ebomlc():
+  """EBOMLC's β leaves the step's metrics for the method state: the trace reads it there."""
+  out = subprocess.run(
+      [sys.executable, "experiments/step_trace.py", "--config",
+       "experiments/configs/fashion_mnist.py:ebomlc", "--epochs", "1", "--every", "50",
+       "--loud", "1e9"], cwd=ROOT, capture_output=True, text=True, check=True, timeout=600)
+  lines = out.stdout.strip().splitlines()[1:]
+  assert [line.split()[1] for line in lines] == ["0", "50", "100"]
+  for line in lines:
+    fields = dict(f.split("=") for f in line.split()[6:])
+    assert set(fields) == {"beta", "upper_loss"}
+    assert float(fields["beta"]) >= 0 and float(fields["upper_loss"]) > 0
+
+
 def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
   trained a run (a resumed run records each once), — for memorization without noise."""
