@@ -52,14 +52,19 @@ def test_step_trace_prints_the_beta_of_ebomlc():
     assert float(fields["beta"]) >= 0 and float(fields["upper_loss"]) > 0
 
 
+def _table_module():
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import fashion_mnist_table
+  finally:
+    sys.path.pop(0)
+  return fashion_mnist_table
+
+
 def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
   trained a run (a resumed run records each once), — for memorization without noise."""
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import fashion_mnist_table as table
-  finally:
-    sys.path.pop(0)
+  table = _table_module()
   root = tmp_path / "runs"
   for noise, memo in (("none", float("nan")), ("symmetric:0.4", 0.1)):
     for seed, acc in ((0, 0.80), (1, 0.84)):
@@ -89,10 +94,6 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
 
 def test_table_plot_draws_every_method_with_its_own_line():
   """11 methods outnumber matplotlib's 10-colour cycle: no two may look the same."""
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import fashion_mnist_table as table
-  finally:
-    sys.path.pop(0)
+  table = _table_module()
   looks = [tuple(sorted(table.line_style(m).items())) for m in table.METHODS]
   assert len(set(looks)) == len(table.METHODS) == 11
