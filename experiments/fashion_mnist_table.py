@@ -87,8 +87,9 @@ def report(root, noises, methods, seeds, out_path):
            f"Settings: `{CONFIG}`. Test accuracy in %, mean ± std over the seeds that "
            "finished (n). \"Chosen\" is the epoch with the best accuracy on the noisy "
            "held-out split; memorization is the share of corrupted training examples "
-           "predicted with their noisy label at the last epoch.", ""]
-  curves, commits = {}, set()
+           "predicted with their noisy label at the last epoch. The runs took {hours} h of "
+           "training in all (the sum of their wall times).", ""]
+  curves, commits, wall = {}, set(), 0.0
   for noise in noises:
     lines += [f"## Noise: `{noise}`", "",
               "| method | n | test acc. (last) | test acc. (chosen) | memorization | s/epoch |",
@@ -99,6 +100,7 @@ def report(root, noises, methods, seeds, out_path):
         lines.append(f"| {method} | 0 | — | — | — | — |")
         continue
       sums = [s for s, _ in found]
+      wall += sum(s["wall_seconds"] for s in sums)
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, method, s)))
       secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
@@ -109,7 +111,8 @@ def report(root, noises, methods, seeds, out_path):
           f"| {statistics.mean(secs):.1f} |")
       curves.setdefault(noise, {})[method] = [rows for _, rows in found]
     lines.append("")
-  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "unknown")
+  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "unknown").replace(
+      "{hours}", f"{wall / 3600:.1f}")
   plots = plot_curves(curves, os.path.dirname(out_path) or ".")
   lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, os.path.dirname(out_path) or '.')})"
             for p in plots]

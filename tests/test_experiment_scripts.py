@@ -72,7 +72,7 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
       os.makedirs(run)
       with open(os.path.join(run, "summary.json"), "w") as f:
         json.dump({"test_accuracy": acc, "best_test_accuracy": acc + 0.01,
-                   "memorization": memo}, f)
+                   "memorization": memo, "wall_seconds": 900.0 * (seed + 1)}, f)
       with open(os.path.join(run, "metrics.jsonl"), "w") as f:
         for epoch in range(2):
           f.write(json.dumps({"test_accuracy": acc, "memorization": memo,
@@ -86,6 +86,7 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   table.report(str(root), ["none", "symmetric:0.4"], ["sam", "sgd"], [0, 1, 2], str(out))
   text = out.read_text()
   assert "runs trained at commit(s) aaaaaaa, bbbbbb0, bbbbbb1" in text
+  assert "took 1.5 h of training in all" in text  # 2 settings × (900 + 1800) s
   assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | — | 2.0 |" in text  # none
   assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 10.0 ± 0.0 | 2.0 |" in text
   assert "| sgd | 0 | — | — | — | — |" in text
