@@ -9,92 +9,77 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
 
 
-def _config_fields():
-  from jaxnoisy.train.config import TrainConfig
-  return {f.name: f for f in dataclasses.fields(TrainConfig)}, TrainConfig
+def _flag_type(field: dataclasses.Field):
+  """How a flag's text becomes the field's value (from the declaration or default)."""
+  if field.metadata.get("flag_type"):
+    return field.metadata["flag_type"]
+  if field.name == "sweep":
+    return _sweep
+  default = field.default
+  if isinstance(default, bool) or default is None and "bool" in str(field.type):
+    return bool
+  if isinstance(default, int) or default is None and "int" in str(field.type):
+    return int
+  if isinstance(default, float):
+    return float
+  return str
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-  from jaxnoisy.train.methods import METHODS
+  """The flags of ``train``: one per config field, derived from the hyper-parameter
+  records (name, type, choices and help), grouped by record."""
+  from jaxnoisy.train import config as config_lib
+  from jaxnoisy.train.methods import METHODS, REPLACED
   p.add_argument("--config", help="PATH[:ARG] of a config file (experiments/configs); "
                  "the flags below override it")
-  p.add_argument("--method", choices=sorted(METHODS),
-                 help="; ".join(f"{k}: {m.description}" for k, m in METHODS.items()))
-  p.add_argument("--dataset",
-                 help="fashion_mnist, mnist, cifar10, cifar100, cifar10_n, cifar100_n")
-  p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
-                 help="random crop + flip (default: on for CIFAR, off for MNIST-like)")
-  p.add_argument("--noise",
-                 help="noise spec, e.g. none, symmetric:0.4, symmetric-inclusive:0.4, "
-                      "asymmetric:0.4, pairflip:0.45")
-  p.add_argument("--model", help="cnn, mlp, preact_resnet18, resnet32")
-  p.add_argument("--epochs", type=int)
-  p.add_argument("--batch-size", type=int)
-  p.add_argument("--learning-rate", "--lr", type=float)
-  p.add_argument("--momentum", type=float)
-  p.add_argument("--weight-decay", type=float)
-  p.add_argument("--schedule", choices=["cosine", "constant", "step"])
-  p.add_argument("--lr-boundaries", type=lambda v: tuple(float(x) for x in v.split(",")),
-                 help="step schedule: ×0.1 at these fractions of training, e.g. 0.5,0.75")
-  p.add_argument("--seed", type=int)
-  p.add_argument("--seeds", type=int,
-                 help="train this many replicas (seeds seed, seed+1, ...) side by side in "
-                      "one jitted step; the summary reports mean ± std")
-  p.add_argument("--vmap-replicas", action=argparse.BooleanOptionalAction, default=None,
-                 help="a device's several replicas vmapped, or run one after another "
-                      "(default: vmapped on accelerators, one after another on CPU)")
-  p.add_argument("--sweep", type=_sweep,
-                 help="NAME=V1,V2,...: one replica per value (× --seeds) in the same step; "
-                      "NAME one of rho, kappa, down_weight, learning_rate, weight_decay, ...")
-  p.add_argument("--train-size", type=int, help="train on a random subset of this size")
-  p.add_argument("--heldout-size", type=int)
-  p.add_argument("--clean-size", type=int, help="clean subset for the meta methods")
-  p.add_argument("--clean-batch-size", type=int)
-  p.add_argument("--weight-lr", type=float, help="meta_reweight's weight step size α")
-  p.add_argument("--weight-step", type=float, help="feature_reweight's step β")
-  p.add_argument("--meta-optimizer", choices=["adam", "amsgrad", "sgd"],
-                 help="the label-correction network's optimiser")
-  p.add_argument("--meta-lr", type=float)
-  p.add_argument("--mlc-lookahead", type=int, help="MLC's K-step look-ahead")
-  p.add_argument("--mlc-mix", action=argparse.BooleanOptionalAction, default=None,
-                 help="MLC: half the clean batch joins the main loss (default, as "
-                      "microsoft/MLC's hmlc_K_mix) or all of it is the meta objective")
-  p.add_argument("--mixture-rho", type=float, help="EBOMLC's mixture weight ρ")
-  p.add_argument("--xi", type=float, help="EBOMLC's ξ")
-  p.add_argument("--delta", type=float, help="EBOMLC's δ")
-  p.add_argument("--ebomlc-sign", choices=["descend", "reference"])
-  p.add_argument("--rho", type=float, help="SAM-family radius")
-  p.add_argument("--asam-eta", type=float)
-  p.add_argument("--per-device-ascent", action="store_true", default=None,
-                 help="SAM ε from each device's own gradient (m-sharpness)")
-  p.add_argument("--gsam-alpha", type=float, help="GSAM's α")
-  p.add_argument("--down-weight", type=float, help="SANER's multiplier on group-B entries")
-  p.add_argument("--saner-warmup-fraction", type=float)
-  p.add_argument("--saner-base", choices=["sam", "asam", "gsam"])
-  p.add_argument("--saner-track-groups", action=argparse.BooleanOptionalAction, default=None,
-                 help="log SANER's A/B/C group fractions every step (default; "
-                      "--no-saner-track-groups skips the three counts)")
-  p.add_argument("--kappa", type=float, help="NCSAM's compensation strength κ")
-  p.add_argument("--flip-rate", type=float, help="NCSAM's simulated flip rate")
-  p.add_argument("--ncsam-warmup-fraction", type=float)
-  p.add_argument("--num-devices", type=int,
-                 help="devices of the mesh (in a multi-process run: over all processes)")
+  seen = set()
+  for record in config_lib.RECORDS:
+    users = [k for k, m in METHODS.items() if record in m.hparams
+             or any(issubclass(r, record) for r in m.hparams)]
+    title = (record.__doc__ or record.__name__).strip().splitlines()[0]
+    group = p.add_argument_group(title + (f" — used by {', '.join(users)}" if users else ""))
+    for f in dataclasses.fields(record):
+      if f.name in seen:
+        continue
+      seen.add(f.name)
+      m = f.metadata
+      names = ["--" + f.name.replace("_", "-"), *m["aliases"]]
+      help_text = m["help"]
+      if f.name == "method":
+        help_text = "; ".join(f"{k}: {v.description}" for k, v in METHODS.items())
+      elif f.default is not None and f.default is not dataclasses.MISSING:
+        help_text += f" (default: {f.default})"
+      kind = _flag_type(f)
+      choices = None if f.name == "method" else m["choices"]  # validate names replacements
+      if kind is bool:
+        group.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
+                           help=help_text)
+      else:
+        group.add_argument(*names, type=kind, choices=choices, default=None,
+                           metavar=None if choices else f.name.upper(), help=help_text)
+  for name, message in REPLACED.items():  # old flags fail with the new spelling
+    if name not in METHODS and name not in seen:
+      p.add_argument("--" + name.replace("_", "-"), help=argparse.SUPPRESS,
+                     type=functools.partial(_replaced, message))
   p.add_argument("--distributed", action="store_true",
                  help="join a multi-process run (jax.distributed.initialize; the cluster "
                       "is detected unless --coordinator is given)")
   p.add_argument("--coordinator", help="host:port of process 0 (multi-process run)")
   p.add_argument("--num-processes", type=int)
   p.add_argument("--process-id", type=int)
-  p.add_argument("--data-dir", help="directory with the IDX .gz files")
-  p.add_argument("--tfds-data-dir")
   p.add_argument("--out", required=True, help="run directory")
   p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
   p.add_argument("--no-progress", action="store_true")
+
+
+def _replaced(message: str, text: str):
+  raise argparse.ArgumentTypeError(message)
 
 
 def _sweep(text: str):
@@ -128,8 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
   """The config file's (or the default) config, with the flags that were given."""
-  from jaxnoisy.train.config import load_config
-  fields, TrainConfig = _config_fields()
+  from jaxnoisy.train.config import TrainConfig, load_config
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
   base = load_config(args.config) if args.config else TrainConfig()
   overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
   return base.replace(**overrides).validate()

@@ -8,7 +8,8 @@ import pytest
 
 import jaxnoisy
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.methods import METHODS, skip_during_warmup
+from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.sam_methods import during_warmup
 
 X = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
 Y = np.arange(16) % 3
@@ -18,10 +19,11 @@ def loss(p):
   return optax.softmax_cross_entropy_with_integer_labels(X @ p["w"], Y).mean()
 
 
-def test_skip_during_warmup_passes_gradients_through():
+def test_during_warmup_switches_to_the_warmup_optimizer():
+  """warmup=True runs the warm-up transform (identity: plain SGD; SAM), else inner."""
   params = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(4, 3)), jnp.float32)}
   inner = jaxnoisy.sam(0.2)
-  tx = skip_during_warmup(inner)
+  tx = during_warmup(inner, optax.identity())
   state = tx.init(params)
   g = jax.grad(loss)(params)
   warm, _ = tx.update(g, state, params, grad_fn=jax.grad(loss), warmup=True)
@@ -30,6 +32,11 @@ def test_skip_during_warmup_passes_gradients_through():
   np.testing.assert_array_equal(warm["w"], g["w"])
   np.testing.assert_array_equal(after["w"], ref["w"])
   assert not np.allclose(ref["w"], g["w"])
+  # A SAM warm-up (NCSAM's other choice) is SAM's own update.
+  sam_warm = during_warmup(jaxnoisy.sam(0.5), jaxnoisy.sam(0.2))
+  out, _ = sam_warm.update(g, sam_warm.init(params), params, grad_fn=jax.grad(loss),
+                           warmup=True)
+  np.testing.assert_array_equal(out["w"], ref["w"])
 
 
 @pytest.mark.parametrize("flag,value,name", [
@@ -81,7 +88,8 @@ def test_correction_methods_take_batch_statistics_from_their_own_pass(method, no
   out = entry.gradients(config, spec)(StepInputs(
       apply, params, entry.init_state(config, jax.random.key(0), spec), x,
       jnp.asarray(Y[:8]), jnp.arange(8), xc, jnp.asarray(Y[8:]), jax.random.key(1),
-      optax.sgd(0.1, momentum=0.9).init(params), jnp.int32(0), jnp.float32(0.1)))
+      jnp.int32(0), jnp.float32(0.1), lambda p, inputs: apply(p, inputs)[:2],
+      lambda g, p: g))
   expected = np.tanh(X[:8] @ np.asarray(params["w1"])).mean(axis=0)  # NumPy, at w
   np.testing.assert_allclose(out.model_state["mean"], expected, rtol=1e-5)
   assert sum(calls) == noisy_passes

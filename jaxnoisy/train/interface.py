@@ -1,17 +1,21 @@
 """The one small interface between the trainer and a method.
 
-A method is an entry of ``methods.METHODS``: the Optax transform placed before weight
-decay and SGD, and a ``gradients`` function that turns a batch into the gradient the
-transform receives (plus any extra arguments, per-method state and metrics).
+A method is a :class:`Method` entry of ``methods.METHODS``: its hyper-parameter records,
+the Optax transform placed before weight decay and SGD, a ``gradients`` function that
+turns a batch into the gradient the transform receives, and the lifecycle hooks it
+fills (a plain-SGD warm-up, a per-epoch phase before the noisy batches, metrics of its
+state). The trainer knows methods only through this interface.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
+import jax
 import optax
 
-from jaxnoisy.train.config import TrainConfig
+if TYPE_CHECKING:
+  from jaxnoisy.train.config import TrainConfig
 
 
 def cross_entropy_loss(apply: Callable, x, y) -> Callable:
@@ -31,7 +35,8 @@ class ModelSpec(NamedTuple):
   num_train: int         # training examples (per-example state has this length)
   num_classes: int
   feature_dim: int       # width of the model's penultimate features
-  steps_per_epoch: int
+  steps_per_epoch: int   # noisy steps per epoch
+  num_clean: int = 0     # examples of the clean subset (0 when the method uses none)
 
 
 class StepInputs(NamedTuple):
@@ -40,15 +45,18 @@ class StepInputs(NamedTuple):
   apply: Callable        # (params, x) -> (logits, features, new_model_state), train mode
   params: Any
   method_state: Any      # the method's own state (e.g. per-example weights), or {}
-  x: Any                 # the noisy batch, normalised
-  y: Any                 # its (noisy) labels
-  index: Any             # the batch's positions in the training set, shape (B,)
+  x: Any                 # the batch, normalised (noisy; in a phase: a clean batch)
+  y: Any                 # its labels
+  index: Any             # the batch's positions in its set, shape (B,)
   clean_x: Any           # a clean batch (empty when the method needs none)
   clean_y: Any
   key: Any               # this step's PRNG key
-  opt_state: Any         # the optimizer state, read-only (e.g. a momentum buffer)
-  step: Any              # the global step count
+  step: Any              # the global count of noisy steps
   learning_rate: Any     # the real step's current learning rate (inner steps use it)
+  apply_eval: Callable   # (params, x) -> (logits, features), eval mode (no state change)
+  # SGD's direction for a gradient, μ·buf + g + λ·w, reading the momentum buffer without
+  # advancing it: the step the optimizer would take, per unit learning rate, from w.
+  direction: Callable[[Any, Any], Any]
 
 
 class Gradients(NamedTuple):
@@ -60,6 +68,54 @@ class Gradients(NamedTuple):
   extra_args: dict       # extra arguments for the transform's update (e.g. noise_grads)
   method_state: Any      # the updated method state
   metrics: dict          # scalars averaged over the epoch and logged
+  params: Any = None     # where the optimizer steps from (None: the step's params)
+
+
+class PhaseEnd(NamedTuple):
+  """What a per-epoch phase's ``finish`` sees once its last step is done."""
+
+  apply_eval: Callable   # (params, x) -> (logits, features), eval mode
+  params: Any
+  method_state: Any
+  clean_x: Any           # the whole clean subset, normalised
+  clean_y: Any
+  step: Any              # the global count of noisy steps (the epoch's first)
+
+
+class EpochPhase(NamedTuple):
+  """A method's program run at the start of every epoch, before its noisy batches.
+
+  steps: ``(config, spec) -> int`` steps of the phase per epoch; each is a training step
+    on a batch of the clean subset (``batch_size`` examples, reshuffled every pass),
+    run through the same optimizer and learning rate as the noisy steps.
+  gradients: ``(config, spec) -> (StepInputs -> Gradients)`` of a phase step.
+  finish: ``(config, spec) -> (PhaseEnd -> method_state)``: after the last step (e.g.
+    the clean subset's features in eval mode).
+  The state records how many phase steps of the epoch are done, so a run interrupted
+  inside the phase resumes there.
+  """
+
+  steps: Callable[["TrainConfig", ModelSpec], int]
+  gradients: Callable[["TrainConfig", ModelSpec], Callable[[StepInputs], Gradients]]
+  finish: Callable[["TrainConfig", ModelSpec], Callable[[PhaseEnd], Any]]
+
+
+def plain_gradients(config: "TrainConfig", spec: Optional[ModelSpec] = None):
+  """Cross-entropy on the batch's labels: one forward and one backward pass."""
+  del config, spec
+
+  def gradients(inp: StepInputs) -> Gradients:
+    loss_fn = cross_entropy_loss(inp.apply, inp.x, inp.y)
+    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
+    return Gradients(loss, grads, model_state, {}, inp.method_state, {})
+
+  return gradients
+
+
+def identity_transform(config, axis, steps_per_epoch) -> optax.GradientTransformation:
+  """The transform of methods that only change the gradient (SGD, the meta methods)."""
+  del config, axis, steps_per_epoch
+  return optax.identity()
 
 
 class Method(NamedTuple):
@@ -69,19 +125,29 @@ class Method(NamedTuple):
     first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
   gradients: ``(config, spec: ModelSpec) -> (StepInputs -> Gradients)``.
   description: one line for ``--help``.
-  warmup_epochs: ``config -> number of initial epochs of plain SGD``; during them the
-    trainer runs a step with plain gradients and ``warmup=True`` passed to the transform.
+  hparams: the hyper-parameter records (frozen dataclasses of
+    :func:`jaxnoisy.train.hparams.hp` fields) the method reads from the config.
+  warmup_epochs: ``config -> number of initial epochs`` run with ``warmup_gradients``
+    and ``warmup=True`` passed to the transform (which then acts as the warm-up
+    optimizer; see ``sam_methods.during_warmup``).
   init_state: ``(config, key, spec: ModelSpec) -> method state`` (default: {}).
   epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
+  state_metrics: ``opt_state -> dict`` of scalars read after every step (averaged over
+    the epoch and logged), e.g. SANER's group fractions.
+  epoch_phase: an :class:`EpochPhase` run before the noisy batches of every epoch.
   needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
   sam_family: whether per-device ascent applies.
   """
 
-  transform: Callable[[TrainConfig, Optional[str], int], optax.GradientTransformation]
-  gradients: Callable[[TrainConfig, ModelSpec], Callable[[StepInputs], Gradients]]
+  transform: Callable[["TrainConfig", Optional[str], int], optax.GradientTransformation]
+  gradients: Callable[["TrainConfig", ModelSpec], Callable[[StepInputs], Gradients]]
   description: str
-  warmup_epochs: Callable[[TrainConfig], int] = lambda c: 0
+  hparams: tuple = ()
+  warmup_epochs: Callable[["TrainConfig"], int] = lambda c: 0
+  warmup_gradients: Callable = plain_gradients
   init_state: Callable[..., Any] = lambda config, key, spec: {}
   epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
+  state_metrics: Optional[Callable[[Any], dict]] = None
+  epoch_phase: Optional[EpochPhase] = None
   needs_clean: bool = False
   sam_family: bool = False

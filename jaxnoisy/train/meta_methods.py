@@ -11,13 +11,57 @@ weight decay and SGD like any other method's.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxnoisy.meta import correction, reweight
-from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.interface import Gradients, Method, ModelSpec, StepInputs
+from jaxnoisy.train.hparams import hp
+from jaxnoisy.train.interface import (Gradients, Method, ModelSpec, StepInputs,
+                                      identity_transform)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaReweightHparams:
+  """Persistent meta-reweighting (Zhang et al., arXiv 2510.12209)"""
+
+  weight_lr: float = hp(100.0, "the weights' step size α (mean-loss convention)", low=0.0,
+                        sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class CorrectionHparams:
+  """Label correction: the LCN's optimiser (MLC, BOME-MLC, EBOMLC)"""
+
+  meta_optimizer: str = hp("amsgrad", "the label-correction network's optimiser "
+                           "(EBOMLC's code: Adam with AMSGrad)",
+                           choices=("adam", "amsgrad", "sgd"))
+  meta_lr: float = hp(3e-4, "the LCN's learning rate (EBOMLC's code: 3e-4)", low=0.0,
+                      low_open=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class MLCHparams(CorrectionHparams):
+  """MLC (Zheng et al., AAAI 2021; code microsoft/MLC)"""
+
+  mlc_lookahead: int = hp(1, "K: real steps whose one-step hypergradients accumulate "
+                          "(CIFAR: 1)", low=1)
+  mlc_mix: bool = hp(True, "half the clean batch joins the main loss (microsoft/MLC's "
+                     "default hmlc_K_mix) or all of it is the meta objective (hmlc_K)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EBOMLCHparams(CorrectionHparams):
+  """EBOMLC (Nguyen and Ta, arXiv 2605.17833; code hoanganhknk/enhanced_MLC)"""
+
+  mixture_rho: float = hp(0.2, "ρ of the mixture upper loss (code: 0.2)", low=0.0,
+                          high=1.0, sweepable=True)
+  xi: float = hp(0.5, "ξ, the barrier's scale (code: 0.5)", low=0.0, sweepable=True)
+  delta: float = hp(0.25, "δ, the barrier's margin (code: 0.25)", low=0.0, sweepable=True)
+  ebomlc_sign: str = hp("descend", "the upper-loss term: descend on f (BOME) or the "
+                        "code's +∇f (reference)", choices=("descend", "reference"))
 
 
 def _loss_fn(inp: StepInputs):
@@ -58,7 +102,7 @@ def _weight_metrics(method_state, data):
                                      jnp.asarray(data.train_corrupted))
 
 
-def l2rw_gradients(config: TrainConfig, spec: ModelSpec):
+def l2rw_gradients(config, spec: ModelSpec):
   """L2RW: weights from one virtual step at ε = 0, renormalised per batch.
 
   Recorded weight: B·w_i (1 = the batch average), so that the 0.5 threshold of the
@@ -79,7 +123,7 @@ def l2rw_gradients(config: TrainConfig, spec: ModelSpec):
   return gradients
 
 
-def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
+def meta_reweight_gradients(config, spec: ModelSpec):
   """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
 
   def gradients(inp: StepInputs) -> Gradients:
@@ -95,26 +139,6 @@ def meta_reweight_gradients(config: TrainConfig, spec: ModelSpec):
   return gradients
 
 
-def feature_reweight_gradients(config: TrainConfig, spec: ModelSpec):
-  """The bilevel-free surrogate: scores from penultimate features, no second order.
-
-  One SGD step (the batch's forward pass gives the features, its VJP the gradient)
-  plus a forward pass of the clean batch.
-  """
-
-  def gradients(inp: StepInputs) -> Gradients:
-    lin, features, model_state = _linearize(inp)
-    clean_features = inp.apply(inp.params, inp.clean_x)[1]
-    scores = reweight.feature_reweight_scores(features, inp.y, clean_features, inp.clean_y,
-                                              spec.num_classes)
-    w = reweight.feature_reweight_update(inp.method_state["weights"][inp.index], scores,
-                                         config.weight_step)
-    loss, grads = reweight.weighted_gradient(lin, w)
-    return Gradients(loss, grads, model_state, {}, _record(inp.method_state, inp.index, w), {})
-
-  return gradients
-
-
 # Meta-Weight-Net's own optimiser (Shu et al.: Adam 1e-3, weight decay 1e-4).
 _MWNET_TX = optax.chain(optax.add_decayed_weights(1e-4), optax.adam(1e-3))
 
@@ -126,7 +150,7 @@ def _mwnet_init(config, key, spec: ModelSpec):
           "weights": jnp.ones((spec.num_train,), jnp.float32)}
 
 
-def mwnet_gradients(config: TrainConfig, spec: ModelSpec):
+def mwnet_gradients(config, spec: ModelSpec):
   """Meta-Weight-Net: V(l) trained through a virtual step; real step with the new V."""
 
   def gradients(inp: StepInputs) -> Gradients:
@@ -145,7 +169,7 @@ def mwnet_gradients(config: TrainConfig, spec: ModelSpec):
   return gradients
 
 
-def _meta_tx(config: TrainConfig) -> optax.GradientTransformation:
+def _meta_tx(config) -> optax.GradientTransformation:
   """The LCN's optimiser (EBOMLC: Adam with AMSGrad, 3e-4)."""
   if config.meta_optimizer == "sgd":
     return optax.sgd(config.meta_lr, momentum=0.9)
@@ -154,11 +178,11 @@ def _meta_tx(config: TrainConfig) -> optax.GradientTransformation:
   return optax.adam(config.meta_lr)
 
 
-def _lcn(config: TrainConfig, spec: ModelSpec):
+def _lcn(config, spec: ModelSpec):
   return correction.lcn_init(spec.num_classes, spec.feature_dim, seed=config.seed)
 
 
-def _correction_init(config: TrainConfig, key, spec: ModelSpec):
+def _correction_init(config, key, spec: ModelSpec):
   del key
   _, lcn_params = _lcn(config, spec)
   return {"lcn": lcn_params, "lcn_opt": _meta_tx(config).init(lcn_params),
@@ -185,7 +209,7 @@ def _beta_metrics(method_state, data):
 def _correction_gradients(step_fn):
   """Wraps an MLC-family step: updates the LCN, records the corrected labels."""
 
-  def make(config: TrainConfig, spec: ModelSpec):
+  def make(config, spec: ModelSpec):
     lcn_apply, _ = _lcn(config, spec)
     meta_tx = _meta_tx(config)
 
@@ -228,45 +252,33 @@ def _bome_mlc(config, inp, logits_fn, lcn_apply, lcn_params):
 
 
 def _ebomlc(config, inp, logits_fn, lcn_apply, lcn_params):
-  trace = optax.tree_utils.tree_get(inp.opt_state, "trace")
-  # SGD's momentum direction for a gradient g, without advancing the buffer.
-  direction = lambda g: jax.tree.map(lambda t, x: config.momentum * t + x, trace, g)
   res = correction.ebomlc_step(
       logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
-      (inp.clean_x, inp.clean_y), direction, inner_lr=inp.learning_rate,
-      rho=config.mixture_rho, xi=config.xi, delta=config.delta, sign=config.ebomlc_sign)
+      (inp.clean_x, inp.clean_y), lambda g: inp.direction(g, inp.params),
+      inner_lr=inp.learning_rate, rho=config.mixture_rho, xi=config.xi,
+      delta=config.delta, sign=config.ebomlc_sign)
   return res, {"beta": res.beta, "upper_loss": res.upper_loss}
 
 
-def _identity(c, axis, spe):
-  return optax.identity()
-
-
 METHODS: dict[str, Method] = {
-    "l2rw": Method(_identity, l2rw_gradients,
-                   "L2RW (Ren et al. 2018): --clean-size", init_state=_weights_state(1.0),
-                   epoch_metrics=_weight_metrics, needs_clean=True),
-    "meta_reweight": Method(_identity, meta_reweight_gradients,
-                            "persistent meta-reweighting (Zhang et al.): --clean-size, "
-                            "--weight-lr", init_state=_weights_state(1.0),
+    "l2rw": Method(identity_transform, l2rw_gradients, "L2RW (Ren et al. 2018)",
+                   init_state=_weights_state(1.0), epoch_metrics=_weight_metrics,
+                   needs_clean=True),
+    "meta_reweight": Method(identity_transform, meta_reweight_gradients,
+                            "persistent meta-reweighting (Zhang et al.)",
+                            hparams=(MetaReweightHparams,), init_state=_weights_state(1.0),
                             epoch_metrics=_weight_metrics, needs_clean=True),
-    "feature_reweight": Method(_identity, feature_reweight_gradients,
-                               "feature surrogate of meta-reweighting: --clean-size, "
-                               "--weight-step", init_state=_weights_state(1.0),
-                               epoch_metrics=_weight_metrics, needs_clean=True),
-    "mwnet": Method(_identity, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019): "
-                    "--clean-size", init_state=_mwnet_init, epoch_metrics=_weight_metrics,
-                    needs_clean=True),
-    "mlc": Method(_identity, _correction_gradients(_mlc),
-                  "MLC (Zheng et al. 2021): --clean-size, --meta-lr, --meta-optimizer, "
-                  "--mlc-lookahead", init_state=_correction_init,
+    "mwnet": Method(identity_transform, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019)",
+                    init_state=_mwnet_init, epoch_metrics=_weight_metrics, needs_clean=True),
+    "mlc": Method(identity_transform, _correction_gradients(_mlc), "MLC (Zheng et al. 2021)",
+                  hparams=(MLCHparams,), init_state=_correction_init,
                   epoch_metrics=_correction_metrics, needs_clean=True),
-    "bome_mlc": Method(_identity, _correction_gradients(_bome_mlc),
+    "bome_mlc": Method(identity_transform, _correction_gradients(_bome_mlc),
                        "BOME applied to MLC (the naive first-order extension)",
-                       init_state=_correction_init, epoch_metrics=_correction_metrics,
-                       needs_clean=True),
-    "ebomlc": Method(_identity, _correction_gradients(_ebomlc),
-                     "EBOMLC (Nguyen and Ta): --mixture-rho, --xi, --delta, --ebomlc-sign",
+                       hparams=(CorrectionHparams,), init_state=_correction_init,
+                       epoch_metrics=_correction_metrics, needs_clean=True),
+    "ebomlc": Method(identity_transform, _correction_gradients(_ebomlc),
+                     "EBOMLC (Nguyen and Ta)", hparams=(EBOMLCHparams,),
                      init_state=_correction_init, epoch_metrics=_beta_metrics,
                      needs_clean=True),
 }

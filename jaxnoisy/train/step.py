@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxnoisy.data.augment import augment_batch
-from jaxnoisy.train.interface import StepInputs, cross_entropy_loss
+from jaxnoisy.train.interface import PhaseEnd, StepInputs, cross_entropy_loss
 
 REPLICA_AXIS = "replica"
 DATA_AXIS = "data"
@@ -28,11 +28,12 @@ DATA_AXIS = "data"
 class TrainState(NamedTuple):
   """Everything that changes during training (checkpointed as one pytree)."""
 
-  step: jax.Array          # global step count
+  step: jax.Array          # global count of noisy steps
   params: Any
   model_state: Any         # batch statistics
   opt_state: Any
   method_state: Any        # the method's own state (e.g. per-example weights), or {}
+  phase_step: jax.Array    # steps of the epoch's phase done (reset by the noisy steps)
 
 
 def make_mesh(num_devices: int | None = None, replicas: int = 1) -> Mesh:
@@ -109,9 +110,91 @@ def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std
   return normalize(x, mean, std), labels[idx], idx
 
 
-def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size: int,
-                    clean_batch_size: int, mean, std, per_device_ascent: bool,
-                    augment: bool = False, warmup: bool = False, vmap_replicas: bool = True):
+def sgd_direction(opt_state, momentum, weight_decay) -> Callable:
+  """``(grads, params) -> μ·buf + g + λ·w``: the direction of the trainer's SGD with
+  momentum and coupled weight decay for a gradient g at w, reading the momentum buffer
+  of ``opt_state`` without advancing it (meta methods look ahead along it)."""
+  trace = optax.tree_utils.tree_get(opt_state, "trace")
+
+  def direction(grads, params):
+    return jax.tree.map(lambda t, g, w: momentum * t + g + weight_decay * w,
+                        trace, grads, params)
+
+  return direction
+
+
+def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool):
+  """The jitted program that runs ``step`` (one replica's) on every replica.
+
+  ``in_axes`` marks each argument 0 (a leading replica axis) or None (shared). A
+  ``jax.shard_map`` over REPLICA_AXIS gives each device group its own replicas, which
+  it runs with ``jax.vmap`` — or, with ``vmap_replicas=False``, one after another in the
+  same program. On XLA:CPU vmapped convolutions become grouped convolutions, slower than
+  separate steps (README: "Many seeds, a sweep"), also when a vmap over the whole replica
+  axis was left to the partitioner; with one replica per group the local vmap has size 1
+  and the convolutions stay plain. The first argument (the state) is donated; every
+  output has a leading replica axis.
+  """
+  def local_step(*args):  # this device group's replicas
+    if vmap_replicas:
+      return jax.vmap(step, in_axes=in_axes)(*args)
+    count = jax.tree.leaves(args[0])[0].shape[0]
+    outs = [step(*(a if ax is None else replica(a, i) for a, ax in zip(args, in_axes)))
+            for i in range(count)]
+    return jax.tree.map(lambda *v: jnp.stack(v), *outs)
+
+  r = P(REPLICA_AXIS)
+  specs = tuple(P() if ax is None else r for ax in in_axes)
+  replicated = jax.shard_map(local_step, mesh=mesh, in_specs=specs, out_specs=r,
+                             axis_names={REPLICA_AXIS}, check_vma=False)
+  return jax.jit(replicated, donate_argnums=(0,), out_shardings=NamedSharding(mesh, r))
+
+
+class StepSetup(NamedTuple):
+  """What every program of a run shares: the model and the batch layout."""
+
+  apply: Callable          # (params, model_state, x, train) -> (logits, features, state)
+  build: Callable          # hyper -> (tx, learning_rate) of one replica
+  mesh: Mesh
+  mean: tuple
+  std: tuple
+  momentum: float
+  weight_decay: Callable   # hyper -> λ (swept values arrive traced)
+  vmap_replicas: bool
+
+
+def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, clean_y,
+            key) -> StepInputs:
+  """The :class:`StepInputs` of one replica's step at ``state``."""
+  _, learning_rate = setup.build(hyper)
+  lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
+  model_apply = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=True)
+  apply_eval = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=False)[:2]
+  direction = sgd_direction(state.opt_state, setup.momentum, setup.weight_decay(hyper))
+  return StepInputs(model_apply, state.params, state.method_state, x, y, index, clean_x,
+                    clean_y, key, state.step, jnp.asarray(lr, jnp.float32), apply_eval,
+                    direction)
+
+
+def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase_step,
+                  step_increment: int, state_metrics=None, **extra):
+  """The optimizer's step from the method's gradients; returns (new state, metrics)."""
+  start = inp.params if out.params is None else out.params  # EBOMLC steps from w₁
+  grad_fn = jax.grad(cross_entropy_loss(inp.apply, inp.x, inp.y), has_aux=True)
+  updates, opt_state = tx.update(out.grads, state.opt_state, start, grad_fn=grad_fn,
+                                 **dict(out.extra_args, **extra))
+  params = optax.apply_updates(start, updates)
+  metrics = average({"train_loss": out.loss, **out.metrics})
+  if state_metrics is not None:
+    metrics.update(state_metrics(opt_state))
+  new_state = TrainState(state.step + step_increment, params, average(out.model_state),
+                         opt_state, out.method_state, phase_step)
+  return new_state, metrics
+
+
+def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int,
+                    clean_batch_size: int, per_device_ascent: bool, augment: bool = False,
+                    warmup: bool = False, state_metrics: Optional[Callable] = None):
   """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``.
 
   Every argument but ``index`` and ``progress`` carries a leading replica axis R:
@@ -123,78 +206,59 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
   Pass arrays already placed on the mesh and scalars as NumPy values, so that no call
   copies between devices. Returns ``(state, metrics)``, metrics of shape (R,).
 
-  ``build(hyper) -> (tx, gradients, learning_rate)`` makes the optimizer chain, the
-  method's ``StepInputs -> Gradients`` and the learning rate (a float or an Optax
-  schedule) of one replica; under a sweep it receives that replica's traced values.
-  ``augment`` turns on random crops and flips of the training batch (CIFAR).
-  ``warmup=True`` builds the step of a method's plain-SGD warm-up epochs: the
-  transform receives ``warmup=True`` (see ``methods.skip_during_warmup``).
+  ``gradients_fn(hyper) -> (StepInputs -> Gradients)`` is the method's gradient of one
+  replica (under a sweep it receives that replica's traced values). ``augment`` turns
+  on random crops and flips of the training batch (CIFAR). ``warmup=True`` builds the
+  step of a method's warm-up epochs: the transform receives ``warmup=True``.
+  ``state_metrics(opt_state) -> dict`` adds the method's metrics read from its state.
 
-  Parallelism: a ``jax.shard_map`` over REPLICA_AXIS gives each device group its own
-  replicas, which it runs with ``jax.vmap`` — or, with ``vmap_replicas=False``, one
-  after another in the same program. On XLA:CPU vmapped convolutions become grouped
-  convolutions, slower than separate steps (README: "Many seeds, a sweep"), also when
-  a vmap over the whole replica axis was left to the partitioner; with one replica per
-  group the local vmap has size 1 and the convolutions stay plain. Within a group,
-  each replica's step is written on its global batch and ``jax.jit`` partitions it
-  over DATA_AXIS (batch sharded, state replicated), so every gradient is the global
-  one. With ``per_device_ascent`` the update runs under ``jax.shard_map``:
-  each device computes its own gradients, the SAM-family transform forms its ε from
-  them and averages g_SAM over DATA_AXIS.
+  Parallelism (see :func:`replicate` for the replicas): within a group, each replica's
+  step is written on its global batch and ``jax.jit`` partitions it over DATA_AXIS
+  (batch sharded, state replicated), so every gradient is the global one. With
+  ``per_device_ascent`` the update runs under ``jax.shard_map``: each device computes
+  its own gradients, the SAM-family transform forms its ε from them and averages g_SAM
+  over DATA_AXIS.
   """
-  n_data = mesh.shape[DATA_AXIS]
+  n_data = setup.mesh.shape[DATA_AXIS]
   if batch_size % n_data:
     raise ValueError(f"batch_size must be a multiple of the {n_data} devices per replica, "
                      f"got {batch_size}")
 
   def update(state: TrainState, x, y, index, clean_x, clean_y, key, progress, hyper,
              axis=None):
-    tx, gradients, learning_rate = build(hyper)
+    tx, _ = setup.build(hyper)
     average = (lambda t: jax.lax.pmean(t, axis)) if axis else (lambda t: t)
     if axis:  # each device draws its own random numbers (e.g. NCSAM's simulated flips)
       key = jax.random.fold_in(key, jax.lax.axis_index(axis))
-    model_apply = lambda p, inputs: apply(p, state.model_state, inputs, train=True)
-    lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
-    out = gradients(StepInputs(model_apply, state.params, state.method_state, x, y, index,
-                               clean_x, clean_y, key, state.opt_state, state.step,
-                               jnp.asarray(lr, jnp.float32)))
-
-    # The SAM family's gradient at perturbed weights.
-    grad_fn = jax.grad(cross_entropy_loss(model_apply, x, y), has_aux=True)
-
-    extra = dict(out.extra_args, progress=progress)
+    inp = _inputs(setup, state, hyper, x, y, index, clean_x, clean_y, key)
+    out = gradients_fn(hyper)(inp)
+    extra = {"progress": progress}
     if warmup:
       extra["warmup"] = True
     # Per-device ascent: the transform gets this device's own gradients and averages
-    # g_SAM itself. Otherwise (axis None) everything is already global.
-    updates, opt_state = tx.update(out.grads, state.opt_state, state.params,
-                                   grad_fn=grad_fn, **extra)
-    params = optax.apply_updates(state.params, updates)
-    # Batch statistics of the first (unperturbed) pass.
-    model_state = average(out.model_state)
-    metrics = average({"train_loss": out.loss, **out.metrics})
-    fractions = optax.tree_utils.tree_get(opt_state, "group_fractions")
-    if fractions is not None:  # SANER's diagnostics (already averaged over devices)
-      metrics.update({f"saner_group_{g}": v for g, v in fractions.items()})
-    new_state = TrainState(state.step + 1, params, model_state, opt_state, out.method_state)
-    return new_state, metrics
+    # g_SAM itself. Otherwise (axis None) everything is already global. The noisy steps
+    # end any phase of the epoch (phase_step back to 0).
+    return _apply_update(tx, state, inp, out, average, phase_step=jnp.zeros_like(
+        state.phase_step), step_increment=1, state_metrics=state_metrics, **extra)
 
   def step(state, data, perm, index, key, progress, hyper):
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
-                         batch_size=batch_size, mean=mean, std=std, augment=augment)
+                         batch_size=batch_size, mean=setup.mean, std=setup.std,
+                         augment=augment)
     # Inside the shard_map over replicas: the context mesh (REPLICA_AXIS manual).
     batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
     if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
       cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
                                (clean_batch_size,), replace=False)
-      clean_x, clean_y = normalize(clean_images[cidx], mean, std), clean_labels[cidx]
+      clean_x, clean_y = normalize(clean_images[cidx], setup.mean, setup.std), \
+          clean_labels[cidx]
       if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
         clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:
-      clean_x, clean_y = normalize(clean_images, mean, std), clean_labels
+      clean_x, clean_y = normalize(clean_images, setup.mean, setup.std), clean_labels
     update_fn = update
     if per_device_ascent:  # nested in the shard_map over replicas: its context mesh
       update_fn = jax.shard_map(
@@ -203,23 +267,69 @@ def make_train_step(apply: Callable, build: Callable, mesh: Mesh, *, batch_size:
           out_specs=(P(), P()), check_vma=False, axis_names={DATA_AXIS})
     return update_fn(state, x, y, idx, clean_x, clean_y, key, progress, hyper)
 
-  in_axes = (0, 0, 0, None, 0, None, 0)
+  return replicate(step, setup.mesh, (0, 0, 0, None, 0, None, 0),
+                   vmap_replicas=setup.vmap_replicas)
 
-  def local_step(*args):  # this device group's replicas
-    if vmap_replicas:
-      return jax.vmap(step, in_axes=in_axes)(*args)
-    count = args[0].step.shape[0]
-    outs = [step(*(a if ax is None else replica(a, i) for a, ax in zip(args, in_axes)))
-            for i in range(count)]
-    return jax.tree.map(lambda *v: jnp.stack(v), *outs)
 
-  r = P(REPLICA_AXIS)
-  replicated_step = jax.shard_map(
-      local_step, mesh=mesh,
-      in_specs=(r, r, r, P(), r, P(), r), out_specs=(r, r), axis_names={REPLICA_AXIS},
-      check_vma=False)
-  by_replica = NamedSharding(mesh, r)
-  return jax.jit(replicated_step, donate_argnums=(0,), out_shardings=(by_replica, by_replica))
+def phase_batch_size(num_clean: int, batch_size: int, n_data: int) -> tuple[int, int]:
+  """``(batches per pass, batch size)`` of a phase's passes over the clean subset.
+
+  The passes use ``ceil(m / batch_size)`` equal batches (at most ``batch_size``, a
+  multiple of the data-parallel devices), so a pass covers the subset but for fewer
+  than ``batches + n_data`` examples left out at random (the authors' loader keeps a
+  smaller last batch; static shapes need equal ones).
+  """
+  batches = -(-num_clean // batch_size)
+  size = (num_clean // batches) // n_data * n_data
+  if size < 1:
+    raise ValueError(f"clean_size must be at least the {n_data} devices per replica for a "
+                     f"phase over the clean subset, got {num_clean}")
+  return batches, size
+
+
+def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
+                    batch_size: int):
+  """Returns the jitted ``phase_step(state, data, key, hyper)`` of a method's per-epoch
+  phase: the step ``state.phase_step`` of the epoch on a batch of the clean subset
+  (pass p = phase_step // batches, reshuffled per epoch and pass), through the same
+  optimizer as the noisy steps; it advances ``phase_step``, not ``step``."""
+  n_data = setup.mesh.shape[DATA_AXIS]
+  batches, size = phase_batch_size(num_clean, batch_size, n_data)
+
+  def step(state, data, key, hyper):
+    tx, _ = setup.build(hyper)
+    _, _, clean_images, clean_labels = data
+    # state.step is the epoch's first noisy step: keys of this epoch's phase.
+    epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), 2**31 - 3)
+    pass_index, b = jnp.divmod(state.phase_step, batches)
+    perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
+    idx = jax.lax.dynamic_slice_in_dim(perm, b * size, size)
+    batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
+    x, y, idx = jax.lax.with_sharding_constraint(
+        (normalize(clean_images[idx], setup.mean, setup.std), clean_labels[idx], idx),
+        batch_sharded)
+    step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, 2**31 - 1), state.phase_step)
+    inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
+    out = gradients_fn(hyper)(inp)
+    return _apply_update(tx, state, inp, out, lambda t: t,
+                         phase_step=state.phase_step + 1, step_increment=0)
+
+  return replicate(step, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas)
+
+
+def make_phase_finish(setup: StepSetup, finish_fn: Callable):
+  """Returns the jitted ``finish(state, data, hyper) -> state`` run after a phase's
+  last step: the method's ``finish`` sees the whole clean subset (normalised)."""
+
+  def finish(state, data, hyper):
+    _, _, clean_images, clean_labels = data
+    apply_eval = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=False)[:2]
+    method_state = finish_fn(hyper)(PhaseEnd(
+        apply_eval, state.params, state.method_state,
+        normalize(clean_images, setup.mean, setup.std), clean_labels, state.step))
+    return state._replace(method_state=method_state)
+
+  return replicate(finish, setup.mesh, (0, 0, 0), vmap_replicas=setup.vmap_replicas)
 
 
 def make_predict(apply: Callable, mesh: Mesh, *, mean, std):

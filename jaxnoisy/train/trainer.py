@@ -29,7 +29,7 @@ from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import ModelSpec
-from jaxnoisy.train.methods import METHODS, plain_gradients
+from jaxnoisy.train.methods import METHODS
 
 
 class NoisyData(NamedTuple):
@@ -154,27 +154,34 @@ class Trainer:
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
     swept = config.sweep[0] if config.sweep else None
 
-    def build(hyper: dict, gradients_fn=method.gradients):
-      """(tx, gradients, learning_rate) of one replica (its swept value traced)."""
+    def build(hyper: dict):
+      """(tx, learning_rate) of one replica (its swept value traced)."""
       c = config.replace(**hyper)
       lr = schedule(c, self.total_steps)
       tx = step_lib.make_optimizer(method.transform(c, axis, self.steps_per_epoch),
                                    learning_rate=lr, momentum=c.momentum,
                                    weight_decay=c.weight_decay)
-      return tx, gradients_fn(c, self.spec), lr
+      return tx, lr
+
+    # The method's functions of one replica (its swept value traced).
+    method_fn = lambda make: lambda hyper: make(config.replace(**hyper), self.spec)
 
     features = jax.eval_shape(
         lambda p, s: self.apply(p, s, jnp.zeros((1, *shape)), train=False)[1],
         models[0].params, models[0].state)
+    # The clean subset is used only by methods that learn from it.
+    clean = slice(None) if method.needs_clean else slice(0, 0)
+    num_clean = len(data.clean_labels[clean])
     self.spec = ModelSpec(len(data.train_labels), data.num_classes, features.shape[-1],
-                          self.steps_per_epoch)
+                          self.steps_per_epoch, num_clean)
     self.tx = build({})[0]  # the state's structure does not depend on swept values
     self.by_replica = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS))
     put = lambda tree: step_lib.to_mesh(tree, self.by_replica)
     keys = [jax.random.key(c.seed) for _, c in self.replicas]
     self.initial_state = put(stack([
         step_lib.TrainState(np.zeros((), np.int32), m.params, m.state, self.tx.init(m.params),
-                            method.init_state(c, jax.random.fold_in(k, 4), self.spec))
+                            method.init_state(c, jax.random.fold_in(k, 4), self.spec),
+                            np.zeros((), np.int32))
         for m, (_, c), k in zip(models, self.replicas, keys)]))
     # Everything a step reads lives on the mesh already (see make_train_step).
     self.data_key = put(jnp.stack([jax.random.fold_in(k, 2) for k in keys]))
@@ -186,17 +193,29 @@ class Trainer:
     # on XLA:CPU (its vmapped convolutions are grouped ones, slower; see step.py).
     self.vmap_replicas = (config.vmap_replicas if config.vmap_replicas is not None
                           else self.mesh.devices.flat[0].platform != "cpu")
-    clean_batch = min(config.clean_batch_size, len(data.clean_labels))
+    clean_batch = min(config.clean_batch_size, num_clean)
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
-    make = lambda gradients_fn, warmup: step_lib.make_train_step(
-        self.apply, functools.partial(build, gradients_fn=gradients_fn), self.mesh,
-        batch_size=config.batch_size, clean_batch_size=clean_batch, mean=data.mean,
-        std=data.std, augment=augment, per_device_ascent=config.per_device_ascent,
-        warmup=warmup, vmap_replicas=self.vmap_replicas)
+    setup = step_lib.StepSetup(
+        self.apply, build, self.mesh, data.mean, data.std, config.momentum,
+        lambda hyper: hyper.get("weight_decay", config.weight_decay), self.vmap_replicas)
+    make = lambda gradients, warmup: step_lib.make_train_step(
+        setup, method_fn(gradients), batch_size=config.batch_size,
+        clean_batch_size=clean_batch, augment=augment,
+        per_device_ascent=config.per_device_ascent, warmup=warmup,
+        state_metrics=method.state_metrics)
     self.train_step = make(method.gradients, False)
-    # Plain-SGD warm-up epochs (NCSAM): plain gradients, the transform skipped.
-    self.warmup_step = make(plain_gradients, True) if self.warmup_epochs else None
+    # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
+    self.warmup_step = make(method.warmup_gradients, True) if self.warmup_epochs else None
+    # The method's per-epoch phase (FBR: passes over the clean subset, then features).
+    phase = method.epoch_phase
+    self.phase_steps = phase.steps(config, self.spec) if phase else 0
+    if self.phase_steps:
+      self.phase_step = step_lib.make_phase_step(
+          setup, method_fn(phase.gradients), num_clean=num_clean,
+          batch_size=config.batch_size)
+    self.phase_finish = step_lib.make_phase_finish(setup, method_fn(phase.finish)) \
+        if phase else None
     self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
@@ -213,8 +232,6 @@ class Trainer:
     # before the next is dispatched; accelerators keep asynchronous dispatch.
     self.sync_each_step = (self.mesh.devices.size > 1
                            and self.mesh.devices.flat[0].platform == "cpu")
-    # The clean subset is used only by methods that learn from it.
-    clean = slice(None) if method.needs_clean else slice(0, 0)
     self.memorization = [(d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])
                          for d in datas]
     self.train_data = put(stack([(d.train_images, d.train_labels, d.clean_images[clean],
@@ -253,20 +270,40 @@ class Trainer:
     step_fn = self.warmup_step if warmup else self.train_step
     state, metrics = step_fn(state, self.train_data, perm, np.int32(index), self.step_key,
                              np.float32(progress), self.hyper)
+    return self.sync(state), metrics
+
+  def sync(self, state):
     if self.sync_each_step:
       jax.block_until_ready(state)
-    return state, metrics
+    return state
+
+  def run_phase(self, state, progress=None):
+    """The method's per-epoch phase from the step it reached: its remaining steps over
+    the clean subset, then its ``finish``; returns (state, its step metrics)."""
+    history = []
+    for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+      state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper)
+      state = self.sync(state)
+      history.append(metrics)
+      if progress is not None:
+        progress.update(1)
+    if self.phase_finish is not None:
+      state = self.sync(self.phase_finish(state, self.train_data, self.hyper))
+    return state, history
 
   def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
-    """Steps ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means
-    of the step metrics).
+    """The epoch's phase (when ``start`` is 0 and the method has one), then noisy steps
+    ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means of the
+    step metrics; the phase's as ``phase_<name>``).
 
     A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
     """
     perm = self.permutation(epoch)
-    t = epoch / self.config.epochs  # NCSAM's t = epoch / total epochs
-    history = []
+    t = (epoch + 1) / self.config.epochs  # NCSAM's t = e / T, e the 1-based epoch
+    history, phase_history = [], []
     try:
+      if start == 0 and self.method.epoch_phase is not None:
+        state, phase_history = self.run_phase(state, progress)
       for i in range(start, end):
         state, metrics = self.step(state, perm, i, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
@@ -274,11 +311,13 @@ class Trainer:
           progress.update(1)
     except KeyboardInterrupt:
       raise Interrupted(state) from None
-    if not history:
-      return state, [{} for _ in self.replicas]
-    means = step_lib.to_host(jax.block_until_ready(self._epoch_means(history)))
-    return state, [{k: float(v[r]) for k, v in means.items()}
-                   for r in range(len(self.replicas))]
+    out = [{} for _ in self.replicas]
+    for prefix, h in (("", history), ("phase_", phase_history)):
+      if h:
+        means = step_lib.to_host(jax.block_until_ready(self._epoch_means(h)))
+        for r in range(len(self.replicas)):
+          out[r].update({prefix + k: float(v[r]) for k, v in means.items()})
+    return state, out
 
 
 class Interrupted(KeyboardInterrupt):
@@ -425,7 +464,11 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   bar = None
   if progress is True:
     from tqdm import tqdm
-    bar = tqdm(total=trainer.total_steps, initial=steps_done(state), unit="step",
+    done = steps_done(state)  # the bar counts the phases' steps too
+    initial = done + trainer.phase_steps * (-(-done // trainer.steps_per_epoch)) + \
+        int(step_lib.to_host(state.phase_step)[0])
+    bar = tqdm(total=trainer.total_steps + trainer.phase_steps * config.epochs,
+               initial=initial, unit="step",
                desc=f"{config.method}" + ("" if single else f" ×{len(replicas)}"),
                dynamic_ncols=True)
   elif progress:

@@ -1,0 +1,161 @@
+"""Trainer entries and hyper-parameters of the sharpness-aware methods.
+
+Each method is its Optax transform (the math lives in the library) and, for NCSAM, the
+gradients that feed it. SANER and NCSAM share SAM's radius through :class:`SAMHparams`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+import jax
+import optax
+
+from jaxnoisy.ncsam import ncsam, ncsam_gradients
+from jaxnoisy.sam import asam, gsam, sam
+from jaxnoisy.saner import saner
+from jaxnoisy.train.hparams import hp
+from jaxnoisy.train.interface import (Gradients, Method, StepInputs, identity_transform,
+                                      plain_gradients)
+
+
+@dataclasses.dataclass(frozen=True)
+class SAMHparams:
+  """SAM family (Foret et al. 2021)"""
+
+  rho: float = hp(0.05, "ascent radius ρ (SAM's CIFAR value; label noise: 0.1)",
+                  low=0.0, low_open=True, sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ASAMHparams(SAMHparams):
+  """ASAM (Kwon et al. 2021)"""
+
+  asam_eta: float = hp(0.01, "ASAM's η in T_w = |w| + η (paper: 0.01)", low=0.0,
+                       sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class GSAMHparams(SAMHparams):
+  """GSAM (Zhuang et al. 2022)"""
+
+  gsam_alpha: float = hp(0.1, "GSAM's α, the surrogate-gap ascent (0: SAM)", low=0.0,
+                         sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SANERHparams(ASAMHparams, GSAMHparams):
+  """SANER (Luong et al., AISTATS 2026; code lhchau/saner)"""
+
+  down_weight: float = hp(0.5, "SANER's a: multiplier on group-B entries (code: 0.5)",
+                          low=0.0, high=1.0, sweepable=True)
+  saner_warmup_fraction: float = hp(
+      0.25, "fraction of training over which a moves from 1 to down_weight (50 of 200 "
+      "epochs)", low=0.0, high=1.0)
+  saner_base: str = hp("sam", "the SAM-like optimizer SANER reweights",
+                       choices=("sam", "asam", "gsam"))
+  saner_track_groups: bool = hp(True, "log the A/B/C group fractions every step "
+                                "(a diagnostic; the update is the same without it)")
+
+
+@dataclasses.dataclass(frozen=True)
+class NCSAMHparams(SAMHparams):
+  """NCSAM (Xu, Deng, Pang, arXiv 2601.19947)"""
+
+  kappa: float = hp(0.1, "NCSAM's κ, the compensation strength (CIFAR-10: 0.1, "
+                    "CIFAR-100: 0.3)", low=0.0, sweepable=True)
+  flip_rate: float = hp(0.4, "NCSAM's simulated flip rate r (paper's best: 0.4)", low=0.0,
+                        high=1.0)
+  ncsam_warmup_fraction: float = hp(
+      0.25, "fraction of the epochs trained by the warm-up optimizer (50 of 200)",
+      low=0.0, high=1.0)
+  ncsam_warmup: str = hp("sgd", "NCSAM's warm-up optimizer (Algorithm 1: 'using SGD or "
+                         "SAM')", choices=("sgd", "sam"))
+
+
+def during_warmup(inner: optax.GradientTransformation,
+                  warm: optax.GradientTransformation) -> optax.GradientTransformationExtraArgs:
+  """``warm`` when the extra argument ``warmup=True`` (a Python bool, fixed when the step
+  is traced), ``inner`` otherwise; the state holds both.
+
+  The trainer compiles a separate warm-up step rather than switching with
+  ``lax.cond``: on CPU a conditional around the SAM passes tripled the step time.
+  """
+  inner = optax.with_extra_args_support(inner)
+  warm = optax.with_extra_args_support(warm)
+
+  def init_fn(params):
+    return inner.init(params), warm.init(params)
+
+  def update_fn(updates, state, params=None, *, warmup: bool = False, **extra_args):
+    if warmup:
+      updates, warm_state = warm.update(updates, state[1], params, **extra_args)
+      return updates, (state[0], warm_state)
+    updates, inner_state = inner.update(updates, state[0], params, **extra_args)
+    return updates, (inner_state, state[1])
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _sam_base(c, axis: Optional[str]):
+  """The SAM-family transform named by ``c.saner_base`` (SANER's base)."""
+  if c.saner_base == "asam":
+    return asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True)
+  if c.saner_base == "gsam":
+    return gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True)
+  return sam(c.rho, axis_name=axis, has_aux=True)
+
+
+def _saner(c, axis: Optional[str], steps_per_epoch: int):
+  # SANER compares each device's own g_SAM with its own g: its base must not average.
+  warmup = round(c.saner_warmup_fraction * c.epochs * steps_per_epoch)
+  return saner(c.rho, c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
+               axis_name=axis, track_groups=c.saner_track_groups)
+
+
+def _saner_groups(opt_state) -> dict:
+  """SANER's A/B/C fractions of the last update (already averaged over devices)."""
+  fractions = optax.tree_utils.tree_get(opt_state, "group_fractions")
+  return {f"saner_group_{g}": v for g, v in (fractions or {}).items()}
+
+
+def _ncsam(c, axis: Optional[str], steps_per_epoch: int):
+  del steps_per_epoch
+  warm = sam(c.rho, axis_name=axis, has_aux=True) if c.ncsam_warmup == "sam" else \
+      optax.identity()
+  return during_warmup(ncsam(c.rho, c.kappa, axis_name=axis, has_aux=True), warm)
+
+
+def noise_compensated_gradients(config, spec=None):
+  """g and NCSAM's g* from one forward pass; g* is passed as ``noise_grads``."""
+  del spec
+
+  def gradients(inp: StepInputs) -> Gradients:
+    logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
+    loss, grads, noise_grads, model_state = ncsam_gradients(
+        logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True)
+    return Gradients(loss, grads, model_state, {"noise_grads": noise_grads},
+                     inp.method_state, {})
+
+  return gradients
+
+
+METHODS: dict[str, Method] = {
+    "sgd": Method(identity_transform, plain_gradients, "plain SGD with momentum"),
+    "sam": Method(lambda c, axis, spe: sam(c.rho, axis_name=axis, has_aux=True),
+                  plain_gradients, "SAM (Foret et al. 2021)", hparams=(SAMHparams,),
+                  sam_family=True),
+    "asam": Method(lambda c, axis, spe: asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True),
+                   plain_gradients, "ASAM (Kwon et al. 2021)", hparams=(ASAMHparams,),
+                   sam_family=True),
+    "gsam": Method(lambda c, axis, spe: gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True),
+                   plain_gradients, "GSAM (Zhuang et al. 2022)", hparams=(GSAMHparams,),
+                   sam_family=True),
+    "saner": Method(_saner, plain_gradients, "SANER (Luong et al.) over --saner-base",
+                    hparams=(SANERHparams,), state_metrics=_saner_groups, sam_family=True),
+    "ncsam": Method(_ncsam, noise_compensated_gradients, "NCSAM (Xu et al.)",
+                    hparams=(NCSAMHparams,),
+                    warmup_epochs=lambda c: round(c.ncsam_warmup_fraction * c.epochs),
+                    sam_family=True),
+}
