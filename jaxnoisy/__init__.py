@@ -41,3 +41,8 @@ __all__ += [
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
     "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
 ]
+
+from jaxnoisy.meta import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
+                           fbr_weights)
+
+__all__ += ["check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights"]

@@ -5,6 +5,8 @@ from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrecti
                                       corrected_accuracy, ebomlc_beta, ebomlc_step,
                                       ebomlc_upper_loss, lcn_init, mlc_step,
                                       soft_cross_entropy)
+from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
+                               fbr_weights)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
                                     check_labels, cross_entropy_loss_fn,
                                     feature_reweight_scores, feature_reweight_update,
@@ -23,4 +25,5 @@ __all__ = [
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
     "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+    "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
 ]
