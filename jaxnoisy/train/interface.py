@@ -135,6 +135,8 @@ class Method(NamedTuple):
   state_metrics: ``opt_state -> dict`` of scalars read after every step (averaged over
     the epoch and logged), e.g. SANER's group fractions.
   epoch_phase: an :class:`EpochPhase` run before the noisy batches of every epoch.
+  check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
+    ``ValueError`` before anything compiles when the data cannot serve the method.
   needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
   sam_family: whether per-device ascent applies.
   """
@@ -149,5 +151,6 @@ class Method(NamedTuple):
   epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
   state_metrics: Optional[Callable[[Any], dict]] = None
   epoch_phase: Optional[EpochPhase] = None
+  check_data: Optional[Callable[["TrainConfig", Any], None]] = None
   needs_clean: bool = False
   sam_family: bool = False

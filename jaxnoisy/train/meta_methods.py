@@ -69,7 +69,7 @@ def _loss_fn(inp: StepInputs):
   return reweight.cross_entropy_loss_fn(lambda p, x: inp.apply(p, x)[0])
 
 
-def _linearize(inp: StepInputs):
+def linearize_batch(inp: StepInputs):
   """The one forward pass of the noisy batch that every reweighting method shares.
 
   Returns ``(linearized, features, model_state)``: the per-example losses and their
@@ -86,7 +86,7 @@ def _linearize(inp: StepInputs):
   return reweight.Linearized(losses, vjp_fn), features, model_state
 
 
-def _record(state: dict, index, weights) -> dict:
+def record_weights(state: dict, index, weights) -> dict:
   return {**state, "weights": state["weights"].at[index].set(weights)}
 
 
@@ -111,13 +111,13 @@ def l2rw_gradients(config, spec: ModelSpec):
   del config, spec
 
   def gradients(inp: StepInputs) -> Gradients:
-    lin, _, model_state = _linearize(inp)
+    lin, _, model_state = linearize_batch(inp)
     w = reweight.l2rw_weights(_loss_fn(inp), inp.params, (inp.x, inp.y),
                               (inp.clean_x, inp.clean_y), linearized=lin)
     # Σ w_i l_i with Σ w_i = 1 is the mean convention's loss at weights B·w.
     w = w * w.shape[0]
     loss, grads = reweight.weighted_gradient(lin, w)
-    state = _record(inp.method_state, inp.index, w)
+    state = record_weights(inp.method_state, inp.index, w)
     return Gradients(loss, grads, model_state, {}, state, {})
 
   return gradients
@@ -127,13 +127,13 @@ def meta_reweight_gradients(config, spec: ModelSpec):
   """Persistent weights in [0, 1]: one meta-gradient step, then the real step."""
 
   def gradients(inp: StepInputs) -> Gradients:
-    lin, _, model_state = _linearize(inp)
+    lin, _, model_state = linearize_batch(inp)
     result = reweight.meta_reweight_step(
         _loss_fn(inp), inp.params, inp.method_state["weights"][inp.index], (inp.x, inp.y),
         (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
         weight_lr=config.weight_lr, linearized=lin)
     loss, grads = reweight.weighted_gradient(lin, result.weights)
-    state = _record(inp.method_state, inp.index, result.weights)
+    state = record_weights(inp.method_state, inp.index, result.weights)
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": result.clean_loss})
 
   return gradients
@@ -155,7 +155,7 @@ def mwnet_gradients(config, spec: ModelSpec):
 
   def gradients(inp: StepInputs) -> Gradients:
     st = inp.method_state
-    lin, _, model_state = _linearize(inp)
+    lin, _, model_state = linearize_batch(inp)
     mw_grads, clean_loss = reweight.mwnet_step(
         _loss_fn(inp), inp.params, st["mw"], (inp.x, inp.y), (inp.clean_x, inp.clean_y),
         inner_lr=inp.learning_rate, linearized=lin)
@@ -163,7 +163,7 @@ def mwnet_gradients(config, spec: ModelSpec):
     mw = optax.apply_updates(st["mw"], updates)
     w = reweight.mwnet_weights(mw, lin.losses)
     loss, grads = reweight.weighted_gradient(lin, w)
-    state = {**_record(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
+    state = {**record_weights(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
     return Gradients(loss, grads, model_state, {}, state, {"clean_loss": clean_loss})
 
   return gradients

@@ -8,12 +8,13 @@ the config fields, command-line flags and sweepable set derive from the records.
 
 from __future__ import annotations
 
-from jaxnoisy.train import meta_methods, sam_methods
+from jaxnoisy.train import fbr_method, meta_methods, sam_methods
 from jaxnoisy.train.interface import Method
 
 METHODS: dict[str, Method] = {
     **sam_methods.METHODS,
     **meta_methods.METHODS,
+    "fbr": fbr_method.METHOD,
 }
 
 # Methods and hyper-parameters that were renamed or replaced: the old spelling fails

@@ -146,6 +146,9 @@ class Trainer:
     if method.needs_clean and len(data.clean_labels) == 0:
       raise ValueError(f"clean_size must be in [1, {len(data.train_labels)}) for method "
                        f"{config.method!r} (it learns from a clean subset), got 0")
+    if method.check_data is not None:
+      for d in datas:
+        method.check_data(config, d)
     self.method = method
     shape = data.train_images.shape[1:]
     models = [models_lib.make_model(config.model, data.num_classes, shape, seed=c.seed)
