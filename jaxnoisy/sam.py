@@ -11,21 +11,16 @@ jaxnoisy (GSAM, SANER, NCSAM) reuses :func:`sam_perturbation` and
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxnoisy._validate import check_range
+from jaxnoisy.tree import accumulation_dtype, global_norm, vdot
 
 GradFn = Callable[[optax.Params], Any]
-
-
-def global_norm(tree) -> jax.Array:
-  """L2 norm over a whole pytree, accumulated in float32 whatever the leaf dtypes."""
-  leaves = jax.tree.leaves(tree)
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
 
 
 def sam_perturbation(grads, rho, *, params=None, adaptive: bool = False,
@@ -39,12 +34,22 @@ def sam_perturbation(grads, rho, *, params=None, adaptive: bool = False,
     \varepsilon = \rho \frac{T_w^2 \odot g}{\lVert T_w \odot g \rVert + \epsilon},
     \; T_w = |w| + \eta \quad\text{(ASAM)}.
 
-  The norm is the global L2 norm over the pytree, computed in float32; ε keeps each
-  leaf's dtype. A zero gradient gives ε = 0 (never NaN): the original code has no
-  ``eps`` and divides by zero.
+  The norm is the global L2 norm over the pytree, and ε is computed, in
+  ``promote_types(dtype, float32)`` (:func:`jaxnoisy.tree.global_norm`): bfloat16
+  gradients in float32, float64 gradients in float64. ε keeps each leaf's dtype.
 
-  Decision (METHODS §1): ASAM's T_w covers every parameter, as in the paper's
-  definition; the reference code leaves biases un-normalised (T_w = 1 there).
+  Decisions:
+
+  * ``eps``: the authors' code (google-research/sam) has none and divides a zero
+    gradient by zero; here a zero gradient gives ε = 0, never NaN.
+  * ASAM's T_w covers every parameter, as in the paper's definition; the authors'
+    code (SamsungLabs/ASAM) leaves biases un-normalised (T_w = 1 there).
+
+  >>> import jax.numpy as jnp, jaxnoisy
+  >>> g = {"w": jnp.array([[3.0, 0.0]]), "b": jnp.array([4.0])}
+  >>> e = jaxnoisy.sam_perturbation(g, 0.5)
+  >>> [round(float(v), 6) for v in (e["w"][0, 0], e["b"][0], jaxnoisy.global_norm(e))]
+  [0.3, 0.4, 0.5]
 
   Args:
     grads: the gradient g at the current weights.
@@ -60,16 +65,19 @@ def sam_perturbation(grads, rho, *, params=None, adaptive: bool = False,
 
   References:
     Foret et al., Sharpness-Aware Minimization for Efficiently Improving
-    Generalization, ICLR 2021. Kwon et al., ASAM: Adaptive Sharpness-Aware
-    Minimization for Scale-Invariant Learning of Deep Neural Networks, ICML 2021.
+    Generalization, ICLR 2021 (google-research/sam). Kwon et al., ASAM: Adaptive
+    Sharpness-Aware Minimization for Scale-Invariant Learning of Deep Neural Networks,
+    ICML 2021 (SamsungLabs/ASAM).
   """
-  if adaptive:
-    if params is None:
-      raise ValueError("params must be given when adaptive=True (ASAM scales by |w|)")
-    scale = jax.tree.map(lambda w: jnp.abs(w.astype(jnp.float32)) + eta, params)
-  else:
-    scale = jax.tree.map(lambda g: jnp.ones((), jnp.float32), grads)
-  scaled = jax.tree.map(lambda t, g: t * g.astype(jnp.float32), scale, grads)
+  if not adaptive:
+    dtype = accumulation_dtype(grads)
+    factor = rho / (global_norm(grads) + eps)
+    return jax.tree.map(lambda g: (factor * g.astype(dtype)).astype(g.dtype), grads)
+  if params is None:
+    raise ValueError("params must be given when adaptive=True (ASAM scales by |w|)")
+  dtype = accumulation_dtype(grads, params)
+  scale = jax.tree.map(lambda w: jnp.abs(w.astype(dtype)) + eta, params)
+  scaled = jax.tree.map(lambda t, g: t * g.astype(dtype), scale, grads)
   factor = rho / (global_norm(scaled) + eps)
   return jax.tree.map(lambda t, s, g: (factor * t * s).astype(g.dtype), scale, scaled, grads)
 
@@ -91,10 +99,6 @@ def perturbed_gradient(grad_fn: GradFn, params, perturbation, *, has_aux: bool =
   return grads
 
 
-class SAMState(NamedTuple):
-  """SAM keeps no state: no copy of the parameters, no counters."""
-
-
 def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
         eps: float = 1e-12, axis_name: Optional[str] = None,
         has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
@@ -106,11 +110,21 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     g_{\mathrm{SAM}} = \nabla L_B(w + \varepsilon)
 
   (with ``adaptive=True`` the ASAM ε of :func:`sam_perturbation`). Place it first in
-  an ``optax.chain``, before the base optimizer::
+  an ``optax.chain``, before the base optimizer:
 
-    tx = optax.chain(jaxnoisy.sam(0.05), optax.sgd(0.1, momentum=0.9))
-    grad_fn = jax.grad(lambda p: loss(p, batch))
-    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+  >>> import jax, jax.numpy as jnp, optax, jaxnoisy
+  >>> x, y = jnp.arange(12.0).reshape(4, 3) / 10, jnp.array([0, 1, 1, 0])
+  >>> params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+  >>> def loss(p):
+  ...   logits = x @ p["w"] + p["b"]
+  ...   return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  >>> grad_fn = jax.grad(loss)
+  >>> tx = optax.chain(jaxnoisy.sam(0.05), optax.sgd(0.1, momentum=0.9))
+  >>> opt_state = tx.init(params)
+  >>> updates, opt_state = tx.update(grad_fn(params), opt_state, params, grad_fn=grad_fn)
+  >>> params = optax.apply_updates(params, updates)
+  >>> jax.tree.map(jnp.shape, params)
+  {'b': (2,), 'w': (3, 2)}
 
   ``update`` needs ``params`` and the extra argument ``grad_fn(params) -> grads``
   (or ``-> (grads, aux)`` with ``has_aux=True``, e.g. batch statistics; the aux of
@@ -122,7 +136,7 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   *global* ascent. With ``axis_name='batch'`` the transform is meant to run inside
   ``jax.shard_map`` or ``jax.pmap`` over that axis, given each device's *own*
   un-averaged gradient and a ``grad_fn`` on its own shard: ε is then per device
-  (m-sharpness with m = per-device batch, as the original code's default), and
+  (m-sharpness with m = per-device batch, as google-research/sam's default), and
   g_SAM is averaged over the axis before it is returned.
 
   Args:
@@ -135,7 +149,8 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
     has_aux: whether ``grad_fn`` returns ``(grads, aux)``.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with an empty state.
+    An ``optax.GradientTransformationExtraArgs`` whose state is ``optax.EmptyState()``
+    (no copy of the parameters, no counters).
 
   References:
     Foret et al., Sharpness-Aware Minimization for Efficiently Improving
@@ -144,10 +159,6 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   check_range("rho", rho, low=0.0, low_open=True)
   check_range("eta", eta, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
-
-  def init_fn(params):
-    del params
-    return SAMState()
 
   def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
                 **extra_args):
@@ -160,7 +171,7 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
                                axis_name=axis_name)
     return jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates), state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
 def asam(rho: float = 0.5, eta: float = 0.01, *, eps: float = 1e-12,
@@ -189,14 +200,6 @@ def asam(rho: float = 0.5, eta: float = 0.01, *, eps: float = 1e-12,
 
 
 # --- GSAM: surrogate-gap guided SAM ---------------------------------------------------
-def _tree_vdot(a, b) -> jax.Array:
-  """⟨a, b⟩ over whole pytrees, accumulated in at least float32 (float64 stays float64)."""
-  def vdot(x, y):
-    dtype = jnp.promote_types(jnp.promote_types(x.dtype, y.dtype), jnp.float32)
-    return jnp.vdot(x.astype(dtype), y.astype(dtype))
-  return sum(vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def gsam_direction(grads, sam_grads, alpha, eps: float = 1e-12):
   r"""GSAM's update direction from the clean gradient g and the SAM gradient g_SAM.
 
@@ -212,7 +215,8 @@ def gsam_direction(grads, sam_grads, alpha, eps: float = 1e-12):
   part of g orthogonal to g_SAM, lowers the surrogate gap without changing the
   perturbed loss to first order. At α = 0 the result is g_SAM exactly. A zero g_SAM
   gives g_∥ = 0 (never NaN) thanks to ``eps``. The inner product and norm are
-  accumulated in at least float32; d keeps the dtypes of ``sam_grads``.
+  accumulated in ``promote_types(dtype, float32)`` (:func:`jaxnoisy.tree.vdot`); d
+  keeps the dtypes of ``sam_grads``.
 
   Args:
     grads: g, the gradient at the unperturbed weights.
@@ -227,8 +231,8 @@ def gsam_direction(grads, sam_grads, alpha, eps: float = 1e-12):
     Zhuang et al., Surrogate Gap Minimization Improves Sharpness-Aware Training,
     ICLR 2022 (google-research/big_vision, ``trainers/proj/gsam``).
   """
-  sq = _tree_vdot(sam_grads, sam_grads)
-  coef = _tree_vdot(grads, sam_grads) / jnp.square(jnp.sqrt(sq) + eps)
+  sq = vdot(sam_grads, sam_grads)
+  coef = vdot(grads, sam_grads) / jnp.square(jnp.sqrt(sq) + eps)
 
   def leaf(g, s):
     dtype = jnp.promote_types(coef.dtype, s.dtype)
@@ -237,10 +241,6 @@ def gsam_direction(grads, sam_grads, alpha, eps: float = 1e-12):
     return (s_ - jnp.asarray(alpha, dtype) * perp).astype(s.dtype)
 
   return jax.tree.map(leaf, grads, sam_grads)
-
-
-class GSAMState(NamedTuple):
-  """GSAM keeps no state."""
 
 
 def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
@@ -259,10 +259,16 @@ def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
   (with ``adaptive=True`` the ASAM ε of :func:`sam_perturbation`; the decomposition
   is :func:`gsam_direction`). Same interface as :func:`sam`: ``update`` needs
   ``params`` and the extra argument ``grad_fn``; place it first in an
-  ``optax.chain``::
+  ``optax.chain``:
 
-    tx = optax.chain(jaxnoisy.gsam(0.05, alpha=0.1), optax.sgd(0.1, momentum=0.9))
-    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
+  >>> import jax, jax.numpy as jnp, optax, jaxnoisy
+  >>> x, y = jnp.arange(12.0).reshape(4, 3) / 10, jnp.array([0, 1, 1, 0])
+  >>> loss = lambda w: optax.softmax_cross_entropy_with_integer_labels(x @ w, y).mean()
+  >>> params, grad_fn = jnp.zeros((3, 2)), jax.grad(loss)
+  >>> tx = optax.chain(jaxnoisy.gsam(0.05, alpha=0.1), optax.sgd(0.1, momentum=0.9))
+  >>> updates, _ = tx.update(grad_fn(params), tx.init(params), params, grad_fn=grad_fn)
+  >>> updates.shape
+  (3, 2)
 
   Decisions:
 
@@ -285,7 +291,7 @@ def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
     axis_name: mapped axis for per-device ascent and decomposition, or ``None``.
 
   Returns:
-    An ``optax.GradientTransformationExtraArgs`` with an empty state.
+    An ``optax.GradientTransformationExtraArgs`` whose state is ``optax.EmptyState()``.
 
   References:
     Zhuang et al., Surrogate Gap Minimization Improves Sharpness-Aware Training,
@@ -295,10 +301,6 @@ def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
   check_range("alpha", alpha, low=0.0)
   check_range("eta", eta, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
-
-  def init_fn(params):
-    del params
-    return GSAMState()
 
   def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
                 **extra_args):
@@ -314,4 +316,4 @@ def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
       direction = jax.lax.pmean(direction, axis_name)
     return jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates), state
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)

@@ -44,7 +44,7 @@ def saner_masks(grads, sam_grads) -> dict:
          \wedge |g_{\mathrm{SAM}}| < |g|, \quad
     C: r < 0 \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g < 0
 
-  Decision (METHODS §2): the reference code divides, ``g_SAM / (g + 1e-8)``; here the
+  Decision: the authors' code (lhchau/saner) divides, ``g_SAM / (g + 1e-8)``; here the
   masks use signs and magnitudes only. They agree except at g = 0, where no group
   holds the entry (it is never reweighted). Signs rather than the product
   ``g_SAM · g`` so that two tiny float32 entries whose product underflows to 0 are
@@ -56,6 +56,10 @@ def saner_masks(grads, sam_grads) -> dict:
 
   Returns:
     ``{"A": mask, "B": mask, "C": mask}``, each a boolean pytree shaped like ``grads``.
+
+  References:
+    Luong et al., SANER: Sharpness-Aware Noise-Explicit Reweighting for learning with
+    noisy labels, arXiv 2411.17132 (lhchau/saner).
   """
   def sign(g, s):
     return jnp.sign(s) * jnp.sign(g)
@@ -90,7 +94,7 @@ def saner_reweight(grads, sam_grads, down_weight, *, groups: Sequence[str] = ("B
     sam_grads: g_SAM, the gradient being reweighted.
     down_weight: a, the multiplier on masked entries (paper: 0.5). May be traced.
     groups: which of ``"A"`` (r > 1), ``"B"`` (0 < r < 1), ``"C"`` (r < 0) get the
-      multiplier; the reference code's variants act on A or C too.
+      multiplier; the authors' code has variants acting on A or C too.
 
   Returns:
     d, same structure and dtypes as ``sam_grads``.
@@ -171,10 +175,10 @@ class SANERState(NamedTuple):
   group_fractions: dict
 
 
-def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
-          base: Optional[optax.GradientTransformation] = None,
-          groups: Sequence[str] = ("B",), eps: float = 1e-12,
-          axis_name: Optional[str] = None, has_aux: bool = False,
+def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
+          warmup_steps: int = 0, base: Optional[optax.GradientTransformation] = None,
+          groups: Sequence[str] = ("B",), eps: Optional[float] = None,
+          axis_name: Optional[str] = None, has_aux: Optional[bool] = None,
           track_groups: bool = True) -> optax.GradientTransformationExtraArgs:
   r"""SANER: a SAM-family gradient whose noise-dominated entries (group B) are down-weighted.
 
@@ -187,16 +191,22 @@ def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
 
   with a(t) from :func:`saner_down_weight` and m from :func:`saner_masks`
   (:func:`saner_reweight` does the product). Place it first in the chain and add
-  weight decay *after* it, as the reference code does::
+  weight decay *after* it, as the authors' code does:
 
-    tx = optax.chain(jaxnoisy.saner(0.1, 0.5, warmup_steps=50 * steps_per_epoch),
-                     optax.add_decayed_weights(5e-4),
-                     optax.sgd(lr_schedule, momentum=0.9))
-    updates, opt_state = tx.update(grads, opt_state, params, grad_fn=grad_fn)
-    # opt_state[0].group_fractions["B"] is the share of down-weighted entries.
+  >>> import jax, jax.numpy as jnp, optax, jaxnoisy
+  >>> x, y = jnp.arange(12.0).reshape(4, 3) / 10, jnp.array([0, 1, 1, 0])
+  >>> loss = lambda w: optax.softmax_cross_entropy_with_integer_labels(x @ w, y).mean()
+  >>> params, grad_fn = jnp.full((3, 2), 0.1), jax.grad(loss)
+  >>> tx = optax.chain(jaxnoisy.saner(0.1, 0.5, warmup_steps=100),
+  ...                  optax.add_decayed_weights(5e-4), optax.sgd(0.1, momentum=0.9))
+  >>> opt_state = tx.init(params)
+  >>> updates, opt_state = tx.update(grad_fn(params), opt_state, params, grad_fn=grad_fn)
+  >>> sorted(opt_state[0].group_fractions)  # shares of the entries in each group
+  ['A', 'B', 'C']
 
   ``update`` takes the same arguments as the base transform (``params``,
-  ``grad_fn``, ...) and forwards them.
+  ``grad_fn``, ...) and forwards them. Another base carries its own ρ:
+  ``jaxnoisy.saner(down_weight=0.5, base=jaxnoisy.asam(0.5))``.
 
   Decisions:
 
@@ -206,9 +216,11 @@ def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
     hence one parameter named for what it does: ``down_weight = 1 − α_README =
     alpha_code``. ``down_weight = 1`` is exactly the base transform.
   * ``base``: any SAM-family transform (``jaxnoisy.asam(...)``, ``jaxnoisy.gsam(...)``).
-    When it is given, ``rho``, ``eps`` and ``has_aux`` are ignored (they only build
-    the default ``jaxnoisy.sam(rho, eps=eps, has_aux=has_aux)``). It is not an error
-    to pass both because ``optax.inject_hyperparams`` always passes ``rho``. With
+    ``rho``, ``eps`` and ``has_aux`` only build the default base
+    ``jaxnoisy.sam(rho, eps=eps, has_aux=has_aux)``; their defaults are ``None``
+    (meaning 0.1, 1e-12 and ``False``) so that passing any of them together with
+    ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
+    them out of ``optax.inject_hyperparams``' hyper-parameters unless given.) With
     GSAM as base, "g_SAM" is GSAM's direction.
   * The mask is computed without division (see :func:`saner_masks`): entries with
     g = 0 are never reweighted.
@@ -220,23 +232,23 @@ def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
     reason, and a ``base`` you pass must be built without ``axis_name`` too (a base
     that averages itself would make the mask compare the averaged g_SAM with the
     local g). With ``axis_name=None`` pass the global g and a global ``grad_fn``.
-  * ``track_groups``: the A/B/C fractions are a diagnostic, not part of the update.
-    Counting them is three reductions over every parameter entry (and one more
-    all-reduce with ``axis_name``): at most a few per cent of a SAM step on the CPU
-    CNN (``experiments/bench_steps.py`` times ``saner`` and ``saner_untracked``).
-    ``track_groups=False`` skips them and leaves ``group_fractions`` empty; the
-    update is bit for bit the same.
+  * ``track_groups``: the A/B/C fractions are a diagnostic, not part of the update;
+    counting them is three reductions over every parameter entry (and one more
+    all-reduce with ``axis_name``). ``track_groups=False`` skips them and leaves
+    ``group_fractions`` empty; the update is bit for bit the same.
 
   Args:
-    rho: radius of the default SAM base, > 0 (paper: 0.1). Ignored with ``base``.
+    rho: radius of the default SAM base, > 0; ``None`` means 0.1 (the paper's).
+      Rejected with ``base``.
     down_weight: a, the multiplier on group-B entries, in [0, 1] (paper: 0.5).
     warmup_steps: a moves linearly from 1 to ``down_weight`` over this many updates,
       ≥ 0 (paper: the first 50 of 200 epochs). 0 applies ``down_weight`` at once.
     base: the SAM-family transform producing g_SAM; default ``jaxnoisy.sam``.
     groups: groups that get the multiplier (see :func:`saner_reweight`).
-    eps: the default base's ε-norm guard.
+    eps: the default base's norm guard; ``None`` means 1e-12. Rejected with ``base``.
     axis_name: mapped axis for the per-device view described above, or ``None``.
-    has_aux: whether ``grad_fn`` returns ``(grads, aux)`` (default base only).
+    has_aux: whether ``grad_fn`` returns ``(grads, aux)``, for the default base;
+      ``None`` means ``False``. Rejected with ``base`` (build the base with it).
     track_groups: record the group fractions of every update in the state.
 
   Returns:
@@ -246,6 +258,15 @@ def saner(rho: float = 0.1, down_weight: float = 0.5, *, warmup_steps: int = 0,
     Luong et al., SANER: Sharpness-Aware Noise-Explicit Reweighting for learning with
     noisy labels, arXiv 2411.17132 (lhchau/saner, lhchau/sam-label-noise).
   """
+  if base is not None:
+    given = [name for name, value in (("rho", rho), ("eps", eps), ("has_aux", has_aux))
+             if value is not None]
+    if given:
+      raise ValueError(f"saner(base=...) would ignore {', '.join(given)}: pass "
+                       f"{'it' if len(given) == 1 else 'them'} to the base transform instead")
+  rho = 0.1 if rho is None else rho
+  eps = 1e-12 if eps is None else eps
+  has_aux = False if has_aux is None else has_aux
   check_range("rho", rho, low=0.0, low_open=True)
   check_range("down_weight", down_weight, low=0.0, high=1.0)
   check_range("warmup_steps", warmup_steps, low=0.0)

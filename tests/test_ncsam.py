@@ -23,9 +23,11 @@ def np_strength(t, kappa):
   return kappa * min(1.0, 2 * (3 - 2 * t) * t ** 2)
 
 
-def np_perturbation(g, g_star, rho, s):
-  v = {k: rho * g[k] / np_norm(g) + s * g_star[k] for k in g}
-  return {k: v[k] * min(1.0, rho / np_norm(v)) for k in v}
+def np_perturbation(g, g_star, rho, s, eps=1e-12):
+  v = {k: rho * g[k] / (np_norm(g) + eps) + s * g_star[k] for k in g}
+  if s * np_norm(g_star) == 0:  # no compensation: SAM's ε, not projected
+    return v
+  return {k: v[k] * min(1.0, rho / (np_norm(v) + eps)) for k in v}
 
 
 def np_ncsam_grad(params, x, y, g_star, rho, s):
@@ -93,15 +95,20 @@ def test_projection_never_leaves_the_ball():
 
 
 def test_perturbation_vs_numpy_float64():
+  """float64 stays float64: ε to 1e-12 of NumPy, and the projection never leaves the ball."""
   rng = np.random.default_rng(8)
-  g = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
-  gs = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
   with jax.enable_x64(True):
-    for s in (0.0, 0.01, 0.1, 10.0):  # inside the ball, and projected
-      e = jaxnoisy.ncsam_perturbation(g, gs, 0.5, s)
-      ref = np_perturbation(g, gs, 0.5, s)
-      for k in ref:
-        np.testing.assert_allclose(e[k], ref[k], rtol=1e-6)
+    for i in range(40):
+      g = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-4, 4), "b": rng.normal(size=5)}
+      gs = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-4, 4), "b": rng.normal(size=5)}
+      rho = float(rng.uniform(0.01, 2.0))
+      for s in (0.0, 0.01, 0.1, 10.0, float(10.0 ** rng.uniform(-3, 6))):
+        e = jaxnoisy.ncsam_perturbation(g, gs, rho, s)
+        ref = np_perturbation(g, gs, rho, s)
+        for k in ref:
+          assert e[k].dtype == jnp.float64
+          np.testing.assert_allclose(e[k], ref[k], rtol=1e-12, atol=1e-15 * rho)
+        assert np_norm(e) <= rho * (1 + 1e-14), (i, s, np_norm(e) / rho - 1)
 
 
 def test_zero_gradients_give_finite_zero():
@@ -329,3 +336,134 @@ def test_per_device_gradients_in_shard_map():
     per.append(np_ncsam_grad(PARAMS, x, y, np_grad(PARAMS, x[s_], t_[s_]), 0.2, 0.3))
   for k in PARAMS:
     np.testing.assert_allclose(out[k], np.mean([p[k] for p in per], 0), rtol=1e-4, atol=1e-6)
+
+
+# --- g* from a separate forward pass over S -------------------------------------------
+def smoothed(targets, classes, ls):
+  return (1 - ls) * np.eye(classes)[targets] + ls / classes
+
+
+def np_soft_grad(params, x, q):
+  """Gradient of mean_i CE(softmax(x_i w + b), q_i) for soft targets q, in NumPy."""
+  logits = np_logits(params, x)
+  p = np.exp(logits - logits.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  d = (p - q) / len(x)
+  return {"w": x.T @ d, "b": d.sum(0)}
+
+
+def subset_fn(p, index):
+  return logits_fn(p, jnp.asarray(X)[index])
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_subset_forward_vs_numpy_and_equal_to_shared(ls):
+  """Softmax regression (no batch norm): both options give g* of the smoothed CE on S."""
+  with jax.enable_x64(True):
+    params, key = jax_params(jnp.float64), jax.random.key(4)
+    full = lambda p: logits_fn(p, jnp.asarray(X))
+    shared = jaxnoisy.ncsam_gradients(full, params, jnp.asarray(Y), key, 0.4,
+                                      label_smoothing=ls)
+    subset = jaxnoisy.ncsam_gradients(full, params, jnp.asarray(Y), key, 0.4,
+                                      noise_forward="subset", subset_logits_fn=subset_fn,
+                                      label_smoothing=ls)
+    sel, tgt = jaxnoisy.flip_targets(np_logits(PARAMS, X), Y, key, 0.4)
+  sel, tgt = np.asarray(sel), np.asarray(tgt)
+  assert sel.sum() == 12
+  ref = np_soft_grad(PARAMS, X[sel], smoothed(tgt[sel], C, ls))
+  np.testing.assert_allclose(subset[0], shared[0], rtol=1e-15)
+  for k in PARAMS:
+    np.testing.assert_allclose(subset[1][k], shared[1][k], rtol=1e-15)  # g untouched
+    np.testing.assert_allclose(subset[2][k], ref[k], rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(shared[2][k], ref[k], rtol=1e-10, atol=1e-14)
+  if ls:  # smoothing changes g*
+    plain = np_soft_grad(PARAMS, X[sel], smoothed(tgt[sel], C, 0.0))
+    assert not np.allclose(ref["w"], plain["w"], rtol=1e-3, atol=0)
+
+
+def bn_logits(params, x):
+  """A batch-norm layer on x @ w: the logits depend on which examples share the batch."""
+  h = x @ params["w"]
+  mean = h.mean(0)
+  var = ((h - mean) ** 2).mean(0)
+  return params["g"] * (h - mean) / jnp.sqrt(var + 1e-3) + params["b"], {"mean": mean}
+
+
+def bn_params(dtype):
+  rng = np.random.default_rng(12)
+  return {"w": jnp.asarray(PARAMS["w"], dtype), "b": jnp.asarray(PARAMS["b"], dtype),
+          "g": jnp.asarray(rng.uniform(0.5, 1.5, size=C), dtype)}
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_subset_forward_batch_norm_vs_separate_model_call(ls):
+  """g* from the subset's own statistics, recomputed from a separate model call on X[S]."""
+  rate, key = 0.4, jax.random.key(7)
+  calls = []
+
+  def subset(p, index):
+    calls.append(index.shape)
+    return bn_logits(p, jnp.asarray(X)[index])
+
+  with jax.enable_x64(True):
+    params = bn_params(jnp.float64)
+    full = lambda p: bn_logits(p, jnp.asarray(X))
+    step = jax.jit(lambda p, k: jaxnoisy.ncsam_gradients(
+        full, p, jnp.asarray(Y), k, rate, has_aux=True, noise_forward="subset",
+        subset_logits_fn=subset, label_smoothing=ls))
+    loss_val, g, g_star, aux = step(params, key)
+    _, _, g_shared, _ = jaxnoisy.ncsam_gradients(full, params, jnp.asarray(Y), key, rate,
+                                                 has_aux=True, label_smoothing=ls)
+    # The independent recomputation: S from the full batch's logits, then the model on
+    # X[S] alone and the smoothed cross-entropy written out.
+    sel, tgt = jaxnoisy.flip_targets(full(params)[0], Y, key, rate)
+    sel, tgt = np.asarray(sel), np.asarray(tgt)
+    q = jnp.asarray(smoothed(tgt[sel], C, ls))
+
+    def ref_loss(p):
+      z = bn_logits(p, jnp.asarray(X[sel]))[0]
+      log_softmax = z - jnp.log(jnp.sum(jnp.exp(z - z.max(1, keepdims=True)), 1,
+                                        keepdims=True)) - z.max(1, keepdims=True)
+      return -jnp.sum(q * log_softmax) / sel.sum()
+
+    ref = jax.grad(ref_loss)(params)
+    ref_g = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+        full(p)[0], jnp.asarray(Y)).mean())(params)
+  assert calls == [(12,)]  # one traced call, a static subset of ⌊0.4·32⌋ examples
+  np.testing.assert_allclose(aux["mean"], np.asarray(X @ PARAMS["w"]).mean(0), rtol=1e-12)
+  for k in params:
+    np.testing.assert_allclose(g_star[k], ref[k], rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(g[k], ref_g[k], rtol=1e-9, atol=1e-13)
+  # With batch norm the subset's statistics give another g* than the shared pass.
+  assert not np.allclose(g_star["w"], g_shared["w"], rtol=1e-2, atol=0)
+
+
+def test_subset_forward_empty_set_skips_the_pass():
+  called = []
+  params = jax_params()
+  _, _, g_star, _ = jaxnoisy.ncsam_gradients(
+      lambda p: logits_fn(p, jnp.asarray(X, jnp.float32)), params, jnp.asarray(Y),
+      jax.random.key(0), 0.02, noise_forward="subset",
+      subset_logits_fn=lambda p, i: called.append(1))
+  assert not called
+  assert all(np.all(np.asarray(v) == 0) for v in jax.tree.leaves(g_star))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"noise_forward": "separate"}, "noise_forward must be one of"),
+    ({"noise_forward": "subset"}, "subset_logits_fn"),
+    ({"subset_logits_fn": subset_fn}, "subset_logits_fn is used only"),
+    ({"label_smoothing": -0.1}, "label_smoothing"),
+    ({"label_smoothing": 1.5}, "label_smoothing")])
+def test_bad_noise_forward_arguments(kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    jaxnoisy.ncsam_gradients(lambda p: logits_fn(p, jnp.asarray(X)), jax_params(),
+                             jnp.asarray(Y), jax.random.key(0), 0.4, **kwargs)
+
+
+def test_subset_forward_needs_a_concrete_flip_rate():
+  f = jax.jit(lambda r: jaxnoisy.ncsam_gradients(
+      lambda p: logits_fn(p, jnp.asarray(X)), jax_params(), jnp.asarray(Y),
+      jax.random.key(0), r, noise_forward="subset", subset_logits_fn=subset_fn))
+  with pytest.raises(ValueError, match="flip_rate must be a concrete number"):
+    f(0.4)

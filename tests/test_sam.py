@@ -219,3 +219,37 @@ def test_per_device_ascent_pmap():
   for k in ref:
     for d in range(n_dev):
       np.testing.assert_allclose(out[k][d], ref[k], rtol=1e-5, atol=1e-6)
+
+
+# --- float64 stays float64 -----------------------------------------------------------
+def np_perturbation(g, rho, t=None, eps=1e-12):
+  """ε = ρ T² g / (‖T g‖ + eps), T = 1 (SAM) or |w| + η (ASAM), in float64 NumPy."""
+  t = {k: np.ones_like(g[k]) for k in g} if t is None else t
+  norm = np_norm({k: t[k] * g[k] for k in g})
+  return {k: rho * t[k] ** 2 * g[k] / (norm + eps) for k in g}
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_float64_perturbation_vs_numpy(adaptive):
+  """ε to 1e-12 and inside the ball: the norm is accumulated in float64, not float32."""
+  rng = np.random.default_rng(11)
+  with jax.enable_x64(True):
+    for i in range(20):
+      g = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-4, 4), "b": rng.normal(size=5)}
+      w = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+      rho = float(rng.uniform(0.01, 2.0))
+      e = jaxnoisy.sam_perturbation(g, rho, params=w, adaptive=adaptive)
+      t = {k: np.abs(w[k]) + 0.01 for k in w} if adaptive else None
+      ref = np_perturbation(g, rho, t)
+      for k in ref:
+        assert e[k].dtype == jnp.float64
+        np.testing.assert_allclose(e[k], ref[k], rtol=1e-12, atol=0)
+      if not adaptive:
+        assert np_norm(e) <= rho * (1 + 1e-14), (i, np_norm(e) / rho - 1)
+
+
+def test_stateless_transforms_share_optax_empty_state():
+  params = jax_params()
+  for tx in (jaxnoisy.sam(), jaxnoisy.asam(), jaxnoisy.gsam(alpha=0.1), jaxnoisy.ncsam()):
+    state = tx.init(params)
+    assert type(state) is optax.EmptyState and jax.tree.leaves(state) == []

@@ -119,7 +119,7 @@ def test_matches_numpy(base):
       tx = jaxnoisy.saner(0.1, 0.5)
       g, gs = np_sam_grad(PARAMS, X, Y, 0.1)
     elif base == "asam":
-      tx = jaxnoisy.saner(0.1, 0.5, base=jaxnoisy.asam(0.5))  # rho ignored with base
+      tx = jaxnoisy.saner(down_weight=0.5, base=jaxnoisy.asam(0.5))
       g, gs = np_sam_grad(PARAMS, X, Y, 0.5, adaptive=True)
     else:
       tx = jaxnoisy.saner(down_weight=0.5, base=jaxnoisy.gsam(0.1, 0.3))
@@ -259,3 +259,45 @@ def test_per_device_shard_map():
   glob = np_reweight(*np_sam_grad(PARAMS, X, Y, 0.2), 0.3)
   per_mean = np.mean([p["w"] for p in per], 0)
   assert not np.allclose(per_mean, glob["w"], atol=1e-5)
+
+
+# --- arguments that a given base would ignore ------------------------------------------
+@pytest.mark.parametrize("kwargs,names", [
+    ({"rho": 0.1}, "rho"), ({"eps": 1e-8}, "eps"), ({"has_aux": False}, "has_aux"),
+    ({"rho": 0.2, "has_aux": True}, "rho, has_aux")])
+def test_base_rejects_the_arguments_it_would_ignore(kwargs, names):
+  with pytest.raises(ValueError, match=rf"saner\(base=\.\.\.\) would ignore {names}: pass"):
+    jaxnoisy.saner(down_weight=0.5, base=jaxnoisy.asam(0.5), **kwargs)
+  with pytest.raises(ValueError, match="would ignore"):  # positional rho too
+    jaxnoisy.saner(kwargs.get("rho", 0.1), 0.5, base=jaxnoisy.asam(0.5))
+
+
+def test_default_base_arguments():
+  """None means ρ = 0.1, eps = 1e-12, has_aux = False; given ones reach the default base."""
+  params = jax_params()
+  for tx, ref in ((jaxnoisy.saner(), jaxnoisy.saner(0.1, eps=1e-12, has_aux=False)),
+                  (jaxnoisy.saner(0.3), jaxnoisy.saner(base=jaxnoisy.sam(0.3)))):
+    a, _ = run(tx, params)
+    b, _ = run(ref, params)
+    for k in PARAMS:
+      np.testing.assert_array_equal(a[k], b[k])
+  g = jax.grad(loss)(params, X, Y)
+  aux_fn = lambda p: (jax.grad(loss)(p, X, Y), {"stats": 1.0})
+  tx = jaxnoisy.saner(0.1, has_aux=True)
+  out, _ = tx.update(g, tx.init(params), params, grad_fn=aux_fn)
+  ref = np_reweight(*np_sam_grad(PARAMS, X, Y, 0.1), 0.5)
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-7)
+
+
+def test_inject_hyperparams_with_base():
+  """inject_hyperparams fills in the defaults: None must not count as passed."""
+  params = jax_params()
+  tx = optax.inject_hyperparams(jaxnoisy.saner)(down_weight=0.5, base=jaxnoisy.asam(0.5))
+  out, state = run(tx, params)
+  assert set(state.hyperparams) == {"down_weight", "warmup_steps"}
+  ref = np_reweight(*np_sam_grad(PARAMS, X, Y, 0.5, adaptive=True), 0.5)
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="would ignore rho"):
+    optax.inject_hyperparams(jaxnoisy.saner)(rho=0.1, base=jaxnoisy.asam(0.5)).init(params)
