@@ -18,15 +18,15 @@ __all__ = [
     "saner_group_fractions", "saner_masks", "saner_reweight", "tree",
 ]
 
-from jaxnoisy.meta import (MetaReweightResult, check_clean_size, feature_reweight_scores,
-                           feature_reweight_update, l2rw_normalize, l2rw_scores,
+from jaxnoisy.meta import (MetaReweightResult, check_clean_size, 
+                            l2rw_normalize, l2rw_scores,
                            l2rw_weights, lookahead_clean_loss, meta_reweight_step,
                            mwnet_init, mwnet_step, mwnet_weights, surrogate_agreement,
                            weight_auc, weight_diagnostics, weighted_loss)
 
 __all__ += [
-    "MetaReweightResult", "check_clean_size", "feature_reweight_scores",
-    "feature_reweight_update", "l2rw_normalize", "l2rw_scores", "l2rw_weights",
+    "MetaReweightResult", "check_clean_size", 
+     "l2rw_normalize", "l2rw_scores", "l2rw_weights",
     "lookahead_clean_loss", "meta_reweight_step", "mwnet_init", "mwnet_step",
     "mwnet_weights", "surrogate_agreement", "weight_auc", "weight_diagnostics",
     "weighted_loss",

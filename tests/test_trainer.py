@@ -86,7 +86,7 @@ def test_checkpoint_of_another_state_is_refused(tmp_path):
     params: dict
 
   mngr = checkpoints.manager(str(tmp_path / "ckpt"))
-  checkpoints.save(mngr, State(jnp.int32(3), {"w": jnp.ones((2, 3))}), 1.0)
+  checkpoints.save(mngr, State(jnp.int32(3), {"w": jnp.ones((2, 3))}), 1.0, 3)
   good = State(jnp.zeros((), jnp.int32), {"w": jnp.zeros((2, 3))})
   restored, elapsed = checkpoints.restore(mngr, good)
   np.testing.assert_array_equal(restored.params["w"], np.ones((2, 3)))

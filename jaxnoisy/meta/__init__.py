@@ -9,7 +9,7 @@ from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_
                                fbr_weights)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
                                     check_labels, cross_entropy_loss_fn,
-                                    feature_reweight_scores, feature_reweight_update,
+                                     
                                     l2rw_normalize, l2rw_scores, l2rw_weights, linearize,
                                     lookahead_clean_loss, meta_reweight_step, mwnet_init,
                                     mwnet_step, mwnet_weights, surrogate_agreement,
@@ -18,7 +18,7 @@ from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_
 
 __all__ = [
     "Linearized", "MetaReweightResult", "check_clean_size", "check_labels", "cross_entropy_loss_fn",
-    "feature_reweight_scores", "feature_reweight_update", "l2rw_normalize", "l2rw_scores",
+      "l2rw_normalize", "l2rw_scores",
     "l2rw_weights", "linearize", "lookahead_clean_loss", "meta_reweight_step", "mwnet_init",
     "mwnet_step", "mwnet_weights", "surrogate_agreement", "weight_auc",
     "weight_diagnostics", "weighted_gradient", "weighted_loss",

@@ -15,10 +15,8 @@ Every method here looks one SGD step ahead. With per-example losses
 * :func:`l2rw_weights` — L2RW (Ren et al. 2018): weights re-derived from w = 0 at every
   step, kept only where they lower the clean loss, normalised to sum to one.
 * :func:`meta_reweight_step` — the analysed algorithm of Zhang et al. (arXiv 2510.12209,
-  METHODS §4): persistent weights in [0, 1], moved by projected gradient descent on
+  §3; its bilevel-free surrogate is :mod:`jaxnoisy.meta.fbr`): persistent weights in [0, 1], moved by projected gradient descent on
   L_val.
-* :func:`feature_reweight_scores` / :func:`feature_reweight_update` — jaxnoisy's own
-  construction of that paper's bilevel-free surrogate from penultimate features.
 * :func:`mwnet_init`, :func:`mwnet_weights`, :func:`mwnet_step` — Meta-Weight-Net
   (Shu et al. 2019): weights are an MLP of the loss, trained through the same lookahead.
 * :func:`weight_diagnostics` — how well weights separate clean from corrupted examples.
@@ -38,7 +36,7 @@ function). With a :func:`jaxnoisy.models.make_model` model::
 The batch-norm statistics of the virtual step are discarded on purpose (the lookahead
 is a probe, not a training step); the caller's real step updates them.
 
-Decision (sum or mean). METHODS §4 writes the inner step with a sum, θ − η_Σ ∇Σ_i w_i l_i.
+Decision (sum or mean). The paper writes the inner step with a sum, θ − η_Σ ∇Σ_i w_i l_i.
 jaxnoisy uses the *mean* (1/B)Σ_i w_i l_i everywhere (lookahead, MW-Net, the real step
 :func:`weighted_loss`), so that at w = 1 the virtual step is exactly one SGD step of
 the ordinary mean loss and ``inner_lr`` is the trainer's learning rate. The two
@@ -329,93 +327,6 @@ def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
   return MetaReweightResult(new.astype(weights.dtype), meta_grad, clean_loss)
 
 
-# --- the surrogate (jaxnoisy's construction, METHODS §4 Decision) ---------------------
-def feature_reweight_scores(features, labels, clean_features, clean_labels,
-                            num_classes: int) -> jax.Array:
-  r"""Bilevel-free scores from penultimate features and labels (no meta-gradient).
-
-  .. math::
-
-    \mu = \frac{1}{m}\sum_j \phi^v_j, \quad \bar\phi = \phi - \mu, \quad
-    K_{ij} = \langle \bar\phi_i, \bar\phi^v_j \rangle, \quad
-    S_{ij} = \begin{cases} 1 & \tilde y_i = y_j \\ -\frac{1}{C-1} & \text{else}\end{cases}
-
-  .. math::
-
-    \tilde K_{ij} = K_{ij} - \frac{1}{m}\sum_{j'} K_{ij'}, \qquad
-    u_i = \frac{1}{m}\sum_j S_{ij} \tilde K_{ij}
-
-  Decision (METHODS §4): the paper names only its ingredients — mean-centering,
-  row shifting, label-signed modulation — so this is jaxnoisy's construction of them.
-  It mimics the last-layer meta-gradient ⟨p_i − e_ỹi, p_j − e_yj⟩⟨φ_i, φ_j⟩ with the
-  residual product replaced by the label sign S: u_i > 0 when example i is closer to
-  clean examples of its own (given) label than to the others. Mean-centering removes
-  the common component of the features; the row shift makes a row that is equally
-  similar to every clean example score 0.
-
-  Finding: centred by the clean mean, the clean features sum to zero, so
-  Σ_j K_ij = ⟨φ̄_i, Σ_j φ̄^v_j⟩ = 0 and the row shift is an identity in exact
-  arithmetic (whatever the class balance; METHODS §4 expected it to matter for an
-  imbalanced clean set). It is kept, as the construction names it, and removes the
-  rounding residue. Inputs are under ``stop_gradient``; computed in at least float32.
-
-  Args:
-    features: φ, penultimate features of the batch, shape (B, d).
-    labels: the given (possibly noisy) labels ỹ, shape (B,).
-    clean_features: φ^v of the clean batch, shape (m, d).
-    clean_labels: its labels y, shape (m,), in [0, C).
-    num_classes: C ≥ 2.
-
-  Returns:
-    u, shape (B,); positive means "up-weight".
-
-  References:
-    Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209 (the surrogate's ingredients).
-  """
-  check_labels("labels", labels, num_classes)
-  check_labels("clean_labels", clean_labels, num_classes)
-  if features.ndim != 2 or clean_features.ndim != 2 or features.shape[1] != clean_features.shape[1]:
-    raise ValueError(f"features and clean_features must have shapes (B, d) and (m, d), got "
-                     f"{features.shape} and {clean_features.shape}")
-  dtype = jnp.promote_types(jnp.result_type(features, clean_features), jnp.float32)
-  phi = jax.lax.stop_gradient(features).astype(dtype)
-  phi_v = jax.lax.stop_gradient(clean_features).astype(dtype)
-  mu = jnp.mean(phi_v, axis=0)
-  kernel = (phi - mu) @ (phi_v - mu).T                              # (B, m)
-  same = labels[:, None] == clean_labels[None, :]
-  sign = jnp.where(same, 1.0, -1.0 / (num_classes - 1)).astype(dtype)
-  shifted = kernel - jnp.mean(kernel, axis=1, keepdims=True)
-  return jnp.mean(sign * shifted, axis=1)
-
-
-def feature_reweight_update(weights, scores, step_size) -> jax.Array:
-  r"""Move persistent weights along the surrogate scores, in weight units.
-
-  .. math::
-
-    s = \frac{1}{B}\sum_i |u_i|, \qquad
-    w \leftarrow \operatorname{clip}\Bigl(w + \beta \frac{u}{s}, 0, 1\Bigr)
-    \quad (w \text{ unchanged if } s = 0)
-
-  Dividing by the mean |u| of the batch makes β the average change of a weight per
-  step, whatever the scale of the features.
-
-  Args:
-    weights: w ∈ [0, 1], shape (B,).
-    scores: u from :func:`feature_reweight_scores`, shape (B,).
-    step_size: β ≥ 0.
-
-  Returns:
-    The new weights, shape and dtype of ``weights``.
-  """
-  check_range("step_size", step_size, low=0.0)
-  scale = jnp.mean(jnp.abs(scores))
-  step = jnp.where(scale > 0, scores / jnp.where(scale > 0, scale, 1), 0)
-  new = jnp.clip(weights + jnp.asarray(step_size, weights.dtype) * step.astype(weights.dtype),
-                 0, 1)
-  return new.astype(weights.dtype)
-
-
 # --- Meta-Weight-Net ------------------------------------------------------------------
 def mwnet_init(key, hidden: int = 100, dtype=jnp.float32) -> dict:
   r"""Parameters of Meta-Weight-Net's MLP, loss → weight: 1 → ``hidden`` → 1.
@@ -569,10 +480,10 @@ def weight_diagnostics(weights, corrupted, threshold=0.5) -> dict:
 
 
 def surrogate_agreement(scores, meta_grad) -> dict:
-  r"""How well surrogate scores u track the exact meta-gradient direction −∂L_val/∂w.
+  r"""How well surrogate scores u (e.g. FBR's d) track the exact meta-gradient
+  direction −∂L_val/∂w, on the same state.
 
-  Returns ``{"sign_agreement": mean(sign u = sign(−g)), "correlation": Pearson(u, −g)}``
-  (METHODS §4 asks for both on the same state). NaN correlation if either is constant.
+  Returns ``{"sign_agreement": mean(sign u = sign(−g)), "correlation": Pearson(u, −g)}``. NaN correlation if either is constant.
   """
   u = jnp.asarray(scores)
   g = -jnp.asarray(meta_grad)

@@ -29,11 +29,11 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
                                            enable_async_checkpointing=False))
 
 
-def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float) -> None:
-  """Saves ``state`` under its step number (a no-op if that step is already saved);
-  ``state.step`` has a leading replica axis (the replicas step together)."""
+def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float, step: int) -> None:
+  """Saves ``state`` under ``step``, the count of every step taken so far (noisy and
+  per-epoch phase steps: a state inside a phase has its own number); a no-op if that
+  step is already saved."""
   host_state = to_host(state)
-  step = int(host_state.step.reshape(-1)[0])
   if step in mngr.all_steps():
     return
   mngr.save(step, args=ocp.args.Composite(

@@ -72,6 +72,12 @@ class NCSAMHparams(SAMHparams):
       low=0.0, high=1.0)
   ncsam_warmup: str = hp("sgd", "NCSAM's warm-up optimizer (Algorithm 1: 'using SGD or "
                          "SAM')", choices=("sgd", "sam"))
+  ncsam_noise_forward: str = hp(
+      "shared", "g* from the batch's forward pass (shared, the paper) or from a forward "
+      "pass over the flipped subset only (subset, the authors' later code)",
+      choices=("shared", "subset"))
+  ncsam_label_smoothing: float = hp(0.0, "label smoothing of g*'s cross-entropy (the "
+                                    "authors' later code: 0.1)", low=0.0, high=1.0)
 
 
 def during_warmup(inner: optax.GradientTransformation,
@@ -110,7 +116,7 @@ def _sam_base(c, axis: Optional[str]):
 def _saner(c, axis: Optional[str], steps_per_epoch: int):
   # SANER compares each device's own g_SAM with its own g: its base must not average.
   warmup = round(c.saner_warmup_fraction * c.epochs * steps_per_epoch)
-  return saner(c.rho, c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
+  return saner(down_weight=c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
                axis_name=axis, track_groups=c.saner_track_groups)
 
 
@@ -128,13 +134,20 @@ def _ncsam(c, axis: Optional[str], steps_per_epoch: int):
 
 
 def noise_compensated_gradients(config, spec=None):
-  """g and NCSAM's g* from one forward pass; g* is passed as ``noise_grads``."""
+  """g and NCSAM's g* (from the batch's forward pass, or with ``ncsam_noise_forward=
+  "subset"`` from a pass over the flipped examples only); g* is passed as
+  ``noise_grads``."""
   del spec
 
   def gradients(inp: StepInputs) -> Gradients:
     logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
+    subset = None
+    if config.ncsam_noise_forward == "subset":
+      subset = lambda p, index: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x[index]))
     loss, grads, noise_grads, model_state = ncsam_gradients(
-        logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True)
+        logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True,
+        noise_forward=config.ncsam_noise_forward, subset_logits_fn=subset,
+        label_smoothing=config.ncsam_label_smoothing)
     return Gradients(loss, grads, model_state, {"noise_grads": noise_grads},
                      inp.method_state, {})
 

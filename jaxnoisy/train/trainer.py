@@ -275,6 +275,12 @@ class Trainer:
                              np.float32(progress), self.hyper)
     return self.sync(state), metrics
 
+  def steps_taken(self, state) -> int:
+    """Every step taken to reach ``state``: the noisy ones and those of the epochs'
+    phases (the progress bar's count and the checkpoint's number)."""
+    done, phase_done = (int(v[0]) for v in step_lib.to_host((state.step, state.phase_step)))
+    return done + self.phase_steps * (-(-done // self.steps_per_epoch)) + phase_done
+
   def sync(self, state):
     if self.sync_each_step:
       jax.block_until_ready(state)
@@ -467,11 +473,8 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   bar = None
   if progress is True:
     from tqdm import tqdm
-    done = steps_done(state)  # the bar counts the phases' steps too
-    initial = done + trainer.phase_steps * (-(-done // trainer.steps_per_epoch)) + \
-        int(step_lib.to_host(state.phase_step)[0])
     bar = tqdm(total=trainer.total_steps + trainer.phase_steps * config.epochs,
-               initial=initial, unit="step",
+               initial=trainer.steps_taken(state), unit="step",
                desc=f"{config.method}" + ("" if single else f" ×{len(replicas)}"),
                dynamic_ncols=True)
   elif progress:
@@ -492,7 +495,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                         **evals[r], "epoch_seconds": epoch_seconds})
         if primary:
           _write_metrics(p, rows[r])
-      checkpoints.save(manager, state, time.perf_counter() - t0)
+      checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
       if hasattr(bar, "set_postfix"):
         row = rows[0][-1]
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
@@ -503,7 +506,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
     # If Ctrl-C hit while a step held the donated state, that state is gone: the last
     # epoch's checkpoint stays the resume point.
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):
-      checkpoints.save(manager, state, time.perf_counter() - t0)
+      checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
     manager.wait_until_finished()
     if hasattr(bar, "close"):
       bar.close()

@@ -1,0 +1,135 @@
+"""The trainer's FBR: its noisy step against NumPy, its schedule, its per-epoch phase
+(clean passes, then eval-mode features) and an exact resume from inside that phase."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.fbr_method import fbr_schedule
+from jaxnoisy.train.interface import ModelSpec, StepInputs
+from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.trainer import train
+from test_fbr import np_persistent, np_scores, np_weights
+from test_trainer import TOY, CtrlC, final_params, toy_with_clean
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(8, 4)).astype(np.float32)
+Y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+PHI_V = RNG.normal(size=(12, 5)).astype(np.float32)
+Y_V = np.arange(12) % 3
+PARAMS = {"w1": jnp.asarray(RNG.normal(size=(4, 5)), jnp.float32),
+          "w2": jnp.asarray(RNG.normal(size=(5, 3)), jnp.float32)}
+
+
+def apply(p, x):
+  h = jnp.tanh(x @ p["w1"])
+  return h @ p["w2"], h, {}
+
+
+def run_step(config, step, stored):
+  spec = ModelSpec(num_train=8, num_classes=3, feature_dim=5, steps_per_epoch=1,
+                   num_clean=12)
+  state = {"weights": jnp.asarray(stored, jnp.float32), "clean_features": jnp.asarray(PHI_V),
+           "clean_labels": jnp.asarray(Y_V, jnp.int32), "alpha0": jnp.float32(0)}
+  out = METHODS["fbr"].gradients(config, spec)(StepInputs(
+      apply, PARAMS, state, jnp.asarray(X), jnp.asarray(Y), jnp.arange(8), X[:0], Y[:0],
+      jax.random.key(0), jnp.int32(step), jnp.float32(0.1),
+      lambda p, x: apply(p, x)[:2], lambda g, p: g))
+  return out
+
+
+def np_ce_grad(w):
+  """∇ (1/B) Σ w_i CE_i of the two-layer model, by central finite differences."""
+  def loss(p):
+    h = np.tanh(X.astype(np.float64) @ p["w1"])
+    z = h @ p["w2"]
+    z = z - z.max(1, keepdims=True)
+    ce = -(z[np.arange(8), Y] - np.log(np.exp(z).sum(1)))
+    return np.mean(w * ce)
+  p = {k: np.asarray(v, np.float64) for k, v in PARAMS.items()}
+  grads = {}
+  for k in p:
+    g = np.zeros_like(p[k])
+    for idx in np.ndindex(p[k].shape):
+      a, b = {**p, k: p[k].copy()}, {**p, k: p[k].copy()}
+      a[k][idx] += 1e-6
+      b[k][idx] -= 1e-6
+      g[idx] = (loss(a) - loss(b)) / 2e-6
+    grads[k] = g
+  return grads
+
+
+@pytest.mark.parametrize("epoch,recompute", [(12, True), (50, True), (12, False)])
+def test_noisy_step_weights_and_gradient_equal_numpy(epoch, recompute):
+  """After the warm-up: d from the eval-mode features (α₀ = 1/(C−1) before 40/150 of
+  training, 0 after), w by the recomputed or persistent rule, the step on mean(w·CE)."""
+  config = TrainConfig(method="fbr", epochs=150, fbr_recompute=recompute)
+  stored = np.full(8, 0.5, np.float32)
+  out = run_step(config, epoch, stored)
+  phi = np.tanh(X.astype(np.float64) @ np.asarray(PARAMS["w1"], np.float64))
+  alpha0 = 0.5 if epoch < 40 else 0.0
+  d = np_scores(phi, Y, PHI_V.astype(np.float64), Y_V, 3, alpha0)
+  w = np_weights(d) if recompute else np_persistent(stored, d, 0.01)
+  np.testing.assert_allclose(out.method_state["weights"], w, atol=1e-5)
+  assert float(out.method_state["alpha0"]) == pytest.approx(alpha0)
+  ref = np_ce_grad(w)
+  for k in ref:
+    np.testing.assert_allclose(out.grads[k], ref[k], atol=1e-4)
+
+
+def test_warmup_and_off_epochs_use_the_stored_weights():
+  """Epochs 0–10 of 150 (the code's epoch > 10) train on the stored weights 1/2; with
+  fbr_reweight_every = 5 an epoch not divisible by 5 reuses the stored weights too."""
+  stored = np.linspace(0, 1, 8).astype(np.float32)
+  for config, epoch in [(TrainConfig(method="fbr", epochs=150), 10),
+                        (TrainConfig(method="fbr", epochs=150, fbr_reweight_every=5), 13)]:
+    out = run_step(config, epoch, stored)
+    np.testing.assert_array_equal(out.method_state["weights"], stored)
+  assert [bool(fbr_schedule(TrainConfig(epochs=150), e)[0]) for e in (10, 11)] == [False, True]
+
+
+def test_fbr_trains_logs_and_runs_its_phase(tmp_path):
+  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.5,
+                    fbr_alpha_fraction=0.5)
+  data = toy_with_clean()
+  result = train(cfg, str(tmp_path / "run"), data=data, progress=False)
+  rows = result["metrics"]
+  for key in ("weight_auc", "weight_precision", "weight_recall", "mean_weight_clean",
+              "mean_weight_noisy", "zero_weight_share", "alpha0", "phase_train_loss"):
+    assert np.isfinite(rows[1][key]), key
+  assert rows[0]["zero_weight_share"] == 0 and rows[0]["mean_weight_clean"] == 0.5
+  assert rows[1]["alpha0"] == 0.0
+  # The finish stored the clean subset's eval-mode features at the last epoch's start.
+  state = result["state"]
+  assert np.asarray(state.method_state["clean_labels"]).tolist() == \
+      data.clean_labels.tolist()
+  assert np.abs(np.asarray(state.method_state["clean_features"])).sum() > 0
+
+
+def test_resume_inside_the_phase_is_bit_identical(tmp_path):
+  """Ctrl-C in epoch 1's clean passes; the state records the phase step reached."""
+  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.0)
+  data = toy_with_clean()
+  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  # Epoch 0: 2 passes × 1 batch (64 clean, batch 64) + 6 noisy steps; then 1 phase step.
+  with pytest.raises(KeyboardInterrupt):
+    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(9))
+  assert (tmp_path / "cut" / "checkpoints" / "9").is_dir()  # saved inside the phase
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  for a, b in zip(final_params(full), final_params(resumed)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(full["state"].method_state["weights"],
+                                resumed["state"].method_state["weights"])
+  assert [r["test_accuracy"] for r in full["metrics"]] == \
+      [r["test_accuracy"] for r in resumed["metrics"]]
+
+
+def test_a_class_missing_from_the_clean_subset_is_one_line(tmp_path):
+  data = toy_with_clean()
+  keep = data.clean_labels != 3
+  data = data._replace(clean_images=data.clean_images[keep], clean_labels=data.clean_labels[keep])
+  with pytest.raises(ValueError, match="3"):
+    train(TOY.replace(method="fbr", epochs=1), str(tmp_path / "x"), data=data, progress=False)
