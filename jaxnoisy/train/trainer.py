@@ -290,12 +290,15 @@ class Trainer:
     """The method's per-epoch phase from the step it reached: its remaining steps over
     the clean subset, then its ``finish``; returns (state, its step metrics)."""
     history = []
-    for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
-      state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper)
-      state = self.sync(state)
-      history.append(metrics)
-      if progress is not None:
-        progress.update(1)
+    try:
+      for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper)
+        state = self.sync(state)
+        history.append(metrics)
+        if progress is not None:
+          progress.update(1)
+    except KeyboardInterrupt:
+      raise Interrupted(state) from None
     if self.phase_finish is not None:
       state = self.sync(self.phase_finish(state, self.train_data, self.hyper))
     return state, history
@@ -318,6 +321,8 @@ class Trainer:
         history.append(metrics)
         if progress is not None:
           progress.update(1)
+    except Interrupted:
+      raise
     except KeyboardInterrupt:
       raise Interrupted(state) from None
     out = [{} for _ in self.replicas]
