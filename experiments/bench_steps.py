@@ -25,10 +25,18 @@ import time
 
 # Named step-time ratios (numerator, denominator), printed for pairs whose methods ran.
 PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
+         "ncsam_subset_to_sam": ("ncsam_subset", "sam"),
          "saner_untracked_to_sam": ("saner_untracked", "sam"),
-         "ebomlc_to_mlc": ("ebomlc", "mlc")}
+         "ebomlc_to_mlc": ("ebomlc", "mlc"), "fbr_to_sgd": ("fbr", "sgd"),
+         "fbr_phase_to_sgd": ("fbr_phase", "sgd")}
 # Timed next to their method whenever it runs: (method, config overrides).
-VARIANTS = {"saner_untracked": ("saner", {"saner_track_groups": False})}
+VARIANTS = {"saner_untracked": ("saner", {"saner_track_groups": False}),
+            # NCSAM's g* from a forward pass over the flipped subset (label smoothing 0.1).
+            "ncsam_subset": ("ncsam", {"ncsam_noise_forward": "subset",
+                                       "ncsam_label_smoothing": 0.1})}
+# The table protocol's epoch (15,000 noisy examples, 1,000 clean, batch 128): FBR's
+# noisy steps plus its clean passes, over SGD's noisy steps.
+TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
 
 
 def main() -> int:
@@ -95,10 +103,18 @@ def main() -> int:
     perms[name] = trainers[name].permutation(0)
   perm, key = perms["sgd"], trainers["sgd"].step_key
 
+  if "fbr" in names:  # FBR's per-epoch phase step (a pass batch of the clean subset)
+    trainers["fbr_phase"] = trainers["fbr"]
+    states["fbr_phase"] = jax.tree.map(lambda x: x.copy(), trainers["fbr"].initial_state)
+
   def run(name, k):
     t, state = trainers[name], states[name]
     for i in range(k):  # the trainer's own step (it syncs as training does)
-      state, _ = t.step(state, perms[name], i % t.steps_per_epoch, 0.5)
+      if name == "fbr_phase":
+        state = t.sync(t.phase_step(state, t.train_data, t.step_key, t.hyper)[0])
+        state = state._replace(phase_step=state.phase_step * 0)
+      else:
+        state, _ = t.step(state, perms[name], i % t.steps_per_epoch, 0.5)
     jax.block_until_ready(state)
     states[name] = state
 
@@ -124,9 +140,19 @@ def main() -> int:
     out = gather(images_d, labels_d, perm, np.int32(i % t.steps_per_epoch), key)
   jax.block_until_ready(out)
   gather_ms = (time.perf_counter() - t0) / 200 * 1e3
+  extra = {}
+  if "fbr" in names:
+    from jaxnoisy.train.step import phase_batch_size
+    cfg = trainers["fbr"].config
+    phase = cfg.fbr_clean_epochs * phase_batch_size(TABLE_EPOCH["clean"], cfg.batch_size, 1)[0]
+    noisy = TABLE_EPOCH["noisy_steps"]
+    extra["fbr_table_epoch_to_sgd"] = round(
+        (noisy * ms["fbr"] + phase * ms["fbr_phase"]) / (noisy * ms["sgd"]), 3)
   result = {
       "ms_per_step": ms,
-      "ratios_to_sgd": {name: round(ms[name] / ms["sgd"], 3) for name in names if name != "sgd"},
+      **extra,
+      "ratios_to_sgd": {name: round(ms[name] / ms["sgd"], 3) for name in ms
+                        if name != "sgd" and name not in replicated},
       "ratios": {pair: round(ms[a] / ms[b], 3) for pair, (a, b) in PAIRS.items()
                  if a in ms and b in ms},
       # One step of N replicas over N separate single-seed steps (< 1: replicas are cheaper).

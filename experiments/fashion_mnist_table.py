@@ -24,7 +24,7 @@ import sys
 
 NOISE = ["none", "symmetric:0.4", "symmetric:0.6", "asymmetric:0.4", "instance:0.4"]
 METHODS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
-           "feature_reweight", "mwnet", "mlc", "ebomlc"]
+           "fbr", "mwnet", "mlc", "ebomlc"]
 CONFIG = "experiments/configs/fashion_mnist.py"
 
 

@@ -12,8 +12,8 @@ ARGS = {"ncsam_cifar.py": ["cifar10", "cifar100"],
         "saner_cifar.py": ["cifar10", "cifar100", "cifar10_n", "cifar100_n"],
         "meta_reweight_cifar_n.py": ["cifar10_n", "cifar100_n"],
         "ebomlc_cifar.py": ["cifar10", "cifar100"]}
-METHOD_ARGS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
-               "feature_reweight", "mwnet", "mlc", "ebomlc"]
+METHOD_ARGS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight", "fbr",
+               "mwnet", "mlc", "ebomlc"]
 
 
 def test_every_config_file_is_covered():
@@ -32,7 +32,7 @@ def test_config_loads(name, arg):
 def test_fashion_mnist_config_per_method(method):
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:{method}")
   assert config.method == method and config.dataset == "fashion_mnist"
-  assert (config.clean_size > 0) == (method in {"l2rw", "meta_reweight", "feature_reweight",
+  assert (config.clean_size > 0) == (method in {"l2rw", "meta_reweight", "fbr",
                                                 "mwnet", "mlc", "ebomlc"})
 
 

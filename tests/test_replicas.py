@@ -102,27 +102,36 @@ def test_resume_of_replicas_is_bit_identical(tmp_path):
       np.testing.assert_array_equal(x, y)
 
 
-def test_every_sweepable_hyper_parameter_is_traced():
-  """A swept value is a traced scalar: no method may branch on it in Python."""
+def test_every_sweepable_hyper_parameter_is_covered():
+  """The sweepable set derives from the records; each name has a method that reads it."""
   from jaxnoisy.train.config import SWEEPABLE
   assert set(SWEEP_METHOD) == set(SWEEPABLE)
 
 
-SWEEP_METHOD = {"rho": "sam", "learning_rate": "sgd", "weight_decay": "sgd", "kappa": "ncsam",
-                "down_weight": "saner", "gsam_alpha": "gsam", "asam_eta": "asam",
-                "weight_lr": "meta_reweight", "weight_step": "feature_reweight",
-                "mixture_rho": "ebomlc", "xi": "ebomlc", "delta": "ebomlc"}
+# A method that reads each sweepable value, with the settings that make it act at step 0.
+SWEEP_METHOD = {"rho": ("sam", {}), "learning_rate": ("sgd", {}),
+                "weight_decay": ("sgd", {}),
+                "kappa": ("ncsam", {"ncsam_warmup_fraction": 0.0}),
+                "down_weight": ("saner", {"saner_warmup_fraction": 0.0}),
+                "gsam_alpha": ("gsam", {}), "asam_eta": ("asam", {}),
+                "weight_lr": ("meta_reweight", {}), "mixture_rho": ("ebomlc", {}),
+                "xi": ("ebomlc", {}), "delta": ("ebomlc", {})}
 
 
 @pytest.mark.parametrize("name", sorted(SWEEP_METHOD))
-def test_sweepable_hyper_parameter_traces(name):
+def test_sweepable_hyper_parameter_reaches_the_step(name):
+  """Two replicas that differ only in the swept value leave one step with different
+  states: the traced value is used (a method that read the config's value instead, or
+  branched on it in Python, would fail here)."""
   from jaxnoisy.train.trainer import Trainer
   from test_trainer import toy_with_clean
-  cfg = CFG.replace(method=SWEEP_METHOD[name], sweep=(name, (0.1, 0.2)), num_devices=2,
-                    clean_size=64, clean_batch_size=32)
+  method, extra = SWEEP_METHOD[name]
+  cfg = CFG.replace(method=method, sweep=(name, (0.1, 0.3)), num_devices=2, clean_size=64,
+                    clean_batch_size=32, **extra)
   t = Trainer(cfg, [toy_with_clean()] * 2)
-  jax.eval_shape(t.train_step, t.initial_state, t.train_data, t.permutation(0), np.int32(0),
-                 t.step_key, np.float32(0.5), t.hyper)
+  state, _ = t.step(t.initial_state, t.permutation(0), 0, 0.5)
+  a, b = (jax.tree.leaves(t.replica_state(state, r)[1:]) for r in range(2))
+  assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 
 
 @pytest.mark.parametrize("changes, message", [
