@@ -34,10 +34,10 @@ __all__ += [
 from jaxnoisy.meta import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet, MLCResult,
                            bome_lambda, bome_mlc_step, corrected_accuracy, ebomlc_beta,
                            ebomlc_step, ebomlc_upper_loss, lcn_init, mlc_step,
-                           soft_cross_entropy)
+                           sgd_direction, soft_cross_entropy)
 
 __all__ += [
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
-    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
 ]

@@ -4,7 +4,7 @@ from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrecti
                                       MLCResult, bome_lambda, bome_mlc_step,
                                       corrected_accuracy, ebomlc_beta, ebomlc_step,
                                       ebomlc_upper_loss, lcn_init, mlc_step,
-                                      soft_cross_entropy)
+                                      sgd_direction, soft_cross_entropy)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
                                     check_labels, cross_entropy_loss_fn,
                                     feature_reweight_scores, feature_reweight_update,
@@ -22,5 +22,5 @@ __all__ = [
     "weight_diagnostics", "weighted_gradient", "weighted_loss",
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
-    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
 ]
