@@ -18,15 +18,13 @@ __all__ = [
     "saner_group_fractions", "saner_masks", "saner_reweight", "tree",
 ]
 
-from jaxnoisy.meta import (MetaReweightResult, check_clean_size, 
-                            l2rw_normalize, l2rw_scores,
-                           l2rw_weights, lookahead_clean_loss, meta_reweight_step,
+from jaxnoisy.meta import (MetaReweightResult, check_clean_size, l2rw_normalize,
+                           l2rw_scores, l2rw_weights, lookahead_clean_loss, meta_reweight_step,
                            mwnet_init, mwnet_step, mwnet_weights, surrogate_agreement,
                            weight_auc, weight_diagnostics, weighted_loss)
 
 __all__ += [
-    "MetaReweightResult", "check_clean_size", 
-     "l2rw_normalize", "l2rw_scores", "l2rw_weights",
+    "MetaReweightResult", "check_clean_size", "l2rw_normalize", "l2rw_scores", "l2rw_weights",
     "lookahead_clean_loss", "meta_reweight_step", "mwnet_init", "mwnet_step",
     "mwnet_weights", "surrogate_agreement", "weight_auc", "weight_diagnostics",
     "weighted_loss",
@@ -35,12 +33,12 @@ __all__ += [
 from jaxnoisy.meta import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet, MLCResult,
                            bome_lambda, bome_mlc_step, corrected_accuracy, ebomlc_beta,
                            ebomlc_step, ebomlc_upper_loss, lcn_init, mlc_step,
-                           soft_cross_entropy)
+                           sgd_direction, soft_cross_entropy)
 
 __all__ += [
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
-    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
 ]
 
 from jaxnoisy.meta import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,

@@ -4,26 +4,25 @@ from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrecti
                                       MLCResult, bome_lambda, bome_mlc_step,
                                       corrected_accuracy, ebomlc_beta, ebomlc_step,
                                       ebomlc_upper_loss, lcn_init, mlc_step,
-                                      soft_cross_entropy)
+                                      sgd_direction, soft_cross_entropy)
 from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
                                fbr_weights)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
-                                    check_labels, cross_entropy_loss_fn,
-                                     
-                                    l2rw_normalize, l2rw_scores, l2rw_weights, linearize,
+                                    check_labels, cross_entropy_loss_fn, l2rw_normalize,
+                                    l2rw_scores, l2rw_weights, linearize,
                                     lookahead_clean_loss, meta_reweight_step, mwnet_init,
                                     mwnet_step, mwnet_weights, surrogate_agreement,
                                     weight_auc, weight_diagnostics, weighted_gradient,
                                     weighted_loss)
 
 __all__ = [
-    "Linearized", "MetaReweightResult", "check_clean_size", "check_labels", "cross_entropy_loss_fn",
-      "l2rw_normalize", "l2rw_scores",
-    "l2rw_weights", "linearize", "lookahead_clean_loss", "meta_reweight_step", "mwnet_init",
-    "mwnet_step", "mwnet_weights", "surrogate_agreement", "weight_auc",
-    "weight_diagnostics", "weighted_gradient", "weighted_loss",
+    "Linearized", "MetaReweightResult", "check_clean_size", "check_labels",
+    "cross_entropy_loss_fn", "l2rw_normalize", "l2rw_scores", "l2rw_weights", "linearize",
+    "lookahead_clean_loss", "meta_reweight_step", "mwnet_init", "mwnet_step",
+    "mwnet_weights", "surrogate_agreement", "weight_auc", "weight_diagnostics",
+    "weighted_gradient", "weighted_loss",
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
-    "ebomlc_upper_loss", "lcn_init", "mlc_step", "soft_cross_entropy",
+    "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
 ]
