@@ -62,12 +62,14 @@ def test_saner_over_each_base_with_down_weight_one_is_the_base(base):
   np.testing.assert_array_equal(out["w"], ref["w"])
 
 
-@pytest.mark.parametrize("method,noisy_passes", [("mlc", 1), ("bome_mlc", 2), ("ebomlc", 2)])
+# BOME-MLC: at w and at its T = 5 lower-level iterates (the code's step_mlcbome).
+@pytest.mark.parametrize("method,noisy_passes", [("mlc", 1), ("bome_mlc", 6), ("ebomlc", 2)])
 def test_correction_methods_take_batch_statistics_from_their_own_pass(method, noisy_passes):
   """With a batch-norm-like model (its state: the batch mean of the features), the
-  statistics handed to the real step are those of the noisy batch at w, and the step
+  statistics handed to the real step are those of the noisy batch at the point the real
+  step starts from (w; EBOMLC: w₁), and the step
   runs no forward pass of the noisy batch beyond those its method needs (MLC: the
-  look-ahead's; BOME-MLC and EBOMLC: at w and at the inner iterate)."""
+  look-ahead's; BOME-MLC: at w and each inner iterate; EBOMLC: at w and w₁)."""
   from jaxnoisy.train.interface import ModelSpec, StepInputs
   from jaxnoisy.train.meta_methods import METHODS as META
 
@@ -89,7 +91,36 @@ def test_correction_methods_take_batch_statistics_from_their_own_pass(method, no
       apply, params, entry.init_state(config, jax.random.key(0), spec), x,
       jnp.asarray(Y[:8]), jnp.arange(8), xc, jnp.asarray(Y[8:]), jax.random.key(1),
       jnp.int32(0), jnp.float32(0.1), lambda p, inputs: apply(p, inputs)[:2],
-      lambda g, p: g))
-  expected = np.tanh(X[:8] @ np.asarray(params["w1"])).mean(axis=0)  # NumPy, at w
+      None))
+  # NumPy, at w (EBOMLC: at w₁, where its optimizer steps from, as the authors' code).
+  at = out.params if method == "ebomlc" else params
+  expected = np.tanh(X[:8] @ np.asarray(at["w1"])).mean(axis=0)
   np.testing.assert_allclose(out.model_state["mean"], expected, rtol=1e-5)
   assert sum(calls) == noisy_passes
+
+
+def test_mlc_with_k_gradient_steps_steps_the_lcn_every_k_steps():
+  """microsoft/MLC's --gradient_steps K: the LCN moves on every K-th real step, on the
+  hypergradients accumulated since; in between it stays and the accumulator fills."""
+  from jaxnoisy.train.interface import ModelSpec, StepInputs
+  from jaxnoisy.train.meta_methods import METHODS as META
+
+  rng = np.random.default_rng(4)
+  params = {"w1": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
+  apply = lambda p, x: (jnp.tanh(x @ p["w1"]) @ p["w2"], jnp.tanh(x @ p["w1"]), {})
+  config = TrainConfig(method="mlc", mlc_gradient_steps=2, clean_batch_size=8)
+  spec = ModelSpec(num_train=16, num_classes=3, feature_dim=5, steps_per_epoch=4)
+  entry = META["mlc"]
+  state = entry.init_state(config, jax.random.key(0), spec)
+  step = entry.gradients(config, spec)
+  lcn0 = jax.tree.leaves(state["lcn"])
+  for k, moved in [(0, False), (1, True)]:
+    state = step(StepInputs(
+        apply, params, state, jnp.asarray(X[:8]), jnp.asarray(Y[:8]), jnp.arange(8),
+        jnp.asarray(X[8:]), jnp.asarray(Y[8:]), jax.random.key(1), jnp.int32(k),
+        jnp.float32(0.1), lambda p, x: apply(p, x)[:2], None)).method_state
+    same = all(np.array_equal(a, b) for a, b in zip(lcn0, jax.tree.leaves(state["lcn"])))
+    assert same != moved
+    accum = jax.tree.leaves(state["lcn_accum"])
+    assert any(np.abs(a).sum() > 0 for a in accum) != moved  # reset once it is used

@@ -54,9 +54,9 @@ class StepInputs(NamedTuple):
   step: Any              # the global count of noisy steps
   learning_rate: Any     # the real step's current learning rate (inner steps use it)
   apply_eval: Callable   # (params, x) -> (logits, features), eval mode (no state change)
-  # SGD's direction for a gradient, μ·buf + g + λ·w, reading the momentum buffer without
-  # advancing it: the step the optimizer would take, per unit learning rate, from w.
-  direction: Callable[[Any, Any], Any]
+  # The trainer's SGD momentum buffer (read-only): look-aheads along its direction
+  # μ·buf + g + λ·w (:func:`jaxnoisy.meta.sgd_direction`) read it without advancing it.
+  momentum_buffer: Any
 
 
 class Gradients(NamedTuple):

@@ -40,16 +40,31 @@ class CorrectionHparams:
                            choices=("adam", "amsgrad", "sgd"))
   meta_lr: float = hp(3e-4, "the LCN's learning rate (EBOMLC's code: 3e-4)", low=0.0,
                       low_open=True)
+  lcn_variant: str = hp("mlc", "the LCN: microsoft/MLC's (mlc) or EBOMLC's code's, with "
+                        "Dropout 0.3 and train-mode BatchNorm (ebomlc)",
+                        choices=("mlc", "ebomlc"))
+  lcn_embed_dim: int = hp(64, "the LCN's class-embedding size (code default 64; the "
+                          "READMEs' CIFAR commands 128)", low=1)
 
 
 @dataclasses.dataclass(frozen=True)
 class MLCHparams(CorrectionHparams):
   """MLC (Zheng et al., AAAI 2021; code microsoft/MLC)"""
 
-  mlc_lookahead: int = hp(1, "K: real steps whose one-step hypergradients accumulate "
-                          "(CIFAR: 1)", low=1)
+  mlc_gradient_steps: int = hp(1, "K: the LCN steps every K real steps on discounted, "
+                               "accumulated one-step hypergradients (code's "
+                               "--gradient_steps; CIFAR: 1)", low=1)
   mlc_mix: bool = hp(True, "half the clean batch joins the main loss (microsoft/MLC's "
                      "default hmlc_K_mix) or all of it is the meta objective (hmlc_K)")
+
+
+@dataclasses.dataclass(frozen=True)
+class BOMEMLCHparams(CorrectionHparams):
+  """BOME-MLC (enhanced_MLC's step_mlcbome)"""
+
+  bome_inner_steps: int = hp(5, "T, the lower-level steps of the barrier's look-ahead "
+                             "(code: 5)", low=1)
+  bome_u: float = hp(0.5, "u of the control u·‖∇q‖² (code: 0.5)", low=0.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +77,11 @@ class EBOMLCHparams(CorrectionHparams):
   delta: float = hp(0.25, "δ, the barrier's margin (code: 0.25)", low=0.0, sweepable=True)
   ebomlc_sign: str = hp("descend", "the upper-loss term: descend on f (BOME) or the "
                         "code's +∇f (reference)", choices=("descend", "reference"))
+  ebomlc_mixture: str = hp("probs", "the mixture upper loss mixes probabilities (probs) "
+                           "or, as the code, the main network's logits with the LCN's "
+                           "probabilities (logits)", choices=("probs", "logits"))
+  ebomlc_delta_update: bool = hp(False, "the code's branch for datasets other than "
+                                 "CIFAR-10: Δ_w replaced by −η·D(Δ_w) in the main gradient")
 
 
 def _loss_fn(inp: StepInputs):
@@ -179,17 +199,25 @@ def _meta_tx(config) -> optax.GradientTransformation:
 
 
 def _lcn(config, spec: ModelSpec):
-  return correction.lcn_init(spec.num_classes, spec.feature_dim, seed=config.seed)
+  return correction.lcn_init(spec.num_classes, spec.feature_dim, seed=config.seed,
+                             embed_dim=config.lcn_embed_dim, variant=config.lcn_variant)
 
 
 def _correction_init(config, key, spec: ModelSpec):
   del key
   _, lcn_params = _lcn(config, spec)
-  return {"lcn": lcn_params, "lcn_opt": _meta_tx(config).init(lcn_params),
-          # argmax of the corrected label of each training example, when last seen
-          "corrected": jnp.full((spec.num_train,), -1, jnp.int32),
-          # EBOMLC's β of each step of the current epoch (quantiles are logged)
-          "beta": jnp.zeros((spec.steps_per_epoch,), jnp.float32)}
+  state = {"lcn": lcn_params, "lcn_opt": _meta_tx(config).init(lcn_params),
+           # argmax of the corrected label of each training example, when last seen
+           "corrected": jnp.full((spec.num_train,), -1, jnp.int32),
+           # EBOMLC's β of each step of the current epoch (quantiles are logged)
+           "beta": jnp.zeros((spec.steps_per_epoch,), jnp.float32)}
+  if _gradient_steps(config) > 1:  # MLC's accumulated hypergradient
+    state["lcn_accum"] = jax.tree.map(jnp.zeros_like, lcn_params)
+  return state
+
+
+def _gradient_steps(config) -> int:
+  return config.mlc_gradient_steps if config.method == "mlc" else 1
 
 
 def _correction_metrics(method_state, data):
@@ -207,56 +235,83 @@ def _beta_metrics(method_state, data):
 
 
 def _correction_gradients(step_fn):
-  """Wraps an MLC-family step: updates the LCN, records the corrected labels."""
+  """Wraps an MLC-family step: updates the LCN (every K steps on accumulated
+  hypergradients with MLC's K > 1), records the corrected labels."""
 
   def make(config, spec: ModelSpec):
     lcn_apply, _ = _lcn(config, spec)
     meta_tx = _meta_tx(config)
+    every = _gradient_steps(config)
 
     def gradients(inp: StepInputs) -> Gradients:
       st = inp.method_state
+      # The LCN's dropout draws (EBOMLC's LCN); its own stream of the step key.
+      key = jax.random.fold_in(inp.key, 7) if config.lcn_variant == "ebomlc" else None
       # inp.apply returns (logits, features, batch statistics): the step hands back the
-      # statistics of its forward pass of the noisy batch at w as res.model_state.
-      res, metrics = step_fn(config, inp, inp.apply, lcn_apply, st["lcn"])
+      # statistics of its forward pass of the noisy batch as res.model_state.
+      res, metrics = step_fn(config, inp, lcn_apply, st, key)
       updates, lcn_opt = meta_tx.update(res.grads_phi, st["lcn_opt"], st["lcn"])
-      state = {**st, "lcn": optax.apply_updates(st["lcn"], updates), "lcn_opt": lcn_opt,
+      lcn = optax.apply_updates(st["lcn"], updates)
+      state = {**st, "lcn": lcn, "lcn_opt": lcn_opt,
                "corrected": st["corrected"].at[inp.index].set(
                    jnp.argmax(res.corrected, -1).astype(jnp.int32))}
+      if every > 1:  # the LCN steps on the K-th step; in between it accumulates
+        now = (inp.step + 1) % every == 0
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(now, a, b), new, old)
+        state.update(lcn=pick(lcn, st["lcn"]), lcn_opt=pick(lcn_opt, st["lcn_opt"]),
+                     lcn_accum=pick(jax.tree.map(jnp.zeros_like, res.grads_phi),
+                                    res.grads_phi))
       if "beta" in metrics:  # logged as the epoch's mean and quantiles instead
         metrics = dict(metrics)
         state["beta"] = st["beta"].at[inp.step % spec.steps_per_epoch].set(metrics.pop("beta"))
-      return Gradients(res.loss, res.grads_w, res.model_state, {}, state, metrics)
+      return Gradients(res.loss, res.grads_w, res.model_state, {}, state, metrics,
+                       getattr(res, "params", None))
 
     return gradients
 
   return make
 
 
-def _mlc(config, inp, logits_fn, lcn_apply, lcn_params):
+def _optimizer(config, inp: StepInputs) -> dict:
+  """The trainer's SGD, which the look-aheads follow (buffer read, not advanced)."""
+  return dict(inner_lr=inp.learning_rate, momentum_buffer=inp.momentum_buffer,
+              momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def _halves(inp: StepInputs):
+  """The clean batch's first half G (the meta objective) and second half C (joins the
+  lower loss), as the authors' hmlc_K_mix, step_mlcbome and step_ebomlc split it."""
+  half = inp.clean_y.shape[0] // 2
+  return (inp.clean_x[:half], inp.clean_y[:half]), (inp.clean_x[half:], inp.clean_y[half:])
+
+
+def _mlc(config, inp, lcn_apply, st, key):
   meta, train = (inp.clean_x, inp.clean_y), None
-  if config.mlc_mix:  # microsoft/MLC's default hmlc_K_mix: halves G (meta) and C (train)
-    half = inp.clean_y.shape[0] // 2
-    meta = (inp.clean_x[:half], inp.clean_y[:half])
-    train = (inp.clean_x[half:], inp.clean_y[half:])
-  res = correction.mlc_step(logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
-                            meta, inner_lr=inp.learning_rate,
-                            lookahead_steps=config.mlc_lookahead, clean_train_batch=train)
+  if config.mlc_mix:  # microsoft/MLC's default hmlc_K_mix
+    meta, train = _halves(inp)
+  res = correction.mlc_step(inp.apply, inp.params, lcn_apply, st["lcn"], (inp.x, inp.y),
+                            meta, clean_train_batch=train,
+                            accumulated_grads_phi=st.get("lcn_accum"), key=key,
+                            **_optimizer(config, inp))
   return res, {"clean_loss": res.clean_loss}
 
 
-def _bome_mlc(config, inp, logits_fn, lcn_apply, lcn_params):
-  res = correction.bome_mlc_step(logits_fn, inp.params, lcn_apply, lcn_params,
-                                 (inp.x, inp.y), (inp.clean_x, inp.clean_y),
-                                 inner_lr=inp.learning_rate)
+def _bome_mlc(config, inp, lcn_apply, st, key):
+  meta, train = _halves(inp)
+  res = correction.bome_mlc_step(inp.apply, inp.params, lcn_apply, st["lcn"],
+                                 (inp.x, inp.y), meta, clean_train_batch=train,
+                                 inner_steps=config.bome_inner_steps, u=config.bome_u,
+                                 key=key, **_optimizer(config, inp))
   return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}
 
 
-def _ebomlc(config, inp, logits_fn, lcn_apply, lcn_params):
+def _ebomlc(config, inp, lcn_apply, st, key):
   res = correction.ebomlc_step(
-      logits_fn, inp.params, lcn_apply, lcn_params, (inp.x, inp.y),
-      (inp.clean_x, inp.clean_y), lambda g: inp.direction(g, inp.params),
-      inner_lr=inp.learning_rate, rho=config.mixture_rho, xi=config.xi,
-      delta=config.delta, sign=config.ebomlc_sign)
+      inp.apply, inp.params, lcn_apply, st["lcn"], (inp.x, inp.y),
+      (inp.clean_x, inp.clean_y), rho=config.mixture_rho, xi=config.xi,
+      delta=config.delta, sign=config.ebomlc_sign, mixture=config.ebomlc_mixture,
+      delta_update=config.ebomlc_delta_update, key=key, **_optimizer(config, inp))
+  # The optimizer steps from w₁ (res.params), as the authors' step_ebomlc.
   return res, {"beta": res.beta, "upper_loss": res.upper_loss}
 
 
@@ -275,7 +330,7 @@ METHODS: dict[str, Method] = {
                   epoch_metrics=_correction_metrics, needs_clean=True),
     "bome_mlc": Method(identity_transform, _correction_gradients(_bome_mlc),
                        "BOME applied to MLC (the naive first-order extension)",
-                       hparams=(CorrectionHparams,), init_state=_correction_init,
+                       hparams=(BOMEMLCHparams,), init_state=_correction_init,
                        epoch_metrics=_correction_metrics, needs_clean=True),
     "ebomlc": Method(identity_transform, _correction_gradients(_ebomlc),
                      "EBOMLC (Nguyen and Ta)", hparams=(EBOMLCHparams,),

@@ -22,6 +22,8 @@ METHODS: dict[str, Method] = {
 REPLACED = {
     "feature_reweight": "method 'feature_reweight' was replaced by 'fbr' (the authors' "
                         "Feature-Based Reweighting)",
+    "mlc_lookahead": "mlc_lookahead is now mlc_gradient_steps (microsoft/MLC's "
+                     "--gradient_steps: K real steps accumulate the LCN's hypergradient)",
     "weight_step": "weight_step belonged to the removed feature_reweight; fbr's "
                    "hyper-parameters are the fbr_* flags",
 }

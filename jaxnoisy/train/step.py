@@ -110,19 +110,6 @@ def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std
   return normalize(x, mean, std), labels[idx], idx
 
 
-def sgd_direction(opt_state, momentum, weight_decay) -> Callable:
-  """``(grads, params) -> μ·buf + g + λ·w``: the direction of the trainer's SGD with
-  momentum and coupled weight decay for a gradient g at w, reading the momentum buffer
-  of ``opt_state`` without advancing it (meta methods look ahead along it)."""
-  trace = optax.tree_utils.tree_get(opt_state, "trace")
-
-  def direction(grads, params):
-    return jax.tree.map(lambda t, g, w: momentum * t + g + weight_decay * w,
-                        trace, grads, params)
-
-  return direction
-
-
 def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool):
   """The jitted program that runs ``step`` (one replica's) on every replica.
 
@@ -158,8 +145,6 @@ class StepSetup(NamedTuple):
   mesh: Mesh
   mean: tuple
   std: tuple
-  momentum: float
-  weight_decay: Callable   # hyper -> λ (swept values arrive traced)
   vmap_replicas: bool
 
 
@@ -170,10 +155,10 @@ def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, cl
   lr = learning_rate(state.step) if callable(learning_rate) else learning_rate
   model_apply = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=True)
   apply_eval = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=False)[:2]
-  direction = sgd_direction(state.opt_state, setup.momentum, setup.weight_decay(hyper))
+  buffer = optax.tree_utils.tree_get(state.opt_state, "trace")  # SGD's momentum
   return StepInputs(model_apply, state.params, state.method_state, x, y, index, clean_x,
                     clean_y, key, state.step, jnp.asarray(lr, jnp.float32), apply_eval,
-                    direction)
+                    buffer)
 
 
 def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase_step,

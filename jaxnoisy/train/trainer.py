@@ -199,9 +199,8 @@ class Trainer:
     clean_batch = min(config.clean_batch_size, num_clean)
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
-    setup = step_lib.StepSetup(
-        self.apply, build, self.mesh, data.mean, data.std, config.momentum,
-        lambda hyper: hyper.get("weight_decay", config.weight_decay), self.vmap_replicas)
+    setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
+                               self.vmap_replicas)
     make = lambda gradients, warmup: step_lib.make_train_step(
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
