@@ -7,6 +7,9 @@ import pytest
 
 # Modules whose docstring examples are doctests; each must hold at least one.
 MODULES = [
+    "jaxnoisy.meta.correction",
+    "jaxnoisy.meta.fbr",
+    "jaxnoisy.meta.reweight",
     "jaxnoisy.ncsam",
     "jaxnoisy.sam",
     "jaxnoisy.saner",

@@ -44,11 +44,17 @@ and ``lcn_apply`` is called as ``lcn_apply(phi, h, y, key)``; without one, as
 
 The main network enters only through ``logits_fn(params, x) -> (logits, features)``,
 or ``(logits, features, state)`` with any third output — typically the new batch-norm
-statistics. With a :func:`jaxnoisy.models.make_model` model::
+statistics. With a :func:`jaxnoisy.models.make_model` model:
 
-  model = make_model("cnn", 10, (28, 28, 1))
-  logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)
-  lcn_apply, lcn_params = lcn_init(10, feature_dim=128, seed=0)
+>>> import jax.numpy as jnp
+>>> from jaxnoisy.meta import lcn_init
+>>> from jaxnoisy.models import make_model
+>>> model = make_model("cnn", 10, (28, 28, 1))
+>>> logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)
+>>> logits, features, _ = logits_fn(model.params, jnp.zeros((2, 28, 28, 1)))
+>>> lcn_apply, lcn_params = lcn_init(10, feature_dim=features.shape[-1], seed=0)
+>>> lcn_apply(lcn_params, features, jnp.array([3, 7])).shape  # soft labels
+(2, 10)
 
 Each step returns as ``model_state`` the third output of one forward pass of the noisy
 batch (``None`` for a two-output ``logits_fn``) — at the point the real step starts

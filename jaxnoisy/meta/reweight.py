@@ -27,11 +27,16 @@ that VJP, and :func:`weighted_gradient` takes the real step's gradient from it t
 
 The model enters only through ``loss_fn(params, batch) -> per-example losses (B,)``
 (``batch`` is any pytree; :func:`cross_entropy_loss_fn` builds one from a logits
-function). With a :func:`jaxnoisy.models.make_model` model::
+function). With a :func:`jaxnoisy.models.make_model` model:
 
-  model = make_model("mlp", 10, (28, 28, 1))
-  logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)[0]
-  loss_fn = cross_entropy_loss_fn(logits_fn)   # batch = (images, labels)
+>>> import jax.numpy as jnp
+>>> from jaxnoisy.meta import cross_entropy_loss_fn
+>>> from jaxnoisy.models import make_model
+>>> model = make_model("mlp", 10, (28, 28, 1))
+>>> logits_fn = lambda p, x: model.apply(p, model.state, x, train=True)[0]
+>>> loss_fn = cross_entropy_loss_fn(logits_fn)   # batch = (images, labels)
+>>> loss_fn(model.params, (jnp.zeros((4, 28, 28, 1)), jnp.arange(4))).shape
+(4,)
 
 The batch-norm statistics of the virtual step are discarded on purpose (the lookahead
 is a probe, not a training step); the caller's real step updates them.
