@@ -62,28 +62,28 @@ __all__ = [
 
 
 class DataNotFoundError(FileNotFoundError):
-    """Raised when no source of a dataset could be found or prepared."""
+  """Raised when no source of a dataset could be found or prepared."""
 
 
 class DatasetInfo(NamedTuple):
-    """Per-dataset constants (mean/std per channel, in [0, 1] pixel units).
+  """Per-dataset constants (mean/std per channel, in [0, 1] pixel units).
 
-    ``augment``: whether random crop + horizontal flip is the default training
-    augmentation (:func:`jaxnoisy.data.augment.dataset_augment`). ``tfds_name``:
-    the TFDS builder. ``coarse_class_names`` / ``fine_to_coarse``: CIFAR-100's
-    20 super-classes and each fine class's super-class (empty otherwise).
-    """
+  ``augment``: whether random crop + horizontal flip is the default training
+  augmentation (:func:`jaxnoisy.data.augment.dataset_augment`). ``tfds_name``:
+  the TFDS builder. ``coarse_class_names`` / ``fine_to_coarse``: CIFAR-100's
+  20 super-classes and each fine class's super-class (empty otherwise).
+  """
 
-    name: str
-    image_shape: tuple[int, int, int]
-    num_classes: int
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: bool = False
-    tfds_name: str = ""
-    coarse_class_names: tuple[str, ...] = ()
-    fine_to_coarse: tuple[int, ...] = ()
+  name: str
+  image_shape: tuple[int, int, int]
+  num_classes: int
+  class_names: tuple[str, ...]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: bool = False
+  tfds_name: str = ""
+  coarse_class_names: tuple[str, ...] = ()
+  fine_to_coarse: tuple[int, ...] = ()
 
 
 _MNIST_CLASSES = tuple(str(d) for d in range(10))
@@ -201,92 +201,92 @@ DATASET_INFO: dict[str, DatasetInfo] = {
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test image-classification dataset held in memory.
+  """A train/test image-classification dataset held in memory.
 
-    Images are uint8 ``(N, H, W, C)``; labels int32 ``(N,)``. ``mean``/``std``
-    are per-channel, in [0, 1] pixel units. ``source`` says where the arrays
-    were read from (e.g. ``"idx:/usr/share/datasets/fashion-mnist"``).
+  Images are uint8 ``(N, H, W, C)``; labels int32 ``(N,)``. ``mean``/``std``
+  are per-channel, in [0, 1] pixel units. ``source`` says where the arrays
+  were read from (e.g. ``"idx:/usr/share/datasets/fashion-mnist"``).
 
-    Optional fields: ``train_coarse_labels``/``test_coarse_labels`` (int32,
-    CIFAR-100's super-classes); ``noisy_label_sets`` (CIFAR-N: a dict from the
-    noise-spec key, e.g. ``"worse"`` or ``"noisy"``, to an int32 array of
-    human labels aligned with ``train_images``).
-    """
+  Optional fields: ``train_coarse_labels``/``test_coarse_labels`` (int32,
+  CIFAR-100's super-classes); ``noisy_label_sets`` (CIFAR-N: a dict from the
+  noise-spec key, e.g. ``"worse"`` or ``"noisy"``, to an int32 array of
+  human labels aligned with ``train_images``).
+  """
 
-    name: str
-    train_images: np.ndarray = dataclasses.field(repr=False)
-    train_labels: np.ndarray = dataclasses.field(repr=False)
-    test_images: np.ndarray = dataclasses.field(repr=False)
-    test_labels: np.ndarray = dataclasses.field(repr=False)
-    num_classes: int
-    class_names: tuple[str, ...]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    source: str = ""
-    train_coarse_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    test_coarse_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
-    noisy_label_sets: dict[str, np.ndarray] | None = dataclasses.field(
-        default=None, repr=False
-    )
+  name: str
+  train_images: np.ndarray = dataclasses.field(repr=False)
+  train_labels: np.ndarray = dataclasses.field(repr=False)
+  test_images: np.ndarray = dataclasses.field(repr=False)
+  test_labels: np.ndarray = dataclasses.field(repr=False)
+  num_classes: int
+  class_names: tuple[str, ...]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  source: str = ""
+  train_coarse_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  test_coarse_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  noisy_label_sets: dict[str, np.ndarray] | None = dataclasses.field(
+      default=None, repr=False
+  )
 
-    def __post_init__(self):
-        if len(self.class_names) != self.num_classes:
-            raise ValueError(
-                f"class_names must have num_classes={self.num_classes} entries, "
-                f"got {len(self.class_names)}"
-            )
-        for split in ("train", "test"):
-            images = getattr(self, f"{split}_images")
-            labels = getattr(self, f"{split}_labels")
-            if images.ndim != 4 or images.dtype != np.uint8:
-                raise ValueError(
-                    f"{split}_images must be uint8 (N, H, W, C), got {images.dtype} "
-                    f"{images.shape}"
-                )
-            _check_label_array(f"{split}_labels", labels, images.shape[0], self.num_classes)
-            coarse = getattr(self, f"{split}_coarse_labels")
-            if coarse is not None:
-                _check_label_array(f"{split}_coarse_labels", coarse, images.shape[0], None)
-        if self.noisy_label_sets is not None:
-            if not isinstance(self.noisy_label_sets, dict):
-                raise ValueError(
-                    f"noisy_label_sets must be a dict or None, got "
-                    f"{type(self.noisy_label_sets).__name__}"
-                )
-            for key, labels in self.noisy_label_sets.items():
-                _check_label_array(
-                    f"noisy_label_sets[{key!r}]", labels, self.num_train, self.num_classes
-                )
+  def __post_init__(self):
+    if len(self.class_names) != self.num_classes:
+      raise ValueError(
+          f"class_names must have num_classes={self.num_classes} entries, "
+          f"got {len(self.class_names)}"
+      )
+    for split in ("train", "test"):
+      images = getattr(self, f"{split}_images")
+      labels = getattr(self, f"{split}_labels")
+      if images.ndim != 4 or images.dtype != np.uint8:
+        raise ValueError(
+            f"{split}_images must be uint8 (N, H, W, C), got {images.dtype} "
+            f"{images.shape}"
+        )
+      _check_label_array(f"{split}_labels", labels, images.shape[0], self.num_classes)
+      coarse = getattr(self, f"{split}_coarse_labels")
+      if coarse is not None:
+        _check_label_array(f"{split}_coarse_labels", coarse, images.shape[0], None)
+    if self.noisy_label_sets is not None:
+      if not isinstance(self.noisy_label_sets, dict):
+        raise ValueError(
+            f"noisy_label_sets must be a dict or None, got "
+            f"{type(self.noisy_label_sets).__name__}"
+        )
+      for key, labels in self.noisy_label_sets.items():
+        _check_label_array(
+            f"noisy_label_sets[{key!r}]", labels, self.num_train, self.num_classes
+        )
 
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        return tuple(self.train_images.shape[1:])
+  @property
+  def image_shape(self) -> tuple[int, ...]:
+    return tuple(self.train_images.shape[1:])
 
-    @property
-    def num_train(self) -> int:
-        return int(self.train_images.shape[0])
+  @property
+  def num_train(self) -> int:
+    return int(self.train_images.shape[0])
 
-    @property
-    def num_test(self) -> int:
-        return int(self.test_images.shape[0])
+  @property
+  def num_test(self) -> int:
+    return int(self.test_images.shape[0])
 
-    @property
-    def info(self) -> DatasetInfo | None:
-        """This dataset's :data:`DATASET_INFO` entry (None for an unknown name)."""
-        return DATASET_INFO.get(self.name)
+  @property
+  def info(self) -> DatasetInfo | None:
+    """This dataset's :data:`DATASET_INFO` entry (None for an unknown name)."""
+    return DATASET_INFO.get(self.name)
 
 
 def _check_label_array(name: str, labels, n: int, num_classes: int | None) -> None:
-    if not isinstance(labels, np.ndarray) or labels.shape != (n,) or labels.dtype != np.int32:
-        raise ValueError(
-            f"{name} must be int32 ({n},), got {getattr(labels, 'dtype', type(labels))} "
-            f"{getattr(labels, 'shape', '')}"
-        )
-    if labels.size and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
-        hi = f"[0, {num_classes})" if num_classes else ">= 0"
-        raise ValueError(
-            f"{name} must be in {hi}, got values in [{labels.min()}, {labels.max()}]"
-        )
+  if not isinstance(labels, np.ndarray) or labels.shape != (n,) or labels.dtype != np.int32:
+    raise ValueError(
+        f"{name} must be int32 ({n},), got {getattr(labels, 'dtype', type(labels))} "
+        f"{getattr(labels, 'shape', '')}"
+    )
+  if labels.size and (labels.min() < 0 or (num_classes and labels.max() >= num_classes)):
+    hi = f"[0, {num_classes})" if num_classes else ">= 0"
+    raise ValueError(
+        f"{name} must be in {hi}, got values in [{labels.min()}, {labels.max()}]"
+    )
 
 
 # --------------------------------------------------------------------------
@@ -316,106 +316,106 @@ SYSTEM_DATA_DIRS: dict[str, tuple[str, ...]] = {
 
 
 def read_idx(path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or raw) into a numpy array.
+  """Read an IDX file (gzip-compressed or raw) into a numpy array.
 
-    The header is two zero bytes, a dtype code (0x08 uint8, 0x09 int8, 0x0B
-    int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions,
-    then one big-endian uint32 per dimension. Raises ``ValueError`` on a bad
-    magic number or a size mismatch.
-    """
-    path = Path(path)
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(
-            f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})"
-        )
-    dtype = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: IDX payload has {len(raw) - header} bytes, expected {expected} "
-            f"for shape {shape}"
-        )
-    arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="), copy=True)
+  The header is two zero bytes, a dtype code (0x08 uint8, 0x09 int8, 0x0B
+  int16, 0x0C int32, 0x0D float32, 0x0E float64), the number of dimensions,
+  then one big-endian uint32 per dimension. Raises ``ValueError`` on a bad
+  magic number or a size mismatch.
+  """
+  path = Path(path)
+  raw = path.read_bytes()
+  if raw[:2] == b"\x1f\x8b":
+    raw = gzip.decompress(raw)
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    raise ValueError(
+        f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})"
+    )
+  dtype = _IDX_DTYPES[raw[2]]
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  if len(raw) < header:
+    raise ValueError(f"{path}: truncated IDX header")
+  shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+  expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+  if len(raw) - header != expected:
+    raise ValueError(
+        f"{path}: IDX payload has {len(raw) - header} bytes, expected {expected} "
+        f"for shape {shape}"
+    )
+  arr = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+  return arr.astype(dtype.newbyteorder("="), copy=True)
 
 
 def _search_dirs(name: str, data_dir) -> list[Path]:
-    """``D/<name>`` then ``D`` for D in data_dir, $JAXNOISY_DATA, system dirs."""
-    roots = []
-    if data_dir is not None:
-        roots.append(Path(data_dir))
-    env = os.environ.get("JAXNOISY_DATA")
-    if env:
-        roots.append(Path(env))
-    roots.extend(Path(d) for d in SYSTEM_DATA_DIRS.get(name, ()))
-    dirs = []
-    for root in roots:
-        for d in (root / name, root):
-            if d not in dirs:
-                dirs.append(d)
-    return dirs
+  """``D/<name>`` then ``D`` for D in data_dir, $JAXNOISY_DATA, system dirs."""
+  roots = []
+  if data_dir is not None:
+    roots.append(Path(data_dir))
+  env = os.environ.get("JAXNOISY_DATA")
+  if env:
+    roots.append(Path(env))
+  roots.extend(Path(d) for d in SYSTEM_DATA_DIRS.get(name, ()))
+  dirs = []
+  for root in roots:
+    for d in (root / name, root):
+      if d not in dirs:
+        dirs.append(d)
+  return dirs
 
 
 def _check_mean(arrays: dict, info: DatasetInfo) -> None:
-    """Guard against e.g. Fashion-MNIST files read as MNIST (same file names).
+  """Guard against e.g. Fashion-MNIST files read as MNIST (same file names).
 
-    Only full-size training sets (>= 10000 images) are checked.
-    """
-    images = arrays["train_images"]
-    if images.shape[0] < 10000:
-        return
-    mean = float(images[:10000].mean()) / 255.0
-    expected = float(np.mean(info.mean))
-    if abs(mean - expected) > 0.03:
-        raise ValueError(
-            f"mean pixel {mean:.3f}, not {expected:.3f} as in {info.name}: another "
-            f"dataset's files?"
-        )
+  Only full-size training sets (>= 10000 images) are checked.
+  """
+  images = arrays["train_images"]
+  if images.shape[0] < 10000:
+    return
+  mean = float(images[:10000].mean()) / 255.0
+  expected = float(np.mean(info.mean))
+  if abs(mean - expected) > 0.03:
+    raise ValueError(
+        f"mean pixel {mean:.3f}, not {expected:.3f} as in {info.name}: another "
+        f"dataset's files?"
+    )
 
 
 def _load_idx_dir(directory: Path, info: DatasetInfo) -> dict[str, np.ndarray]:
-    arrays = {k: read_idx(directory / f) for k, f in IDX_FILES.items()}
-    out = {}
-    for split in ("train", "test"):
-        images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if images.ndim == 3:
-            images = images[..., None]
-        if images.shape[1:] != info.image_shape or images.dtype != np.uint8:
-            raise ValueError(
-                f"{directory}: {split} images have shape {images.shape[1:]} "
-                f"{images.dtype}, expected {info.image_shape} uint8"
-            )
-        if labels.shape != (images.shape[0],):
-            raise ValueError(
-                f"{directory}: {images.shape[0]} {split} images but labels of shape "
-                f"{labels.shape}"
-            )
-        out[f"{split}_images"] = images
-        out[f"{split}_labels"] = labels.astype(np.int32)
-    _check_mean(out, info)
-    return out
+  arrays = {k: read_idx(directory / f) for k, f in IDX_FILES.items()}
+  out = {}
+  for split in ("train", "test"):
+    images, labels = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.shape[1:] != info.image_shape or images.dtype != np.uint8:
+      raise ValueError(
+          f"{directory}: {split} images have shape {images.shape[1:]} "
+          f"{images.dtype}, expected {info.image_shape} uint8"
+      )
+    if labels.shape != (images.shape[0],):
+      raise ValueError(
+          f"{directory}: {images.shape[0]} {split} images but labels of shape "
+          f"{labels.shape}"
+      )
+    out[f"{split}_images"] = images
+    out[f"{split}_labels"] = labels.astype(np.int32)
+  _check_mean(out, info)
+  return out
 
 
 def _idx_source(name: str, info: DatasetInfo, data_dir, tried: list, **_):
-    dirs = _search_dirs(name, data_dir)
-    for d in dirs:
-        if not all((d / f).is_file() for f in IDX_FILES.values()):
-            continue
-        try:
-            return _load_idx_dir(d, info), f"idx:{d}"
-        except (OSError, ValueError, EOFError) as exc:
-            tried.append(f"IDX in {d} ({_short(exc)})")
-            return None
-    tried.append("IDX files in " + (", ".join(str(d) for d in dirs) or "no directory"))
-    return None
+  dirs = _search_dirs(name, data_dir)
+  for d in dirs:
+    if not all((d / f).is_file() for f in IDX_FILES.values()):
+      continue
+    try:
+      return _load_idx_dir(d, info), f"idx:{d}"
+    except (OSError, ValueError, EOFError) as exc:
+      tried.append(f"IDX in {d} ({_short(exc)})")
+      return None
+  tried.append("IDX files in " + (", ".join(str(d) for d in dirs) or "no directory"))
+  return None
 
 
 # --------------------------------------------------------------------------
@@ -436,26 +436,26 @@ _SAFE_GLOBALS = {
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module, name):
-        if (module, name) in _SAFE_GLOBALS:
-            if module.startswith("numpy.core") and hasattr(np, "_core"):
-                module = "numpy._core" + module[len("numpy.core"):]  # NumPy 1 pickles
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to unpickle {module}.{name} (only containers and numpy arrays)"
-        )
+  def find_class(self, module, name):
+    if (module, name) in _SAFE_GLOBALS:
+      if module.startswith("numpy.core") and hasattr(np, "_core"):
+        module = "numpy._core" + module[len("numpy.core"):]  # NumPy 1 pickles
+      return super().find_class(module, name)
+    raise pickle.UnpicklingError(
+        f"refusing to unpickle {module}.{name} (only containers and numpy arrays)"
+    )
 
-    def persistent_load(self, pid):
-        raise pickle.UnpicklingError(
-            "pickle references external storage (e.g. torch tensors); convert it to "
-            ".npz with torch first"
-        )
+  def persistent_load(self, pid):
+    raise pickle.UnpicklingError(
+        "pickle references external storage (e.g. torch tensors); convert it to "
+        ".npz with torch first"
+    )
 
 
 def restricted_unpickle(file, *, encoding: str = "ASCII"):
-    """Unpickle ``file`` (a binary file object) allowing only plain Python
-    containers, strings, numbers and numpy arrays (no arbitrary code)."""
-    return _RestrictedUnpickler(file, encoding=encoding).load()
+  """Unpickle ``file`` (a binary file object) allowing only plain Python
+  containers, strings, numbers and numpy arrays (no arbitrary code)."""
+  return _RestrictedUnpickler(file, encoding=encoding).load()
 
 
 _CIFAR_PY = {
@@ -472,68 +472,68 @@ _CIFAR_PY = {
 
 
 def _find_cifar_python_dir(name: str, data_dir) -> tuple[Path | None, list[Path]]:
-    spec = _CIFAR_PY[name]
-    candidates = []
-    for d in _search_dirs(name, data_dir):
-        for c in (d / spec["subdir"], d):
-            if c not in candidates:
-                candidates.append(c)
-    for c in candidates:
-        if all((c / f).is_file() for f in spec["train"] + spec["test"]):
-            return c, candidates
-    return None, candidates
+  spec = _CIFAR_PY[name]
+  candidates = []
+  for d in _search_dirs(name, data_dir):
+    for c in (d / spec["subdir"], d):
+      if c not in candidates:
+        candidates.append(c)
+  for c in candidates:
+    if all((c / f).is_file() for f in spec["train"] + spec["test"]):
+      return c, candidates
+  return None, candidates
 
 
 def read_cifar_python(directory, name: str = "cifar10") -> dict[str, np.ndarray]:
-    """Read the CIFAR "python version" pickles in ``directory``.
+  """Read the CIFAR "python version" pickles in ``directory``.
 
-    ``name``: ``cifar10`` (``data_batch_1..5``, ``test_batch``) or ``cifar100``
-    (``train``, ``test``). Returns ``train_images``/``test_images`` (uint8
-    NHWC) and ``train_labels``/``test_labels`` (int32), plus
-    ``train_coarse_labels``/``test_coarse_labels`` for CIFAR-100, in file order
-    (the order torchvision's ``CIFAR10``/``CIFAR100`` datasets use). The
-    pickles are read with :func:`restricted_unpickle`.
-    """
-    if name not in _CIFAR_PY:
-        raise ValueError(f"name must be one of {', '.join(_CIFAR_PY)}, got {name!r}")
-    spec = _CIFAR_PY[name]
-    directory = Path(directory)
-    out = {}
-    for split in ("train", "test"):
-        data, labels, coarse = [], [], []
-        for fname in spec[split]:
-            with open(directory / fname, "rb") as f:
-                batch = restricted_unpickle(f, encoding="bytes")
-            batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
-            raw = np.asarray(batch["data"], dtype=np.uint8)
-            if raw.ndim != 2 or raw.shape[1] != 3 * 32 * 32:
-                raise ValueError(
-                    f"{directory / fname}: data has shape {raw.shape}, expected (N, 3072)"
-                )
-            data.append(raw.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-            labels.append(np.asarray(batch[spec["label_key"]], dtype=np.int32))
-            if name == "cifar100":
-                coarse.append(np.asarray(batch["coarse_labels"], dtype=np.int32))
-        out[f"{split}_images"] = np.ascontiguousarray(np.concatenate(data))
-        out[f"{split}_labels"] = np.concatenate(labels)
-        if coarse:
-            out[f"{split}_coarse_labels"] = np.concatenate(coarse)
-    return out
+  ``name``: ``cifar10`` (``data_batch_1..5``, ``test_batch``) or ``cifar100``
+  (``train``, ``test``). Returns ``train_images``/``test_images`` (uint8
+  NHWC) and ``train_labels``/``test_labels`` (int32), plus
+  ``train_coarse_labels``/``test_coarse_labels`` for CIFAR-100, in file order
+  (the order torchvision's ``CIFAR10``/``CIFAR100`` datasets use). The
+  pickles are read with :func:`restricted_unpickle`.
+  """
+  if name not in _CIFAR_PY:
+    raise ValueError(f"name must be one of {', '.join(_CIFAR_PY)}, got {name!r}")
+  spec = _CIFAR_PY[name]
+  directory = Path(directory)
+  out = {}
+  for split in ("train", "test"):
+    data, labels, coarse = [], [], []
+    for fname in spec[split]:
+      with open(directory / fname, "rb") as f:
+        batch = restricted_unpickle(f, encoding="bytes")
+      batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+      raw = np.asarray(batch["data"], dtype=np.uint8)
+      if raw.ndim != 2 or raw.shape[1] != 3 * 32 * 32:
+        raise ValueError(
+            f"{directory / fname}: data has shape {raw.shape}, expected (N, 3072)"
+        )
+      data.append(raw.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+      labels.append(np.asarray(batch[spec["label_key"]], dtype=np.int32))
+      if name == "cifar100":
+        coarse.append(np.asarray(batch["coarse_labels"], dtype=np.int32))
+    out[f"{split}_images"] = np.ascontiguousarray(np.concatenate(data))
+    out[f"{split}_labels"] = np.concatenate(labels)
+    if coarse:
+      out[f"{split}_coarse_labels"] = np.concatenate(coarse)
+  return out
 
 
 def _cifar_python_source(name: str, info: DatasetInfo, data_dir, tried: list, **_):
-    directory, candidates = _find_cifar_python_dir(name, data_dir)
-    if directory is None:
-        tried.append(
-            f"{_CIFAR_PY[name]['subdir']} pickles in "
-            + (", ".join(str(c) for c in candidates) or "no directory")
-        )
-        return None
-    try:
-        return read_cifar_python(directory, name), f"python:{directory}"
-    except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
-        tried.append(f"CIFAR pickles in {directory} ({_short(exc)})")
-        return None
+  directory, candidates = _find_cifar_python_dir(name, data_dir)
+  if directory is None:
+    tried.append(
+        f"{_CIFAR_PY[name]['subdir']} pickles in "
+        + (", ".join(str(c) for c in candidates) or "no directory")
+    )
+    return None
+  try:
+    return read_cifar_python(directory, name), f"python:{directory}"
+  except (OSError, ValueError, EOFError, KeyError, pickle.UnpicklingError) as exc:
+    tried.append(f"CIFAR pickles in {directory} ({_short(exc)})")
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -573,66 +573,66 @@ _TFDS_FEATURES: dict[str, dict[str, dict[str, str]]] = {
 
 
 def _to_array(values: list, feature: str) -> np.ndarray:
-    if feature == "image":
-        return np.stack([np.asarray(v, dtype=np.uint8) for v in values])
-    if feature == "id":
-        return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values])
-    return np.asarray([int(v) for v in values], dtype=np.int32)
+  if feature == "image":
+    return np.stack([np.asarray(v, dtype=np.uint8) for v in values])
+  if feature == "id":
+    return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values])
+  return np.asarray([int(v) for v in values], dtype=np.int32)
 
 
 def _read_data_source(source, features: dict[str, str] | None = None) -> dict[str, np.ndarray]:
-    """Read every record of a TFDS data source into arrays.
+  """Read every record of a TFDS data source into arrays.
 
-    ``features`` maps output keys to TFDS feature names (default: ``images``
-    from ``image``, ``labels`` from ``label``).
-    """
-    features = features or _BASIC
-    n = len(source)
-    chunks: dict[str, list] = {k: [] for k in features}
-    for start in range(0, n, _TFDS_CHUNK):
-        records = source.__getitems__(list(range(start, min(start + _TFDS_CHUNK, n))))
-        for key, feature in features.items():
-            chunks[key].append(_to_array([r[feature] for r in records], feature))
-    if n == 0:
-        raise ValueError("TFDS data source is empty")
-    return {k: np.concatenate(v) for k, v in chunks.items()}
+  ``features`` maps output keys to TFDS feature names (default: ``images``
+  from ``image``, ``labels`` from ``label``).
+  """
+  features = features or _BASIC
+  n = len(source)
+  chunks: dict[str, list] = {k: [] for k in features}
+  for start in range(0, n, _TFDS_CHUNK):
+    records = source.__getitems__(list(range(start, min(start + _TFDS_CHUNK, n))))
+    for key, feature in features.items():
+      chunks[key].append(_to_array([r[feature] for r in records], feature))
+  if n == 0:
+    raise ValueError("TFDS data source is empty")
+  return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
 def _load_tfds(name: str, tfds_data_dir) -> dict:
-    import tensorflow_datasets as tfds  # lazy: slow import
+  import tensorflow_datasets as tfds  # lazy: slow import
 
-    info = DATASET_INFO[name]
-    # download=False: never prepare here (the default, True, would try to).
-    sources = tfds.data_source(
-        info.tfds_name, split=["train", "test"], data_dir=tfds_data_dir, download=False
-    )
-    out: dict = {}
-    for split, source in zip(("train", "test"), sources):
-        for key, arr in _read_data_source(source, _TFDS_FEATURES[name][split]).items():
-            if key.startswith("noisy:"):
-                out.setdefault("noisy_label_sets", {})[key[len("noisy:"):]] = arr
-            elif key.startswith("_"):
-                out[f"_{split}{key}"] = arr  # e.g. "_train_ids"
-            else:
-                out[f"{split}_{key}"] = arr
-    return out
+  info = DATASET_INFO[name]
+  # download=False: never prepare here (the default, True, would try to).
+  sources = tfds.data_source(
+      info.tfds_name, split=["train", "test"], data_dir=tfds_data_dir, download=False
+  )
+  out: dict = {}
+  for split, source in zip(("train", "test"), sources):
+    for key, arr in _read_data_source(source, _TFDS_FEATURES[name][split]).items():
+      if key.startswith("noisy:"):
+        out.setdefault("noisy_label_sets", {})[key[len("noisy:"):]] = arr
+      elif key.startswith("_"):
+        out[f"_{split}{key}"] = arr  # e.g. "_train_ids"
+      else:
+        out[f"{split}_{key}"] = arr
+  return out
 
 
 def _prepare_tfds(name: str, tfds_data_dir) -> None:
-    import tensorflow  # noqa: F401  (TFDS needs TensorFlow to encode images)
-    import tensorflow_datasets as tfds
+  import tensorflow  # noqa: F401  (TFDS needs TensorFlow to encode images)
+  import tensorflow_datasets as tfds
 
-    builder = tfds.builder(
-        DATASET_INFO[name].tfds_name, data_dir=tfds_data_dir, file_format="array_record"
-    )
-    builder.download_and_prepare()
+  builder = tfds.builder(
+      DATASET_INFO[name].tfds_name, data_dir=tfds_data_dir, file_format="array_record"
+  )
+  builder.download_and_prepare()
 
 
 def _short(exc: BaseException) -> str:
-    msg = " ".join(str(exc).split())
-    if len(msg) > 120:
-        msg = msg[:117] + "..."
-    return f"{type(exc).__name__}: {msg}"
+  msg = " ".join(str(exc).split())
+  if len(msg) > 120:
+    msg = msg[:117] + "..."
+  return f"{type(exc).__name__}: {msg}"
 
 
 # --------------------------------------------------------------------------
@@ -674,105 +674,105 @@ _HELP = {
 
 
 def _find_arrays(name: str, data_dir, tfds_data_dir, try_prepare: bool, tried: list, **kw):
-    """Try TFDS, local files, TFDS preparation; return (arrays, source) or None."""
-    info = DATASET_INFO[name]
-    try:
-        return _load_tfds(name, tfds_data_dir), f"tfds:{tfds_data_dir or 'default data_dir'}"
-    except Exception as exc:  # TFDS raises KeyError/NotImplementedError/... when absent
-        tried.append(
-            f"TFDS data_source {info.tfds_name}: no prepared array_record copy in "
-            f"data_dir={tfds_data_dir or 'default'} ({_short(exc)})"
-        )
-    found = _LOCAL_SOURCES[name](
-        name, info, data_dir, tried, tfds_data_dir=tfds_data_dir, try_prepare=try_prepare, **kw
+  """Try TFDS, local files, TFDS preparation; return (arrays, source) or None."""
+  info = DATASET_INFO[name]
+  try:
+    return _load_tfds(name, tfds_data_dir), f"tfds:{tfds_data_dir or 'default data_dir'}"
+  except Exception as exc:  # TFDS raises KeyError/NotImplementedError/... when absent
+    tried.append(
+        f"TFDS data_source {info.tfds_name}: no prepared array_record copy in "
+        f"data_dir={tfds_data_dir or 'default'} ({_short(exc)})"
     )
-    if found is not None:
-        return found
-    if not try_prepare:
-        tried.append(f"TFDS preparation of {info.tfds_name} (try_prepare=False)")
-        return None
-    try:
-        _prepare_tfds(name, tfds_data_dir)
-        arrays = _load_tfds(name, tfds_data_dir)
-        return arrays, f"tfds-prepared:{tfds_data_dir or 'default data_dir'}"
-    except Exception as exc:
-        tried.append(f"TFDS preparation of {info.tfds_name} ({_short(exc)})")
-        return None
+  found = _LOCAL_SOURCES[name](
+      name, info, data_dir, tried, tfds_data_dir=tfds_data_dir, try_prepare=try_prepare, **kw
+  )
+  if found is not None:
+    return found
+  if not try_prepare:
+    tried.append(f"TFDS preparation of {info.tfds_name} (try_prepare=False)")
+    return None
+  try:
+    _prepare_tfds(name, tfds_data_dir)
+    arrays = _load_tfds(name, tfds_data_dir)
+    return arrays, f"tfds-prepared:{tfds_data_dir or 'default data_dir'}"
+  except Exception as exc:
+    tried.append(f"TFDS preparation of {info.tfds_name} ({_short(exc)})")
+    return None
 
 
 def _make_dataset(name: str, arrays: dict, source: str) -> Dataset:
-    info = DATASET_INFO[name]
-    public = {k: v for k, v in arrays.items() if not k.startswith("_")}
-    return Dataset(
-        name=name,
-        num_classes=info.num_classes,
-        class_names=info.class_names,
-        mean=info.mean,
-        std=info.std,
-        source=source,
-        **public,
-    )
+  info = DATASET_INFO[name]
+  public = {k: v for k, v in arrays.items() if not k.startswith("_")}
+  return Dataset(
+      name=name,
+      num_classes=info.num_classes,
+      class_names=info.class_names,
+      mean=info.mean,
+      std=info.std,
+      source=source,
+      **public,
+  )
 
 
 def _load(name: str, data_dir, tfds_data_dir, try_prepare: bool, **kw) -> Dataset:
-    tried: list[str] = []
-    found = _find_arrays(name, data_dir, tfds_data_dir, try_prepare, tried, **kw)
-    if found is None:
-        raise DataNotFoundError(_HELP[name] + ". Tried: " + "; ".join(tried))
-    return _make_dataset(name, *found)
+  tried: list[str] = []
+  found = _find_arrays(name, data_dir, tfds_data_dir, try_prepare, tried, **kw)
+  if found is None:
+    raise DataNotFoundError(_HELP[name] + ". Tried: " + "; ".join(tried))
+  return _make_dataset(name, *found)
 
 
 def load_fashion_mnist(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True) -> Dataset:
-    """Load Fashion-MNIST (60000 train / 10000 test, uint8 28x28x1, int32 labels).
+  """Load Fashion-MNIST (60000 train / 10000 test, uint8 28x28x1, int32 labels).
 
-    Sources, in order: (a) a prepared TFDS dataset in ``tfds_data_dir`` (TFDS's
-    default data dir if None), read with ``tfds.data_source`` (no TensorFlow
-    needed); (b) the IDX ``.gz`` files in ``data_dir``, ``$JAXNOISY_DATA`` or
-    ``/usr/share/datasets/fashion-mnist`` (each also as ``D/fashion_mnist``);
-    (c) if ``try_prepare`` and TensorFlow is importable, ``tfds`` preparation
-    (array_record) followed by (a). Raises :class:`DataNotFoundError` when all
-    fail.
-    """
-    return _load("fashion_mnist", data_dir, tfds_data_dir, try_prepare)
+  Sources, in order: (a) a prepared TFDS dataset in ``tfds_data_dir`` (TFDS's
+  default data dir if None), read with ``tfds.data_source`` (no TensorFlow
+  needed); (b) the IDX ``.gz`` files in ``data_dir``, ``$JAXNOISY_DATA`` or
+  ``/usr/share/datasets/fashion-mnist`` (each also as ``D/fashion_mnist``);
+  (c) if ``try_prepare`` and TensorFlow is importable, ``tfds`` preparation
+  (array_record) followed by (a). Raises :class:`DataNotFoundError` when all
+  fail.
+  """
+  return _load("fashion_mnist", data_dir, tfds_data_dir, try_prepare)
 
 
 def load_mnist(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True) -> Dataset:
-    """Load MNIST (60000 / 10000, uint8 28x28x1): TFDS ``mnist``, else the IDX
-    files in ``data_dir`` or ``$JAXNOISY_DATA`` (``D/mnist`` first, then ``D``),
-    else TFDS preparation. Same sources and errors as :func:`load_fashion_mnist`.
-    """
-    return _load("mnist", data_dir, tfds_data_dir, try_prepare)
+  """Load MNIST (60000 / 10000, uint8 28x28x1): TFDS ``mnist``, else the IDX
+  files in ``data_dir`` or ``$JAXNOISY_DATA`` (``D/mnist`` first, then ``D``),
+  else TFDS preparation. Same sources and errors as :func:`load_fashion_mnist`.
+  """
+  return _load("mnist", data_dir, tfds_data_dir, try_prepare)
 
 
 def load_cifar10(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True) -> Dataset:
-    """Load CIFAR-10 (50000 / 10000, uint8 32x32x3): TFDS ``cifar10``, else the
-    python pickles (``cifar-10-batches-py``) in ``data_dir`` or
-    ``$JAXNOISY_DATA``, else TFDS preparation."""
-    return _load("cifar10", data_dir, tfds_data_dir, try_prepare)
+  """Load CIFAR-10 (50000 / 10000, uint8 32x32x3): TFDS ``cifar10``, else the
+  python pickles (``cifar-10-batches-py``) in ``data_dir`` or
+  ``$JAXNOISY_DATA``, else TFDS preparation."""
+  return _load("cifar10", data_dir, tfds_data_dir, try_prepare)
 
 
 def load_cifar100(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True) -> Dataset:
-    """Load CIFAR-100 (50000 / 10000, uint8 32x32x3, 100 fine classes) with its
-    20 coarse labels (``train_coarse_labels``/``test_coarse_labels``): TFDS
-    ``cifar100``, else ``cifar-100-python`` in ``data_dir`` or
-    ``$JAXNOISY_DATA``, else TFDS preparation."""
-    return _load("cifar100", data_dir, tfds_data_dir, try_prepare)
+  """Load CIFAR-100 (50000 / 10000, uint8 32x32x3, 100 fine classes) with its
+  20 coarse labels (``train_coarse_labels``/``test_coarse_labels``): TFDS
+  ``cifar100``, else ``cifar-100-python`` in ``data_dir`` or
+  ``$JAXNOISY_DATA``, else TFDS preparation."""
+  return _load("cifar100", data_dir, tfds_data_dir, try_prepare)
 
 
 def _cifar_n_loader(name: str) -> Callable[..., Dataset]:
-    def load(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True,
-             label_file=None) -> Dataset:
-        # The local source (label file + alignment) is registered by
-        # jaxnoisy.data.cifar_n, which the package imports.
-        return _load(name, data_dir, tfds_data_dir, try_prepare, label_file=label_file)
+  def load(data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True,
+           label_file=None) -> Dataset:
+    # The local source (label file + alignment) is registered by
+    # jaxnoisy.data.cifar_n, which the package imports.
+    return _load(name, data_dir, tfds_data_dir, try_prepare, label_file=label_file)
 
-    load.__name__ = f"load_{name}"
-    load.__doc__ = (
-        f"Load {name} (see :func:`jaxnoisy.data.cifar_n.load_cifar_n`): TFDS "
-        f"``{name}``, else the published human-label file aligned to the CIFAR "
-        f"images jaxnoisy loads, else TFDS preparation."
-    )
-    return load
+  load.__name__ = f"load_{name}"
+  load.__doc__ = (
+      f"Load {name} (see :func:`jaxnoisy.data.cifar_n.load_cifar_n`): TFDS "
+      f"``{name}``, else the published human-label file aligned to the CIFAR "
+      f"images jaxnoisy loads, else TFDS preparation."
+  )
+  return load
 
 
 _LOADERS: dict[str, Callable[..., Dataset]] = {
@@ -786,12 +786,12 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 
 
 def load_dataset(name: str, **kwargs) -> Dataset:
-    """Load a dataset by name; ``kwargs`` (``data_dir``, ``tfds_data_dir``,
-    ``try_prepare``, for CIFAR-N ``label_file``) go to its loader. Valid names:
-    ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``cifar10_n``,
-    ``cifar100_n``."""
-    if name not in _LOADERS:
-        raise ValueError(
-            f"unknown dataset {name!r}; valid: {', '.join(sorted(_LOADERS))}"
-        )
-    return _LOADERS[name](**kwargs)
+  """Load a dataset by name; ``kwargs`` (``data_dir``, ``tfds_data_dir``,
+  ``try_prepare``, for CIFAR-N ``label_file``) go to its loader. Valid names:
+  ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``cifar10_n``,
+  ``cifar100_n``."""
+  if name not in _LOADERS:
+    raise ValueError(
+        f"unknown dataset {name!r}; valid: {', '.join(sorted(_LOADERS))}"
+    )
+  return _LOADERS[name](**kwargs)
