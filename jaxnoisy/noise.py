@@ -49,7 +49,7 @@ Other asymmetric maps
 * CIFAR-100: each fine class moves to the next fine class of its own
   super-class: the 5 fine classes sharing a coarse label, sorted by fine index,
   form a cycle (:func:`cifar100_asymmetric_map`, from the standard fine ->
-  coarse assignment :data:`jaxnoisy.data.CIFAR100_FINE_TO_COARSE` or from
+  coarse assignment :data:`jaxnoisy.dataset_info.CIFAR100_FINE_TO_COARSE` or from
   given fine/coarse labels). Note: some published code instead cycles blocks
   of 5 *consecutive fine indices*, which are not super-classes in CIFAR-100's
   alphabetical label order; jaxnoisy uses the real super-classes.
@@ -66,8 +66,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnoisy.data.cifar_n import REAL_NOISE_LABEL_SETS
-from jaxnoisy.data.datasets import CIFAR100_FINE_TO_COARSE
+# Dataset facts only (no loaders): importing jaxnoisy.noise must not load jaxnoisy.data.
+from jaxnoisy.dataset_info import (CIFAR100_FINE_TO_COARSE, DATASET_INFO,
+                                   REAL_NOISE_DATASETS, REAL_NOISE_LABEL_SETS)
 
 __all__ = [
     "ASYMMETRIC_MAPS",
@@ -126,7 +127,7 @@ def cifar100_asymmetric_map(fine_labels=None, coarse_labels=None) -> tuple[int, 
   """CIFAR-100 asymmetric map: next fine class within the super-class.
 
   Without arguments, uses the standard fine -> coarse assignment
-  (:data:`jaxnoisy.data.CIFAR100_FINE_TO_COARSE`). Given the fine and coarse
+  (:data:`jaxnoisy.dataset_info.CIFAR100_FINE_TO_COARSE`). Given the fine and coarse
   labels of a data set (e.g. ``Dataset.train_labels`` and
   ``Dataset.train_coarse_labels``), derives the assignment from them; every
   one of the 100 fine classes must occur and always with the same coarse
@@ -509,7 +510,7 @@ NOISE_KINDS = (
 
 _RATE_KINDS = ("symmetric", "symmetric-inclusive", "asymmetric", "pairflip", "instance")
 _REAL_KINDS = tuple(REAL_NOISE_LABEL_SETS)  # cifar10n, cifar100n
-_REAL_NUM_CLASSES = {"cifar10n": 10, "cifar100n": 100}
+_REAL_NUM_CLASSES = {k: DATASET_INFO[d].num_classes for k, d in REAL_NOISE_DATASETS.items()}
 
 _VALID_FORMS = (
     "none, symmetric:R (exclusive), symmetric-inclusive:R, asymmetric:R, pairflip:R, "
@@ -583,12 +584,14 @@ def parse_noise_spec(spec: str) -> NoiseSpec:
   return NoiseSpec(kind, rate)
 
 
-def _select_real_labels(spec: NoiseSpec, real_noisy_labels):
-  if real_noisy_labels is None:
-    name = "cifar10_n" if spec.kind == "cifar10n" else "cifar100_n"
+def _select_real_labels(spec: NoiseSpec, real_noisy_labels, dataset: str):
+  needed = REAL_NOISE_DATASETS[spec.kind]
+  if real_noisy_labels is None or (
+      dataset in REAL_NOISE_DATASETS.values() and dataset != needed):
+    # One line for the command line: which --dataset carries these human labels.
     raise ValueError(
-        f"real_noisy_labels is required for {spec}: load dataset {name} and pass "
-        f"its noisy_label_sets"
+        f"noise {spec} needs --dataset {needed} (its human labels); dataset "
+        f"{dataset!r} has none"
     )
   if isinstance(real_noisy_labels, dict):
     published = REAL_NOISE_LABEL_SETS[spec.kind][spec.label_set]
@@ -596,7 +599,7 @@ def _select_real_labels(spec: NoiseSpec, real_noisy_labels):
       if k in real_noisy_labels:
         return real_noisy_labels[k]
     raise ValueError(
-        f"real_noisy_labels has no {spec.label_set!r} label set; available: "
+        f"dataset {dataset!r} has no {spec.label_set!r} label set; available: "
         f"{', '.join(sorted(map(str, real_noisy_labels))) or 'none'}"
     )
   return real_noisy_labels
@@ -619,7 +622,9 @@ def apply_noise(
   :func:`instance_dependent` (``instance``; needs ``images``, aligned with
   ``labels``) or :func:`real_noise` (``cifar10n:K`` / ``cifar100n:K``; needs
   ``real_noisy_labels``: an aligned label array, or a dict such as
-  ``Dataset.noisy_label_sets`` keyed by ``K`` or the published name); ``none``
+  ``Dataset.noisy_label_sets`` keyed by ``K`` or the published name; without
+  them, or with ``dataset`` another CIFAR-N set, the error names the dataset
+  that has them, :data:`jaxnoisy.dataset_info.REAL_NOISE_DATASETS`); ``none``
   returns the labels unchanged. Returns ``(noisy_labels int32, mask bool)``.
   """
   spec = parse_noise_spec(spec)
@@ -637,12 +642,13 @@ def apply_noise(
       raise ValueError(f"images is required for {spec} noise (aligned with labels)")
     return instance_dependent(labels, spec.rate, key, images, num_classes)
   if spec.kind in _REAL_KINDS:
+    noisy_labels = _select_real_labels(spec, real_noisy_labels, dataset)
     if num_classes != _REAL_NUM_CLASSES[spec.kind]:
       raise ValueError(
           f"num_classes must be {_REAL_NUM_CLASSES[spec.kind]} for {spec} noise, "
           f"got {num_classes}"
       )
-    return real_noise(labels, _select_real_labels(spec, real_noisy_labels), num_classes)
+    return real_noise(labels, noisy_labels, num_classes)
   # asymmetric
   if dataset not in ASYMMETRIC_MAPS:
     raise ValueError(

@@ -2,6 +2,7 @@
 
 import gzip
 import io
+import logging
 import struct
 import types
 from pathlib import Path
@@ -15,16 +16,17 @@ import zipfile
 import jax
 
 from jaxnoisy.data import (
+    CIFAR100N_LABEL_SETS,
     CIFAR100_FINE_TO_COARSE,
+    CIFAR10N_LABEL_SETS,
     DATASET_INFO,
     align_to,
     cifar_n,
-    describe,
     order_from_tfds_ids,
-    plot_transition_matrix,
     read_cifar_n_labels,
     read_cifar_python,
     IDX_FILES,
+    DataCorruptError,
     DataNotFoundError,
     datasets,
     load_dataset,
@@ -32,6 +34,7 @@ from jaxnoisy.data import (
     make_splits,
     read_idx,
 )
+from jaxnoisy.describe import describe, plot_transition_matrix
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -144,6 +147,139 @@ def test_real_debian_files(no_tfds, monkeypatch):
   assert ds.train_labels.min() == 0 and ds.train_labels.max() == 9
   np.testing.assert_array_equal(np.bincount(ds.train_labels), [6000] * 10)
   assert ds.train_images.mean() / 255 == pytest.approx(DATASET_INFO["fashion_mnist"].mean[0], abs=1e-3)
+
+
+# --------------------------------------------------------------------------
+# Damaged or incomplete files, the TFDS probe.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_prepare(monkeypatch):
+  """Fail the test if loading falls through to TFDS preparation."""
+
+  def fail(name, tfds_data_dir):
+    raise AssertionError("fell through to TFDS preparation")
+
+  monkeypatch.setattr(datasets, "_prepare_tfds", fail)
+
+
+def _cut_gzip(raw: bytes) -> bytes:
+  return raw[: len(raw) // 2]
+
+
+def _cut_payload(raw: bytes) -> bytes:
+  return gzip.compress(gzip.decompress(raw)[:-10])
+
+
+def _bad_magic(raw: bytes) -> bytes:
+  return gzip.compress(b"\x01\x02" + gzip.decompress(raw)[2:])
+
+
+@pytest.mark.parametrize("damage, how", [
+    (_cut_gzip, "truncated or corrupt gzip data"),
+    (_cut_payload, "truncated IDX file: payload has"),
+    (_bad_magic, "bad magic number"),
+])
+@pytest.mark.parametrize("via", ["data_dir", "$JAXNOISY_DATA"])
+def test_damaged_idx_file_in_chosen_dir_is_one_line_error(tmp_path, no_tfds, no_prepare,
+                                                          monkeypatch, damage, how, via):
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  d = tmp_path / "fm"
+  _fake_idx_dir(d)
+  bad = d / IDX_FILES["test_images"]
+  bad.write_bytes(damage(bad.read_bytes()))
+  good = tmp_path / "system"  # a good copy further down the search: not used
+  _fake_idx_dir(good)
+  monkeypatch.setitem(datasets.SYSTEM_DATA_DIRS, "fashion_mnist", (str(good),))
+  kwargs = {}
+  if via == "data_dir":
+    kwargs["data_dir"] = d
+  else:
+    monkeypatch.setenv("JAXNOISY_DATA", str(d))
+  with pytest.raises(DataCorruptError) as info:
+    load_dataset("fashion_mnist", **kwargs)
+  msg = str(info.value)
+  assert "\n" not in msg and f"{bad}: " in msg and how in msg and via in msg
+  assert "Fashion-MNIST file is damaged" in msg and "not found" not in msg
+
+
+def test_damaged_idx_file_cli_error(tmp_path, no_tfds, no_prepare, monkeypatch, capsys):
+  from jaxnoisy import cli
+
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  _fake_idx_dir(tmp_path)
+  bad = tmp_path / IDX_FILES["train_labels"]
+  bad.write_bytes(_cut_payload(bad.read_bytes()))
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["data", "describe", "fashion_mnist", "--data-dir", str(tmp_path)])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and str(bad) in err and "truncated IDX file" in err
+
+
+def test_incomplete_idx_dir_in_data_dir(tmp_path, no_tfds, no_prepare, monkeypatch):
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  d = tmp_path / "fm"
+  _fake_idx_dir(d)
+  (d / IDX_FILES["test_labels"]).unlink()
+  with pytest.raises(DataNotFoundError) as info:
+    load_fashion_mnist(d)
+  msg = str(info.value)
+  assert "\n" not in msg and f"{d} (from data_dir) lacks {IDX_FILES['test_labels']}" in msg
+
+
+def test_damaged_system_copy_is_reported_not_fatal(tmp_path, no_tfds, monkeypatch):
+  """Files nobody pointed at (a system directory) only show up in the 'Tried' list."""
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  d = tmp_path / "system"
+  _fake_idx_dir(d)
+  bad = d / IDX_FILES["train_images"]
+  bad.write_bytes(_cut_gzip(bad.read_bytes()))
+  monkeypatch.setitem(datasets.SYSTEM_DATA_DIRS, "fashion_mnist", (str(d),))
+  with pytest.raises(DataNotFoundError) as info:
+    load_fashion_mnist(try_prepare=False)
+  msg = str(info.value)
+  assert msg.startswith("Fashion-MNIST not found") and "truncated or corrupt gzip" in msg
+
+
+def test_damaged_or_incomplete_cifar_pickles_in_data_dir(tmp_path, no_tfds, no_prepare,
+                                                         monkeypatch):
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  d = tmp_path / "cifar-10-batches-py"
+  _write_cifar_python(d, _fake_cifar())
+  bad = d / "data_batch_3"
+  bad.write_bytes(bad.read_bytes()[:100])
+  with pytest.raises(DataCorruptError) as info:
+    load_dataset("cifar10", data_dir=tmp_path)
+  msg = str(info.value)
+  assert "\n" not in msg and f"{bad}: " in msg and "truncated" in msg
+  bad.unlink()
+  with pytest.raises(DataNotFoundError, match="lacks data_batch_3; add them"):
+    load_dataset("cifar10", data_dir=tmp_path)
+
+
+def test_empty_tfds_folder_prints_no_absl_warning(tmp_path, monkeypatch, caplog, capfd):
+  """A version folder without dataset_info.json (an interrupted preparation)."""
+  tfds = pytest.importorskip("tensorflow_datasets")
+  monkeypatch.delenv("JAXNOISY_DATA", raising=False)
+  monkeypatch.setitem(datasets.SYSTEM_DATA_DIRS, "fashion_mnist", ())
+  (tmp_path / "tfds" / "fashion_mnist" / "3.0.1").mkdir(parents=True)
+  with caplog.at_level(logging.WARNING):  # what TFDS itself logs there
+    with pytest.raises(Exception):
+      tfds.data_source("fashion_mnist", split="train", data_dir=tmp_path / "tfds",
+                       download=False)
+  assert "has no dataset_info.json" in caplog.text
+  caplog.clear()
+  capfd.readouterr()
+  with caplog.at_level(logging.WARNING):
+    with pytest.raises(DataNotFoundError) as info:
+      load_fashion_mnist(tmp_path / "nothing", tfds_data_dir=tmp_path / "tfds",
+                         try_prepare=False)
+  assert "Variant folder" not in caplog.text
+  out = capfd.readouterr()
+  assert "Variant folder" not in out.err + out.out
+  assert "TFDS data_source fashion_mnist: no prepared array_record copy" in str(info.value)
 
 
 def test_tfds_mock_data(tmp_path, monkeypatch, mock_tfds):
@@ -408,7 +544,7 @@ def test_tfds_mock_data_all_loaders(tmp_path, monkeypatch, mock_tfds, name):
 
 def _published(clean, num_classes=10, seed=2):
   rng = np.random.default_rng(seed)
-  sets = cifar_n.CIFAR10N_LABEL_SETS if num_classes == 10 else cifar_n.CIFAR100N_LABEL_SETS
+  sets = CIFAR10N_LABEL_SETS if num_classes == 10 else CIFAR100N_LABEL_SETS
   out = {"clean_label": clean.astype(np.int64)}
   for pub in sets.values():
     out[pub] = rng.integers(0, num_classes, clean.size)
@@ -522,7 +658,7 @@ def _fake_tfds_cifar10(arrays, sigma, monkeypatch):
 
 def _check_sets(ds, published, order):
   assert set(ds.noisy_label_sets) == {"aggre", "random1", "random2", "random3", "worse"}
-  for key, pub in cifar_n.CIFAR10N_LABEL_SETS.items():
+  for key, pub in CIFAR10N_LABEL_SETS.items():
     np.testing.assert_array_equal(ds.noisy_label_sets[key], published[pub][order])
     assert ds.noisy_label_sets[key].dtype == np.int32
 

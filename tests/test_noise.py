@@ -1,6 +1,9 @@
 """Tests for jaxnoisy.noise: exact counts, conventions, determinism, validation."""
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -251,7 +254,7 @@ def test_mnist_and_cifar10_maps():
 
 
 def test_cifar100_map_cycles_within_super_classes():
-  from jaxnoisy.data import CIFAR100_FINE_TO_COARSE as coarse
+  from jaxnoisy.dataset_info import CIFAR100_FINE_TO_COARSE as coarse
 
   cmap = np.asarray(noise.CIFAR100_ASYMMETRIC)
   assert sorted(cmap.tolist()) == list(range(100))  # a permutation
@@ -267,7 +270,7 @@ def test_cifar100_map_cycles_within_super_classes():
 
 
 def test_cifar100_map_from_labels():
-  from jaxnoisy.data import CIFAR100_FINE_TO_COARSE as coarse
+  from jaxnoisy.dataset_info import CIFAR100_FINE_TO_COARSE as coarse
 
   fine = np.repeat(np.arange(100), 3)[::-1].astype(np.int32)
   got = noise.cifar100_asymmetric_map(fine, np.asarray(coarse)[fine])
@@ -395,8 +398,19 @@ def test_real_noise_and_apply_noise_label_sets():
   np.testing.assert_array_equal(noise.real_noise(y, worse, C)[0], worse)
   with pytest.raises(ValueError, match="no 'random1' label set; available: aggre, worse"):
     noise.apply_noise("cifar10n:random1", y, key, C, real_noisy_labels=sets)
-  with pytest.raises(ValueError, match="real_noisy_labels is required"):
-    noise.apply_noise("cifar10n:worse", y, key, C)
+  # Without human labels the error names the --dataset that has them, in one line.
+  for dataset, needed in (("fashion_mnist", "cifar10_n"), ("cifar10", "cifar10_n"),
+                          ("cifar100_n", "cifar10_n")):
+    with pytest.raises(ValueError) as info:
+      noise.apply_noise("cifar10n:worse", y, key, C, dataset=dataset)
+    msg = str(info.value)
+    assert f"needs --dataset {needed}" in msg and repr(dataset) in msg
+    assert "\n" not in msg and "real_noisy_labels" not in msg
+  with pytest.raises(ValueError, match="needs --dataset cifar100_n"):
+    noise.apply_noise("cifar100n:noisy", y, key, C, dataset="mnist")
+  with pytest.raises(ValueError, match="needs --dataset cifar100_n"):  # the other CIFAR-N
+    noise.apply_noise("cifar100n:noisy", y, key, 100, dataset="cifar10_n",
+                      real_noisy_labels=sets)
   with pytest.raises(ValueError, match="num_classes must be 100"):
     noise.apply_noise("cifar100n:noisy", y, key, C, real_noisy_labels=worse)
   with pytest.raises(ValueError, match="real_noisy_labels must have the shape"):
@@ -420,3 +434,14 @@ def test_apply_noise_instance_and_map_datasets():
     np.testing.assert_array_equal(got[0], direct[0])
   with pytest.raises(ValueError, match="num_classes must be 100"):
     noise.apply_noise("asymmetric:0.3", y, key, C, dataset="cifar100")
+
+
+def test_importing_noise_does_not_load_the_loaders():
+  """noise depends on the dataset facts alone (facts <- noise <- loaders)."""
+  code = ("import sys, jaxnoisy.noise; "
+          "print(' '.join(sorted(m for m in sys.modules if m.startswith('jaxnoisy'))))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, cwd=Path(__file__).resolve().parents[1]).stdout.split()
+  assert "jaxnoisy.noise" in out and "jaxnoisy.dataset_info" in out
+  loaded = [m for m in out if m == "jaxnoisy.data" or m.startswith("jaxnoisy.data.")]
+  assert not loaded, f"importing jaxnoisy.noise loaded {loaded}"

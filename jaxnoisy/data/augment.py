@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxnoisy.data.datasets import DATASET_INFO
+from jaxnoisy.dataset_info import DATASET_INFO
 
 __all__ = ["PADDING_MODES", "augment_batch", "dataset_augment", "identity_augment"]
 

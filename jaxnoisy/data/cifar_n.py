@@ -8,6 +8,10 @@ Label sets (noise-spec key -> published name):
 * CIFAR-100N (``cifar100n:noisy``): ``noisy`` -> ``noisy_label`` (TFDS's
   ``cifar100_n`` calls the feature ``noise_label``).
 
+(These facts are :data:`jaxnoisy.dataset_info.CIFAR10N_LABEL_SETS` /
+``CIFAR100N_LABEL_SETS``. This module reads the published label files and aligns
+them to images; the loader, :mod:`jaxnoisy.data.datasets`, combines the two.)
+
 Two ways to get them (tried in this order by ``load_dataset("cifar10_n")``):
 
 (a) The TFDS builders ``cifar10_n`` / ``cifar100_n``, if prepared: every record
@@ -53,37 +57,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnoisy.data import datasets as _ds
+from jaxnoisy.data.readers import restricted_unpickle, short_error
 
 __all__ = [
-    "CIFAR100N_LABEL_SETS",
-    "CIFAR10N_LABEL_SETS",
     "LABEL_FILE_NAMES",
-    "REAL_NOISE_LABEL_SETS",
     "align_to",
     "image_digests",
-    "load_cifar_n",
     "order_from_tfds_ids",
     "read_cifar_n_labels",
 ]
-
-CIFAR10N_LABEL_SETS: dict[str, str] = {
-    "aggre": "aggre_label",
-    "random1": "random_label1",
-    "random2": "random_label2",
-    "random3": "random_label3",
-    "worse": "worse_label",
-}
-CIFAR100N_LABEL_SETS: dict[str, str] = {"noisy": "noisy_label"}
-
-REAL_NOISE_LABEL_SETS: dict[str, dict[str, str]] = {
-    "cifar10n": CIFAR10N_LABEL_SETS,
-    "cifar100n": CIFAR100N_LABEL_SETS,
-}
-"""Noise-spec kind -> {spec key: published label name}."""
-
-_BASE = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
-_SETS = {"cifar10_n": CIFAR10N_LABEL_SETS, "cifar100_n": CIFAR100N_LABEL_SETS}
 
 LABEL_FILE_NAMES: dict[str, tuple[str, ...]] = {
     "cifar10_n": ("CIFAR-10_human.npz", "CIFAR-10_human.pt", "CIFAR-10_human.npy"),
@@ -107,13 +89,13 @@ def _read_pt(path: Path):
       if len(names) != 1:
         raise ValueError(f"{path}: not a torch zip file (no single data.pkl)")
       with z.open(names[0]) as f:
-        return _ds.restricted_unpickle(f, encoding="latin1")
+        return restricted_unpickle(f, encoding="latin1")
   with open(path, "rb") as f:  # legacy format: magic, protocol, sys_info, object
-    if _ds.restricted_unpickle(f) != _TORCH_LEGACY_MAGIC:
+    if restricted_unpickle(f) != _TORCH_LEGACY_MAGIC:
       raise ValueError(f"{path}: not a torch file (bad magic number)")
-    _ds.restricted_unpickle(f)
-    _ds.restricted_unpickle(f)
-    return _ds.restricted_unpickle(f, encoding="latin1")
+    restricted_unpickle(f)
+    restricted_unpickle(f)
+    return restricted_unpickle(f, encoding="latin1")
 
 
 def _read_pt_with_torch(path: Path):
@@ -134,9 +116,9 @@ def _read_npy_dict(path: Path):
     if dtype != object or shape != ():
       raise ValueError(f"{path}: .npy must hold a pickled dict, got {dtype} {shape}")
     try:
-      obj = _ds.restricted_unpickle(f, encoding="latin1")
+      obj = restricted_unpickle(f, encoding="latin1")
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as exc:
-      raise ValueError(f"{path}: {_ds._short(exc)}") from None
+      raise ValueError(f"{path}: {short_error(exc)}") from None
   if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
     obj = obj.item()  # np.save pickles the 0-d object array holding the dict
   return obj
@@ -174,7 +156,7 @@ def read_cifar_n_labels(path, *, image_order=None) -> dict[str, np.ndarray]:
         raw = _read_pt_with_torch(path)
       except ImportError:
         raise ValueError(
-            f"{path}: cannot read without torch ({_ds._short(exc)}); convert it "
+            f"{path}: cannot read without torch ({short_error(exc)}); convert it "
             f"to .npz where torch is installed"
         ) from exc
   else:
@@ -288,112 +270,3 @@ def order_from_tfds_ids(ids, prefix: str = "train_") -> np.ndarray:
   if not np.array_equal(np.sort(perm), np.arange(perm.size)):
     raise ValueError(f"ids must be a permutation of {prefix}0..{perm.size - 1}")
   return perm
-
-
-# --------------------------------------------------------------------------
-# Loader source (b).
-# --------------------------------------------------------------------------
-
-
-def _find_label_file(name: str, data_dir) -> tuple[Path | None, list[Path]]:
-  dirs = []
-  for d in _ds._search_dirs(name, data_dir) + _ds._search_dirs(_BASE[name], data_dir):
-    if d not in dirs:
-      dirs.append(d)
-  for d in dirs:
-    for fname in LABEL_FILE_NAMES[name]:
-      if (d / fname).is_file():
-        return d / fname, dirs
-  return None, dirs
-
-
-def _alignment(name: str, arrays: dict, source: str, data_dir) -> tuple[np.ndarray, str]:
-  base = _BASE[name]
-  n = arrays["train_labels"].size
-  if source.startswith("python:"):
-    return np.arange(n), "file order"
-  directory, _ = _ds._find_cifar_python_dir(base, data_dir)
-  if directory is not None:
-    ref = _ds.read_cifar_python(directory, base)
-    perm = align_to(ref["train_images"], arrays["train_images"],
-                    reference_keys=ref["train_labels"], target_keys=arrays["train_labels"])
-    return perm, f"image hashes vs {directory}"
-  if "_train_ids" in arrays:
-    return order_from_tfds_ids(arrays["_train_ids"]), "TFDS ids"
-  raise ValueError(
-      f"cannot align: put {_ds._CIFAR_PY[base]['subdir']} in data_dir or $JAXNOISY_DATA"
-  )
-
-
-def load_cifar_n(name: str, data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True,
-                 label_file=None) -> _ds.Dataset:
-  """Load ``cifar10_n`` or ``cifar100_n`` (see the module docstring).
-
-  Returns the CIFAR train/test images and clean labels (plus coarse labels
-  for CIFAR-100) with ``noisy_label_sets`` = ``{spec key: int32 labels}``
-  aligned with ``train_images``. ``label_file`` overrides the search for
-  the published file. Raises :class:`DataNotFoundError` when no source works.
-  """
-  if name not in _BASE:
-    raise ValueError(f"name must be cifar10_n or cifar100_n, got {name!r}")
-  return _ds._load(name, data_dir, tfds_data_dir, try_prepare, label_file=label_file)
-
-
-def _cifar_n_source(name: str, info, data_dir, tried: list, *, tfds_data_dir=None,
-                    try_prepare: bool = True, label_file=None, **_):
-  path, dirs = (Path(label_file), []) if label_file is not None else _find_label_file(
-      name, data_dir)
-  if path is None:
-    tried.append(
-        f"{' / '.join(LABEL_FILE_NAMES[name][:2])} in "
-        + (", ".join(str(d) for d in dirs) or "no directory")
-    )
-    return None
-  try:
-    published = read_cifar_n_labels(path)
-  except (OSError, ValueError, EOFError) as exc:
-    tried.append(f"label file {path} ({_ds._short(exc)})")
-    return None
-  found = _ds._find_arrays(_BASE[name], data_dir, tfds_data_dir, try_prepare, tried)
-  if found is None:
-    tried.append(f"{_BASE[name]} images for {path.name}: none found")
-    return None
-  arrays, base_source = dict(found[0]), found[1]
-  try:
-    n = arrays["train_labels"].size
-    wanted = _SETS[name]
-    missing = [p for p in wanted.values() if p not in published]
-    if missing:
-      raise ValueError(f"{path.name} lacks {', '.join(missing)}")
-    size = published[next(iter(wanted.values()))].size
-    if size != n:
-      raise ValueError(
-          f"{path.name} has {size} labels, the {_BASE[name]} training set {n} images"
-      )
-    perm, how = _alignment(name, arrays, base_source, data_dir)
-    if "clean_label" in published and not np.array_equal(
-        published["clean_label"][perm], arrays["train_labels"]
-    ):
-      bad = int(np.sum(published["clean_label"][perm] != arrays["train_labels"]))
-      raise ValueError(
-          f"{path.name}: clean_label disagrees with the {_BASE[name]} labels on "
-          f"{bad} of {n} images after aligning by {how}"
-      )
-  except (OSError, ValueError, EOFError, KeyError) as exc:
-    tried.append(f"aligning {path} ({_ds._short(exc)})")
-    return None
-  arrays["noisy_label_sets"] = {k: published[p][perm] for k, p in wanted.items()}
-  arrays.pop("_train_ids", None)
-  return arrays, f"{base_source}+labels:{path}"
-
-
-_ds._LOCAL_SOURCES["cifar10_n"] = _cifar_n_source
-_ds._LOCAL_SOURCES["cifar100_n"] = _cifar_n_source
-for _name, _sets in (("cifar10_n", "CIFAR-10"), ("cifar100_n", "CIFAR-100")):
-  _ds._HELP[_name] = (
-      f"{_sets}N not found. Options: prepare the TFDS builder {_name} (needs "
-      f"tensorflow and its manual files); or put {LABEL_FILE_NAMES[_name][1]} (or the "
-      f".npz conversion) from github.com/UCSC-REAL/cifar-10-100n in data_dir or "
-      f"JAXNOISY_DATA next to {_ds._CIFAR_PY[_BASE[_name]]['subdir']}, or pass "
-      f"label_file="
-  )

@@ -1,14 +1,22 @@
-"""Dataset + noise summaries and transition-matrix plots (for ``jaxnoisy data describe``)."""
+"""Dataset + noise summaries and transition-matrix plots (for ``jaxnoisy data describe``).
+
+Next to the CLI, above both the loaders and :mod:`jaxnoisy.noise`: it applies a
+noise spec to a loaded :class:`~jaxnoisy.data.Dataset`.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from jaxnoisy.data.datasets import Dataset
+from jaxnoisy import noise as noise_lib
+
+if TYPE_CHECKING:
+  from jaxnoisy.data import Dataset
 
 __all__ = ["describe", "plot_transition_matrix"]
 
@@ -25,8 +33,6 @@ def describe(dataset: Dataset, spec, key) -> dict:
   (``T[c][k] = P(noisy = k | clean = c)``, nested lists) and
   ``noisy_label_sets`` (names of the real-noise label sets, if any).
   """
-  from jaxnoisy import noise as noise_lib  # lazy: noise imports jaxnoisy.data
-
   spec = noise_lib.parse_noise_spec(spec)
   clean = np.asarray(dataset.train_labels, np.int32)
   noisy, mask = noise_lib.apply_noise(
