@@ -215,7 +215,7 @@ def cmd_compare(args) -> int:
 
 def cmd_data_describe(args) -> int:
   from jaxnoisy.data import DATASET_INFO, load_dataset
-  from jaxnoisy.data.describe import describe, plot_transition_matrix
+  from jaxnoisy.describe import describe, plot_transition_matrix
   from jaxnoisy.noise import parse_noise_spec
   if args.dataset not in DATASET_INFO:
     raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {args.dataset!r}")

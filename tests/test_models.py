@@ -19,183 +19,183 @@ SHAPES = {"cnn": ((28, 28, 1), 128), "mlp": ((28, 28, 1), 256)}
 
 
 def _x(shape, n, seed=0):
-    return jax.random.normal(jax.random.key(seed), (n, *shape), jnp.float32)
+  return jax.random.normal(jax.random.key(seed), (n, *shape), jnp.float32)
 
 
 def _xent(logits, y):
-    lp = jax.nn.log_softmax(logits)
-    return -jnp.mean(jnp.take_along_axis(lp, y[:, None], axis=1))
+  lp = jax.nn.log_softmax(logits)
+  return -jnp.mean(jnp.take_along_axis(lp, y[:, None], axis=1))
 
 
 def _check_pure_dict(tree):
-    assert isinstance(tree, dict)
-    for k, v in tree.items():
-        assert isinstance(k, str), k  # no integer keys: orbax would stringify them
-        if isinstance(v, dict):
-            _check_pure_dict(v)
-        else:
-            assert isinstance(v, (jax.Array, jax.ShapeDtypeStruct)), type(v)
+  assert isinstance(tree, dict)
+  for k, v in tree.items():
+    assert isinstance(k, str), k  # no integer keys: orbax would stringify them
+    if isinstance(v, dict):
+      _check_pure_dict(v)
+    else:
+      assert isinstance(v, (jax.Array, jax.ShapeDtypeStruct)), type(v)
 
 
 def _filled(abstract_model, seed=0):
-    """A concrete copy of an abstract model: He-normal kernels, BN scale/var 1, the rest 0."""
-    rng = np.random.default_rng(seed)
-    graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
+  """A concrete copy of an abstract model: He-normal kernels, BN scale/var 1, the rest 0."""
+  rng = np.random.default_rng(seed)
+  graphdef, params, rest = nnx.split(abstract_model, nnx.Param, ...)
 
-    def fill(path, leaf):
-        name = path[-1].key
-        if len(leaf.shape) >= 2:
-            fan_in = math.prod(leaf.shape[:-1])
-            return jnp.asarray(rng.normal(0, math.sqrt(2 / fan_in), leaf.shape), jnp.float32)
-        return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, jnp.float32)
+  def fill(path, leaf):
+    name = path[-1].key
+    if len(leaf.shape) >= 2:
+      fan_in = math.prod(leaf.shape[:-1])
+      return jnp.asarray(rng.normal(0, math.sqrt(2 / fan_in), leaf.shape), jnp.float32)
+    return jnp.full(leaf.shape, 1.0 if name in ("scale", "var") else 0.0, jnp.float32)
 
-    params = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(params))
-    rest = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(rest))
-    return nnx.merge(graphdef, params, rest)
+  params = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(params))
+  rest = jax.tree_util.tree_map_with_path(fill, nnx.to_pure_dict(rest))
+  return nnx.merge(graphdef, params, rest)
 
 
 class TinyBNNet(M._Classifier):
-    """Stem conv + one PreActBlock with a projection shortcut + BN-ReLU + pool + linear."""
+  """Stem conv + one PreActBlock with a projection shortcut + BN-ReLU + pool + linear."""
 
-    def __init__(self, *, rngs):
-        self.stem = nnx.Conv(3, 4, (3, 3), use_bias=False, rngs=rngs)
-        self.block = M.PreActBlock(4, 8, 2, rngs=rngs)
-        self.bn_final = M._bn(8, rngs)
-        self.classifier = nnx.Linear(8, 3, rngs=rngs)
+  def __init__(self, *, rngs):
+    self.stem = nnx.Conv(3, 4, (3, 3), use_bias=False, rngs=rngs)
+    self.block = M.PreActBlock(4, 8, 2, rngs=rngs)
+    self.bn_final = M._bn(8, rngs)
+    self.classifier = nnx.Linear(8, 3, rngs=rngs)
 
-    def features(self, x):
-        x = self.block(self.stem(x))
-        return jnp.mean(nnx.relu(self.bn_final(x)), axis=(1, 2))
+  def features(self, x):
+    x = self.block(self.stem(x))
+    return jnp.mean(nnx.relu(self.bn_final(x)), axis=(1, 2))
 
 
 # --------------------------------------------------------------------------- small models
 
 @pytest.fixture(scope="module", params=["cnn", "mlp"])
 def small(request):
-    """(name, input shape, feature dim, module, Functional, jitted apply).
+  """(name, input shape, feature dim, module, Functional, jitted apply).
 
-    The CNN is initialised for real; the MLP is filled with NumPy values (its
-    initialisation is covered by ``test_seed_determinism``) to save compilations.
-    """
-    name = request.param
-    shape, feat_dim = SHAPES[name]
-    if name == "cnn":
-        model = M.CNN(10, 1, rngs=nnx.Rngs(0))
-    else:
-        model = _filled(nnx.eval_shape(lambda: M.MLP(10, 784, rngs=nnx.Rngs(0))))
-    f = M.functional(model)
-    return name, shape, feat_dim, model, f, jax.jit(f.apply, static_argnames="train")
+  The CNN is initialised for real; the MLP is filled with NumPy values (its
+  initialisation is covered by ``test_seed_determinism``) to save compilations.
+  """
+  name = request.param
+  shape, feat_dim = SHAPES[name]
+  if name == "cnn":
+    model = M.CNN(10, 1, rngs=nnx.Rngs(0))
+  else:
+    model = _filled(nnx.eval_shape(lambda: M.MLP(10, 784, rngs=nnx.Rngs(0))))
+  f = M.functional(model)
+  return name, shape, feat_dim, model, f, jax.jit(f.apply, static_argnames="train")
 
 
 def test_small_model_shapes_and_state(small):
-    name, shape, feat_dim, _, f, apply = small
-    _check_pure_dict(f.params)
-    assert f.state == {}
-    x = _x(shape, 3)
-    out = {}
-    for train in (True, False):
-        logits, feats, new_state = apply(f.params, f.state, x, train=train)
-        assert logits.shape == (3, 10) and feats.shape == (3, feat_dim)
-        assert logits.dtype == jnp.float32
-        assert new_state == {}
-        out[train] = logits
-    # no BatchNorm: both modes agree
-    np.testing.assert_allclose(out[True], out[False], rtol=1e-6, atol=1e-6)
+  name, shape, feat_dim, _, f, apply = small
+  _check_pure_dict(f.params)
+  assert f.state == {}
+  x = _x(shape, 3)
+  out = {}
+  for train in (True, False):
+    logits, feats, new_state = apply(f.params, f.state, x, train=train)
+    assert logits.shape == (3, 10) and feats.shape == (3, feat_dim)
+    assert logits.dtype == jnp.float32
+    assert new_state == {}
+    out[train] = logits
+  # no BatchNorm: both modes agree
+  np.testing.assert_allclose(out[True], out[False], rtol=1e-6, atol=1e-6)
 
 
 def test_small_features_feed_classifier(small):
-    _, shape, _, _, f, apply = small
-    logits, feats, _ = apply(f.params, f.state, _x(shape, 5), train=False)
-    head = f.params["classifier"]
-    np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"],
-                               rtol=1e-5, atol=1e-5)
+  _, shape, _, _, f, apply = small
+  logits, feats, _ = apply(f.params, f.state, _x(shape, 5), train=False)
+  head = f.params["classifier"]
+  np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"],
+                             rtol=1e-5, atol=1e-5)
 
 
 def test_small_grads_finite_and_structured(small):
-    _, shape, _, _, f, _ = small
-    x, y = _x(shape, 8), jnp.arange(8) % 10
-    loss = lambda p: _xent(f.apply(p, f.state, x, train=True)[0], y)
-    grads = jax.jit(jax.grad(loss))(f.params)
-    assert jax.tree.structure(grads) == jax.tree.structure(f.params)
-    for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(f.params)):
-        assert g.shape == p.shape and np.isfinite(np.asarray(g)).all()
-    assert all(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(grads))
+  _, shape, _, _, f, _ = small
+  x, y = _x(shape, 8), jnp.arange(8) % 10
+  loss = lambda p: _xent(f.apply(p, f.state, x, train=True)[0], y)
+  grads = jax.jit(jax.grad(loss))(f.params)
+  assert jax.tree.structure(grads) == jax.tree.structure(f.params)
+  for g, p in zip(jax.tree.leaves(grads), jax.tree.leaves(f.params)):
+    assert g.shape == p.shape and np.isfinite(np.asarray(g)).all()
+  assert all(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(grads))
 
 
 def test_small_apply_matches_module(small):
-    # the Functional vs calling the NNX module itself (eagerly)
-    _, shape, _, model, f, apply = small
-    x = _x(shape, 4, seed=2)
-    logits, feats, _ = apply(f.params, f.state, x, train=False)
-    np.testing.assert_allclose(logits, model(x), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(feats, model.features(x), rtol=1e-5, atol=1e-5)
+  # the Functional vs calling the NNX module itself (eagerly)
+  _, shape, _, model, f, apply = small
+  x = _x(shape, 4, seed=2)
+  logits, feats, _ = apply(f.params, f.state, x, train=False)
+  np.testing.assert_allclose(logits, model(x), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(feats, model.features(x), rtol=1e-5, atol=1e-5)
 
 
 def test_cnn_param_count():
-    shapes = jax.eval_shape(lambda: M.make_model("cnn", 10, (28, 28, 1), seed=0).params)
-    n = M.count_params(shapes)
-    assert 80_000 <= n <= 130_000
-    assert n == 108_618  # the number documented in the module docstring
-    # in_channels comes from input_shape
-    shapes3 = jax.eval_shape(lambda: M.make_model("cnn", 10, (28, 28, 3), seed=0).params)
-    assert shapes3["conv1"]["kernel"].shape == (3, 3, 3, 16)
+  shapes = jax.eval_shape(lambda: M.make_model("cnn", 10, (28, 28, 1), seed=0).params)
+  n = M.count_params(shapes)
+  assert 80_000 <= n <= 130_000
+  assert n == 108_618  # the number documented in the module docstring
+  # in_channels comes from input_shape
+  shapes3 = jax.eval_shape(lambda: M.make_model("cnn", 10, (28, 28, 3), seed=0).params)
+  assert shapes3["conv1"]["kernel"].shape == (3, 3, 3, 16)
 
 
 def test_mlp_in_features_from_input_shape():
-    shapes = jax.eval_shape(lambda: M.make_model("mlp", 5, (8, 8, 3), seed=1).params)
-    assert shapes["dense0"]["kernel"].shape == (192, 256)
-    assert shapes["classifier"]["kernel"].shape == (256, 5)
-    assert M.count_params(shapes) == 192 * 256 + 256 + 256 * 256 + 256 + 256 * 5 + 5
+  shapes = jax.eval_shape(lambda: M.make_model("mlp", 5, (8, 8, 3), seed=1).params)
+  assert shapes["dense0"]["kernel"].shape == (192, 256)
+  assert shapes["classifier"]["kernel"].shape == (256, 5)
+  assert M.count_params(shapes) == 192 * 256 + 256 + 256 * 256 + 256 + 256 * 5 + 5
 
 
 def test_train_flag_must_be_static_bool():
-    f = M.functional(_filled(nnx.eval_shape(lambda: M.MLP(10, 12, (4,), rngs=nnx.Rngs(0)))))
-    with pytest.raises(TypeError):
-        f.apply(f.params, f.state, jnp.ones((1, 12)), train=jnp.array(True))
+  f = M.functional(_filled(nnx.eval_shape(lambda: M.MLP(10, 12, (4,), rngs=nnx.Rngs(0)))))
+  with pytest.raises(TypeError):
+    f.apply(f.params, f.state, jnp.ones((1, 12)), train=jnp.array(True))
 
 
 def test_make_model_unknown_name():
-    with pytest.raises(ValueError, match="preact_resnet18"):
-        M.make_model("resnet50", 10, (32, 32, 3), seed=0)
-    assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "resnet32"}
+  with pytest.raises(ValueError, match="preact_resnet18"):
+    M.make_model("resnet50", 10, (32, 32, 3), seed=0)
+  assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "resnet32"}
 
 
 def test_seed_determinism():
-    make = lambda s: M.functional(M.MLP(10, 12, (4,), rngs=nnx.Rngs(s))).params
-    a, b, c = make(5), make(5), make(6)
-    jax.tree.map(np.testing.assert_array_equal, a, b)
-    assert not np.array_equal(a["dense0"]["kernel"], c["dense0"]["kernel"])
+  make = lambda s: M.functional(M.MLP(10, 12, (4,), rngs=nnx.Rngs(s))).params
+  a, b, c = make(5), make(5), make(6)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+  assert not np.array_equal(a["dense0"]["kernel"], c["dense0"]["kernel"])
 
 
 # --------------------------------------------------------------------------- BatchNorm
 
 def test_bn_apply_matches_stateful_module():
-    model = _filled(nnx.eval_shape(lambda: TinyBNNet(rngs=nnx.Rngs(0))))
-    f = M.functional(model)
-    _check_pure_dict(f.state)
-    assert set(f.state["block"]) == {"bn1", "bn2"}
-    x = _x((8, 8, 3), 4, seed=1) * 2.0 + 0.5
-    apply = jax.jit(f.apply, static_argnames="train")
-    call = nnx.jit(lambda m, x: m(x))  # stateful: updates m's BatchStats in train mode
-    # train mode: same logits and the same running-average update as the stateful module
-    logits, _, new_state = apply(f.params, f.state, x, train=True)
-    model.train()
-    np.testing.assert_allclose(logits, call(model, x), rtol=1e-5, atol=1e-5)
-    ref_state = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 new_state, ref_state)
-    # momentum 0.9: bn1's input is the (stateless) stem's output and its old mean is 0
-    np.testing.assert_allclose(new_state["block"]["bn1"]["mean"],
-                               0.1 * np.mean(np.asarray(jax.jit(model.stem)(x)), axis=(0, 1, 2)),
-                               rtol=1e-4, atol=1e-6)
-    # eval mode with the updated statistics
-    model.eval()
-    logits_e, _, s = apply(f.params, new_state, x, train=False)
-    np.testing.assert_allclose(logits_e, call(model, x), rtol=1e-5, atol=1e-5)
-    jax.tree.map(np.testing.assert_array_equal, s, new_state)
-    assert not np.allclose(logits_e, logits, atol=1e-4)
-    # `apply` never touched the variables it was built from
-    np.testing.assert_array_equal(f.state["bn_final"]["mean"], np.zeros(8))
+  model = _filled(nnx.eval_shape(lambda: TinyBNNet(rngs=nnx.Rngs(0))))
+  f = M.functional(model)
+  _check_pure_dict(f.state)
+  assert set(f.state["block"]) == {"bn1", "bn2"}
+  x = _x((8, 8, 3), 4, seed=1) * 2.0 + 0.5
+  apply = jax.jit(f.apply, static_argnames="train")
+  call = nnx.jit(lambda m, x: m(x))  # stateful: updates m's BatchStats in train mode
+  # train mode: same logits and the same running-average update as the stateful module
+  logits, _, new_state = apply(f.params, f.state, x, train=True)
+  model.train()
+  np.testing.assert_allclose(logits, call(model, x), rtol=1e-5, atol=1e-5)
+  ref_state = nnx.to_pure_dict(nnx.state(model, nnx.BatchStat))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               new_state, ref_state)
+  # momentum 0.9: bn1's input is the (stateless) stem's output and its old mean is 0
+  np.testing.assert_allclose(new_state["block"]["bn1"]["mean"],
+                             0.1 * np.mean(np.asarray(jax.jit(model.stem)(x)), axis=(0, 1, 2)),
+                             rtol=1e-4, atol=1e-6)
+  # eval mode with the updated statistics
+  model.eval()
+  logits_e, _, s = apply(f.params, new_state, x, train=False)
+  np.testing.assert_allclose(logits_e, call(model, x), rtol=1e-5, atol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, s, new_state)
+  assert not np.allclose(logits_e, logits, atol=1e-4)
+  # `apply` never touched the variables it was built from
+  np.testing.assert_array_equal(f.state["bn_final"]["mean"], np.zeros(8))
 
 
 # --------------------------------------------------------------------------- ResNets
@@ -205,113 +205,113 @@ RESNETS = {"preact_resnet18": (M.PreActResNet18, 512), "resnet32": (M.ResNet32, 
 
 @pytest.fixture(scope="module", params=sorted(RESNETS))
 def resnet(request):
-    """One jitted train step (grads, batch-statistics forward) on 2 images of 32x32x3."""
-    cls, feat_dim = RESNETS[request.param]
-    abstract = nnx.eval_shape(lambda: cls(10, 3, rngs=nnx.Rngs(0)))
-    f = M.functional(_filled(abstract))
+  """One jitted train step (grads, batch-statistics forward) on 2 images of 32x32x3."""
+  cls, feat_dim = RESNETS[request.param]
+  abstract = nnx.eval_shape(lambda: cls(10, 3, rngs=nnx.Rngs(0)))
+  f = M.functional(_filled(abstract))
 
-    @jax.jit
-    def train_step(params, state, x, y):
-        def loss(p):
-            logits, feats, new_state = f.apply(p, state, x, train=True)
-            return _xent(logits, y), (logits, feats, new_state)
-        return jax.grad(loss, has_aux=True)(params)
+  @jax.jit
+  def train_step(params, state, x, y):
+    def loss(p):
+      logits, feats, new_state = f.apply(p, state, x, train=True)
+      return _xent(logits, y), (logits, feats, new_state)
+    return jax.grad(loss, has_aux=True)(params)
 
-    eval_apply = jax.jit(lambda p, s, x: f.apply(p, s, x, train=False))
-    x = _x((32, 32, 3), 2) * 2.0 + 1.0
-    grads, (logits, feats, new_state) = train_step(f.params, f.state, x, jnp.array([0, 1]))
-    return dict(f=f, eval_apply=eval_apply, x=x, grads=grads, logits=logits, feats=feats,
-                new_state=new_state, feat_dim=feat_dim)
+  eval_apply = jax.jit(lambda p, s, x: f.apply(p, s, x, train=False))
+  x = _x((32, 32, 3), 2) * 2.0 + 1.0
+  grads, (logits, feats, new_state) = train_step(f.params, f.state, x, jnp.array([0, 1]))
+  return dict(f=f, eval_apply=eval_apply, x=x, grads=grads, logits=logits, feats=feats,
+              new_state=new_state, feat_dim=feat_dim)
 
 
 def test_resnet_structure_and_count():
-    shapes = jax.eval_shape(lambda: M.make_model("preact_resnet18", 10, (32, 32, 3), 0).params)
-    _check_pure_dict(shapes)
-    assert M.count_params(shapes) == 11_172_170  # the standard CIFAR PreActResNet18
-    assert shapes["stem"]["kernel"].shape == (3, 3, 3, 64)
-    assert "shortcut" not in shapes["layer1_0"] and "shortcut" not in shapes["layer2_1"]
-    assert shapes["layer2_0"]["shortcut"]["kernel"].shape == (1, 1, 64, 128)
-    assert shapes["layer4_1"]["conv2"]["kernel"].shape == (3, 3, 512, 512)
-    assert shapes["classifier"]["kernel"].shape == (512, 10)
+  shapes = jax.eval_shape(lambda: M.make_model("preact_resnet18", 10, (32, 32, 3), 0).params)
+  _check_pure_dict(shapes)
+  assert M.count_params(shapes) == 11_172_170  # the standard CIFAR PreActResNet18
+  assert shapes["stem"]["kernel"].shape == (3, 3, 3, 64)
+  assert "shortcut" not in shapes["layer1_0"] and "shortcut" not in shapes["layer2_1"]
+  assert shapes["layer2_0"]["shortcut"]["kernel"].shape == (1, 1, 64, 128)
+  assert shapes["layer4_1"]["conv2"]["kernel"].shape == (3, 3, 512, 512)
+  assert shapes["classifier"]["kernel"].shape == (512, 10)
 
 
 def test_resnet_train_step(resnet):
-    f, grads = resnet["f"], resnet["grads"]
-    assert resnet["logits"].shape == (2, 10) and resnet["feats"].shape == (2, resnet["feat_dim"])
-    head = f.params["classifier"]
-    np.testing.assert_allclose(resnet["logits"], resnet["feats"] @ head["kernel"] + head["bias"],
-                               rtol=1e-5, atol=1e-5)
-    assert jax.tree.structure(grads) == jax.tree.structure(f.params)
-    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-    assert jax.tree.structure(resnet["new_state"]) == jax.tree.structure(f.state)
-    changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
-                           resnet["new_state"], f.state)
-    assert all(jax.tree.leaves(changed))  # every running mean/var moved
+  f, grads = resnet["f"], resnet["grads"]
+  assert resnet["logits"].shape == (2, 10) and resnet["feats"].shape == (2, resnet["feat_dim"])
+  head = f.params["classifier"]
+  np.testing.assert_allclose(resnet["logits"], resnet["feats"] @ head["kernel"] + head["bias"],
+                             rtol=1e-5, atol=1e-5)
+  assert jax.tree.structure(grads) == jax.tree.structure(f.params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  assert jax.tree.structure(resnet["new_state"]) == jax.tree.structure(f.state)
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                         resnet["new_state"], f.state)
+  assert all(jax.tree.leaves(changed))  # every running mean/var moved
 
 
 def test_resnet_eval(resnet):
-    f, apply, x = resnet["f"], resnet["eval_apply"], resnet["x"]
-    state = resnet["new_state"]
-    logits, feats, s = apply(f.params, state, x)
-    assert logits.shape == (2, 10) and feats.shape == (2, resnet["feat_dim"])
-    jax.tree.map(np.testing.assert_array_equal, s, state)
-    # each example's eval output is independent of the rest of the batch
-    x2 = x.at[1].set(_x((32, 32, 3), 1, seed=9)[0] * 5.0)
-    logits2, _, _ = apply(f.params, state, x2)
-    np.testing.assert_allclose(logits[0], logits2[0], rtol=1e-5, atol=1e-5)
-    # ... unlike train mode (batch statistics), whose logits differ from eval's
-    assert not np.allclose(logits, resnet["logits"], atol=1e-4)
+  f, apply, x = resnet["f"], resnet["eval_apply"], resnet["x"]
+  state = resnet["new_state"]
+  logits, feats, s = apply(f.params, state, x)
+  assert logits.shape == (2, 10) and feats.shape == (2, resnet["feat_dim"])
+  jax.tree.map(np.testing.assert_array_equal, s, state)
+  # each example's eval output is independent of the rest of the batch
+  x2 = x.at[1].set(_x((32, 32, 3), 1, seed=9)[0] * 5.0)
+  logits2, _, _ = apply(f.params, state, x2)
+  np.testing.assert_allclose(logits[0], logits2[0], rtol=1e-5, atol=1e-5)
+  # ... unlike train mode (batch statistics), whose logits differ from eval's
+  assert not np.allclose(logits, resnet["logits"], atol=1e-4)
 
 
 def _keys(tree):
-    return set(tree).union(*(_keys(v) for v in tree.values() if isinstance(v, dict)))
+  return set(tree).union(*(_keys(v) for v in tree.values() if isinstance(v, dict)))
 
 
 def test_resnet32_structure_and_count():
-    shapes, state = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 3), 0)[1:])
-    _check_pure_dict(shapes)
-    # He et al. report ~0.46M; with option-A (parameter-free) shortcuts it is exactly
-    # 461,232 (bias-free convs) + 2,272 (BN scale/bias) + 650 (classifier) = 464,154
-    n = M.count_params(shapes)
-    assert 450_000 <= n <= 480_000
-    assert n == 464_154  # the number documented in the module docstring
-    assert "shortcut" not in _keys(shapes)  # option A has no parameters
-    assert shapes["stem"]["kernel"].shape == (3, 3, 3, 16)
-    assert shapes["layer1_0"]["conv1"]["kernel"].shape == (3, 3, 16, 16)
-    assert shapes["layer2_0"]["conv1"]["kernel"].shape == (3, 3, 16, 32)
-    assert shapes["layer3_0"]["conv1"]["kernel"].shape == (3, 3, 32, 64)
-    assert shapes["layer3_4"]["conv2"]["kernel"].shape == (3, 3, 64, 64)
-    assert "bias" not in shapes["layer3_4"]["conv2"]
-    assert shapes["classifier"]["kernel"].shape == (64, 10)
-    blocks = {k for k in shapes if k.startswith("layer")}
-    assert blocks == {f"layer{s}_{b}" for s in (1, 2, 3) for b in range(5)}
-    # 31 BatchNorms (stem + 2 per block), each with running mean and var
-    assert len(jax.tree.leaves(state)) == 2 * 31
-    assert state["layer2_0"]["bn1"]["mean"].shape == (32,)
-    # in_channels and num_classes come from make_model's arguments
-    shapes100 = jax.eval_shape(lambda: M.make_model("resnet32", 100, (32, 32, 3), 0).params)
-    assert shapes100["classifier"]["kernel"].shape == (64, 100)
-    assert M.count_params(shapes100) == 470_004  # documented too
-    shapes1 = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 1), 0).params)
-    assert shapes1["stem"]["kernel"].shape == (3, 3, 1, 16)
+  shapes, state = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 3), 0)[1:])
+  _check_pure_dict(shapes)
+  # He et al. report ~0.46M; with option-A (parameter-free) shortcuts it is exactly
+  # 461,232 (bias-free convs) + 2,272 (BN scale/bias) + 650 (classifier) = 464,154
+  n = M.count_params(shapes)
+  assert 450_000 <= n <= 480_000
+  assert n == 464_154  # the number documented in the module docstring
+  assert "shortcut" not in _keys(shapes)  # option A has no parameters
+  assert shapes["stem"]["kernel"].shape == (3, 3, 3, 16)
+  assert shapes["layer1_0"]["conv1"]["kernel"].shape == (3, 3, 16, 16)
+  assert shapes["layer2_0"]["conv1"]["kernel"].shape == (3, 3, 16, 32)
+  assert shapes["layer3_0"]["conv1"]["kernel"].shape == (3, 3, 32, 64)
+  assert shapes["layer3_4"]["conv2"]["kernel"].shape == (3, 3, 64, 64)
+  assert "bias" not in shapes["layer3_4"]["conv2"]
+  assert shapes["classifier"]["kernel"].shape == (64, 10)
+  blocks = {k for k in shapes if k.startswith("layer")}
+  assert blocks == {f"layer{s}_{b}" for s in (1, 2, 3) for b in range(5)}
+  # 31 BatchNorms (stem + 2 per block), each with running mean and var
+  assert len(jax.tree.leaves(state)) == 2 * 31
+  assert state["layer2_0"]["bn1"]["mean"].shape == (32,)
+  # in_channels and num_classes come from make_model's arguments
+  shapes100 = jax.eval_shape(lambda: M.make_model("resnet32", 100, (32, 32, 3), 0).params)
+  assert shapes100["classifier"]["kernel"].shape == (64, 100)
+  assert M.count_params(shapes100) == 470_004  # documented too
+  shapes1 = jax.eval_shape(lambda: M.make_model("resnet32", 10, (32, 32, 1), 0).params)
+  assert shapes1["stem"]["kernel"].shape == (3, 3, 1, 16)
 
 
 def test_option_a_shortcut():
-    x = _x((4, 4, 16), 2, seed=3)
-    y = M._shortcut_a(x, 32, 2)
-    ref = np.zeros((2, 2, 2, 32), np.float32)
-    ref[..., 8:24] = np.asarray(x)[:, ::2, ::2, :]  # F.pad(x[:, :, ::2, ::2], (..., 8, 8))
-    np.testing.assert_array_equal(y, ref)
-    # the block adds it to its residual branch: with conv2 zeroed and BN in eval mode at
-    # its initial statistics, the residual branch is 0 and the block is ReLU(shortcut(x))
-    call = nnx.jit(lambda m, x: m(x))  # much cheaper than eager convolutions on CPU
-    for cin, cout, stride in ((16, 32, 2), (16, 16, 1)):
-        block = _filled(nnx.eval_shape(lambda: M.BasicBlock(cin, cout, stride, rngs=nnx.Rngs(0))))
-        assert block.has_shortcut == (stride != 1)
-        block.conv2.kernel[...] = 0.0
-        block.eval()
-        x = _x((4, 4, cin), 2, seed=4)
-        expect = M._shortcut_a(x, cout, stride) if stride != 1 else x
-        np.testing.assert_allclose(call(block, x), nnx.relu(expect), rtol=1e-6, atol=1e-6)
-    with pytest.raises(ValueError):
-        M.BasicBlock(32, 16, 2, rngs=nnx.Rngs(0))
+  x = _x((4, 4, 16), 2, seed=3)
+  y = M._shortcut_a(x, 32, 2)
+  ref = np.zeros((2, 2, 2, 32), np.float32)
+  ref[..., 8:24] = np.asarray(x)[:, ::2, ::2, :]  # F.pad(x[:, :, ::2, ::2], (..., 8, 8))
+  np.testing.assert_array_equal(y, ref)
+  # the block adds it to its residual branch: with conv2 zeroed and BN in eval mode at
+  # its initial statistics, the residual branch is 0 and the block is ReLU(shortcut(x))
+  call = nnx.jit(lambda m, x: m(x))  # much cheaper than eager convolutions on CPU
+  for cin, cout, stride in ((16, 32, 2), (16, 16, 1)):
+    block = _filled(nnx.eval_shape(lambda: M.BasicBlock(cin, cout, stride, rngs=nnx.Rngs(0))))
+    assert block.has_shortcut == (stride != 1)
+    block.conv2.kernel[...] = 0.0
+    block.eval()
+    x = _x((4, 4, cin), 2, seed=4)
+    expect = M._shortcut_a(x, cout, stride) if stride != 1 else x
+    np.testing.assert_allclose(call(block, x), nnx.relu(expect), rtol=1e-6, atol=1e-6)
+  with pytest.raises(ValueError):
+    M.BasicBlock(32, 16, 2, rngs=nnx.Rngs(0))

@@ -15,7 +15,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxnoisy.data.datasets import DATASET_INFO
+from jaxnoisy.dataset_info import DATASET_INFO
 
 __all__ = ["PADDING_MODES", "augment_batch", "dataset_augment", "identity_augment"]
 
@@ -24,78 +24,78 @@ PADDING_MODES = ("constant", "reflect")
 
 
 def _check(images, crop_padding, flip, padding_mode) -> None:
-    if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
-        raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
-    if not isinstance(flip, bool):
-        raise ValueError(f"flip must be a bool, got {flip!r}")
-    if padding_mode not in PADDING_MODES:
-        raise ValueError(
-            f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}"
-        )
-    if getattr(images, "ndim", None) != 4:
-        raise ValueError(
-            f"images must be a (N, H, W, C) batch, got shape {getattr(images, 'shape', None)}"
-        )
-    if padding_mode == "reflect" and crop_padding >= min(images.shape[1:3]):
-        raise ValueError(
-            f"crop_padding must be < image height and width ({images.shape[1:3]}) for "
-            f"reflect padding, got {crop_padding}"
-        )
+  if isinstance(crop_padding, bool) or not isinstance(crop_padding, int) or crop_padding < 0:
+    raise ValueError(f"crop_padding must be an int >= 0, got {crop_padding!r}")
+  if not isinstance(flip, bool):
+    raise ValueError(f"flip must be a bool, got {flip!r}")
+  if padding_mode not in PADDING_MODES:
+    raise ValueError(
+        f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}"
+    )
+  if getattr(images, "ndim", None) != 4:
+    raise ValueError(
+        f"images must be a (N, H, W, C) batch, got shape {getattr(images, 'shape', None)}"
+    )
+  if padding_mode == "reflect" and crop_padding >= min(images.shape[1:3]):
+    raise ValueError(
+        f"crop_padding must be < image height and width ({images.shape[1:3]}) for "
+        f"reflect padding, got {crop_padding}"
+    )
 
 
 def augment_batch(key, images, *, crop_padding: int = 4, flip: bool = True,
                   padding_mode: str = "constant"):
-    """Random crop after padding, and random horizontal flip, per example.
+  """Random crop after padding, and random horizontal flip, per example.
 
-    ``images``: ``(N, H, W, C)``, uint8 or float (numpy or JAX). Each example
-    is padded by ``crop_padding`` pixels on every side (zeros, or mirrored with
-    ``padding_mode="reflect"``), an ``H x W`` window at a uniform random offset
-    in ``[0, 2 * crop_padding]`` is kept, and with probability 1/2 the result
-    is mirrored left-right (``x[:, ::-1]`` for an HWC image ``x``). Shape and
-    dtype are preserved. ``crop_padding=0`` disables the crop, ``flip=False``
-    the flip; with both disabled ``images`` is returned unchanged. Keyword
-    arguments are Python values (static under ``jax.jit``).
-    """
-    _check(images, crop_padding, flip, padding_mode)
-    n, h, w, c = images.shape
-    if (crop_padding == 0 and not flip) or n == 0:
-        return images
-    p = crop_padding
+  ``images``: ``(N, H, W, C)``, uint8 or float (numpy or JAX). Each example
+  is padded by ``crop_padding`` pixels on every side (zeros, or mirrored with
+  ``padding_mode="reflect"``), an ``H x W`` window at a uniform random offset
+  in ``[0, 2 * crop_padding]`` is kept, and with probability 1/2 the result
+  is mirrored left-right (``x[:, ::-1]`` for an HWC image ``x``). Shape and
+  dtype are preserved. ``crop_padding=0`` disables the crop, ``flip=False``
+  the flip; with both disabled ``images`` is returned unchanged. Keyword
+  arguments are Python values (static under ``jax.jit``).
+  """
+  _check(images, crop_padding, flip, padding_mode)
+  n, h, w, c = images.shape
+  if (crop_padding == 0 and not flip) or n == 0:
+    return images
+  p = crop_padding
 
-    def one(k, x):
-        k_crop, k_flip = jax.random.split(k)
-        if p:
-            padded = jnp.pad(x, ((p, p), (p, p), (0, 0)), mode=padding_mode)
-            dy, dx = jax.random.randint(k_crop, (2,), 0, 2 * p + 1)
-            x = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
-        if flip:
-            x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
-        return x
+  def one(k, x):
+    k_crop, k_flip = jax.random.split(k)
+    if p:
+      padded = jnp.pad(x, ((p, p), (p, p), (0, 0)), mode=padding_mode)
+      dy, dx = jax.random.randint(k_crop, (2,), 0, 2 * p + 1)
+      x = jax.lax.dynamic_slice(padded, (dy, dx, 0), (h, w, c))
+    if flip:
+      x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
+    return x
 
-    return jax.vmap(one)(jax.random.split(key, n), jnp.asarray(images))
+  return jax.vmap(one)(jax.random.split(key, n), jnp.asarray(images))
 
 
 def identity_augment(key, images):
-    """The disabled augmentation: returns ``images`` unchanged."""
-    del key
-    return images
+  """The disabled augmentation: returns ``images`` unchanged."""
+  del key
+  return images
 
 
 def dataset_augment(name: str, *, crop_padding: int = 4, flip: bool = True,
                     padding_mode: str = "constant") -> Callable:
-    """The default training augmentation ``fn(key, images) -> images`` for a dataset.
+  """The default training augmentation ``fn(key, images) -> images`` for a dataset.
 
-    :func:`augment_batch` with the given settings when
-    ``DATASET_INFO[name].augment`` (CIFAR-10/100, CIFAR-N), else
-    :func:`identity_augment` (MNIST, Fashion-MNIST). Usable inside ``jax.jit``.
-    """
-    if name not in DATASET_INFO:
-        raise ValueError(f"name must be one of {', '.join(sorted(DATASET_INFO))}, got {name!r}")
-    if not DATASET_INFO[name].augment:
-        return identity_augment
+  :func:`augment_batch` with the given settings when
+  ``DATASET_INFO[name].augment`` (CIFAR-10/100, CIFAR-N), else
+  :func:`identity_augment` (MNIST, Fashion-MNIST). Usable inside ``jax.jit``.
+  """
+  if name not in DATASET_INFO:
+    raise ValueError(f"name must be one of {', '.join(sorted(DATASET_INFO))}, got {name!r}")
+  if not DATASET_INFO[name].augment:
+    return identity_augment
 
-    def augment(key, images):
-        return augment_batch(key, images, crop_padding=crop_padding, flip=flip,
-                             padding_mode=padding_mode)
+  def augment(key, images):
+    return augment_batch(key, images, crop_padding=crop_padding, flip=flip,
+                         padding_mode=padding_mode)
 
-    return augment
+  return augment

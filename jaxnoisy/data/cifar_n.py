@@ -8,6 +8,10 @@ Label sets (noise-spec key -> published name):
 * CIFAR-100N (``cifar100n:noisy``): ``noisy`` -> ``noisy_label`` (TFDS's
   ``cifar100_n`` calls the feature ``noise_label``).
 
+(These facts are :data:`jaxnoisy.dataset_info.CIFAR10N_LABEL_SETS` /
+``CIFAR100N_LABEL_SETS``. This module reads the published label files and aligns
+them to images; the loader, :mod:`jaxnoisy.data.datasets`, combines the two.)
+
 Two ways to get them (tried in this order by ``load_dataset("cifar10_n")``):
 
 (a) The TFDS builders ``cifar10_n`` / ``cifar100_n``, if prepared: every record
@@ -53,37 +57,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxnoisy.data import datasets as _ds
+from jaxnoisy.data.readers import restricted_unpickle, short_error
 
 __all__ = [
-    "CIFAR100N_LABEL_SETS",
-    "CIFAR10N_LABEL_SETS",
     "LABEL_FILE_NAMES",
-    "REAL_NOISE_LABEL_SETS",
     "align_to",
     "image_digests",
-    "load_cifar_n",
     "order_from_tfds_ids",
     "read_cifar_n_labels",
 ]
-
-CIFAR10N_LABEL_SETS: dict[str, str] = {
-    "aggre": "aggre_label",
-    "random1": "random_label1",
-    "random2": "random_label2",
-    "random3": "random_label3",
-    "worse": "worse_label",
-}
-CIFAR100N_LABEL_SETS: dict[str, str] = {"noisy": "noisy_label"}
-
-REAL_NOISE_LABEL_SETS: dict[str, dict[str, str]] = {
-    "cifar10n": CIFAR10N_LABEL_SETS,
-    "cifar100n": CIFAR100N_LABEL_SETS,
-}
-"""Noise-spec kind -> {spec key: published label name}."""
-
-_BASE = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}
-_SETS = {"cifar10_n": CIFAR10N_LABEL_SETS, "cifar100_n": CIFAR100N_LABEL_SETS}
 
 LABEL_FILE_NAMES: dict[str, tuple[str, ...]] = {
     "cifar10_n": ("CIFAR-10_human.npz", "CIFAR-10_human.pt", "CIFAR-10_human.npy"),
@@ -100,111 +82,111 @@ _TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
 
 def _read_pt(path: Path):
-    """A torch.save'd object made of containers and numpy arrays, without torch."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
-            names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            if len(names) != 1:
-                raise ValueError(f"{path}: not a torch zip file (no single data.pkl)")
-            with z.open(names[0]) as f:
-                return _ds.restricted_unpickle(f, encoding="latin1")
-    with open(path, "rb") as f:  # legacy format: magic, protocol, sys_info, object
-        if _ds.restricted_unpickle(f) != _TORCH_LEGACY_MAGIC:
-            raise ValueError(f"{path}: not a torch file (bad magic number)")
-        _ds.restricted_unpickle(f)
-        _ds.restricted_unpickle(f)
-        return _ds.restricted_unpickle(f, encoding="latin1")
+  """A torch.save'd object made of containers and numpy arrays, without torch."""
+  if zipfile.is_zipfile(path):
+    with zipfile.ZipFile(path) as z:
+      names = [n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
+      if len(names) != 1:
+        raise ValueError(f"{path}: not a torch zip file (no single data.pkl)")
+      with z.open(names[0]) as f:
+        return restricted_unpickle(f, encoding="latin1")
+  with open(path, "rb") as f:  # legacy format: magic, protocol, sys_info, object
+    if restricted_unpickle(f) != _TORCH_LEGACY_MAGIC:
+      raise ValueError(f"{path}: not a torch file (bad magic number)")
+    restricted_unpickle(f)
+    restricted_unpickle(f)
+    return restricted_unpickle(f, encoding="latin1")
 
 
 def _read_pt_with_torch(path: Path):
-    import torch  # optional
+  import torch  # optional
 
-    obj = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in obj.items()}
+  obj = torch.load(path, map_location="cpu", weights_only=True)
+  return {k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in obj.items()}
 
 
 def _read_npy_dict(path: Path):
-    """A dict saved with ``np.save(path, d)``, unpickled with the restricted unpickler."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-        if dtype != object or shape != ():
-            raise ValueError(f"{path}: .npy must hold a pickled dict, got {dtype} {shape}")
-        try:
-            obj = _ds.restricted_unpickle(f, encoding="latin1")
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as exc:
-            raise ValueError(f"{path}: {_ds._short(exc)}") from None
-    if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
-        obj = obj.item()  # np.save pickles the 0-d object array holding the dict
-    return obj
+  """A dict saved with ``np.save(path, d)``, unpickled with the restricted unpickler."""
+  with open(path, "rb") as f:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+      shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+    else:
+      shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    if dtype != object or shape != ():
+      raise ValueError(f"{path}: .npy must hold a pickled dict, got {dtype} {shape}")
+    try:
+      obj = restricted_unpickle(f, encoding="latin1")
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError) as exc:
+      raise ValueError(f"{path}: {short_error(exc)}") from None
+  if isinstance(obj, np.ndarray) and obj.dtype == object and obj.shape == ():
+    obj = obj.item()  # np.save pickles the 0-d object array holding the dict
+  return obj
 
 
 def read_cifar_n_labels(path, *, image_order=None) -> dict[str, np.ndarray]:
-    """Read a CIFAR-N human-label file into ``{published name: int32 array}``.
+  """Read a CIFAR-N human-label file into ``{published name: int32 array}``.
 
-    ``path``: ``.pt`` (the published ``CIFAR-10_human.pt`` /
-    ``CIFAR-100_human.pt``; read without torch if it holds numpy arrays, with
-    torch if it holds tensors and torch is importable), ``.npz`` (one array
-    per key) or ``.npy`` (a pickled dict, ``np.save(path, d)``). Pickles are
-    read with a restricted unpickler (no code execution). Keys are e.g.
-    ``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1..3``,
-    ``noisy_label``.
+  ``path``: ``.pt`` (the published ``CIFAR-10_human.pt`` /
+  ``CIFAR-100_human.pt``; read without torch if it holds numpy arrays, with
+  torch if it holds tensors and torch is importable), ``.npz`` (one array
+  per key) or ``.npy`` (a pickled dict, ``np.save(path, d)``). Pickles are
+  read with a restricted unpickler (no code execution). Keys are e.g.
+  ``clean_label``, ``aggre_label``, ``worse_label``, ``random_label1..3``,
+  ``noisy_label``.
 
-    ``image_order`` (array or ``.npy`` path, optional): for files stored in
-    another order, such as the repository's ``CIFAR-10_human_ordered.npy``
-    with ``image_order_c10.npy``: entry ``j`` of every array belongs to CIFAR
-    file index ``image_order[j]`` (as TFDS's cifar10_n builder uses them);
-    the result is then in CIFAR file (torchvision) order.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            raw = {k: z[k] for k in z.files}
-    elif suffix == ".npy":
-        raw = _read_npy_dict(path)
-    elif suffix in (".pt", ".pth"):
-        try:
-            raw = _read_pt(path)
-        except Exception as exc:
-            try:
-                raw = _read_pt_with_torch(path)
-            except ImportError:
-                raise ValueError(
-                    f"{path}: cannot read without torch ({_ds._short(exc)}); convert it "
-                    f"to .npz where torch is installed"
-                ) from exc
-    else:
-        raise ValueError(f"path must end in .pt, .npz or .npy, got {path.name!r}")
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(f"{path}: expected a non-empty dict of label arrays")
-    out = {}
-    for key, value in raw.items():
-        key = key.decode() if isinstance(key, bytes) else str(key)
-        arr = np.asarray(value)
-        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-            raise ValueError(
-                f"{path}: {key} must be a 1-D integer array, got {arr.dtype} {arr.shape}"
-            )
-        out[key] = arr.astype(np.int32)
-    sizes = {a.size for a in out.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"{path}: label arrays have different lengths {sorted(sizes)}")
-    if image_order is not None:
-        if isinstance(image_order, (str, Path)):
-            image_order = np.load(image_order, allow_pickle=False)
-        order = np.asarray(image_order).astype(np.int64)
-        n = sizes.pop()
-        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
-            raise ValueError(f"image_order must be a permutation of range({n})")
-        for key, arr in out.items():
-            reordered = np.empty_like(arr)
-            reordered[order] = arr
-            out[key] = reordered
-    return out
+  ``image_order`` (array or ``.npy`` path, optional): for files stored in
+  another order, such as the repository's ``CIFAR-10_human_ordered.npy``
+  with ``image_order_c10.npy``: entry ``j`` of every array belongs to CIFAR
+  file index ``image_order[j]`` (as TFDS's cifar10_n builder uses them);
+  the result is then in CIFAR file (torchvision) order.
+  """
+  path = Path(path)
+  suffix = path.suffix.lower()
+  if suffix == ".npz":
+    with np.load(path, allow_pickle=False) as z:
+      raw = {k: z[k] for k in z.files}
+  elif suffix == ".npy":
+    raw = _read_npy_dict(path)
+  elif suffix in (".pt", ".pth"):
+    try:
+      raw = _read_pt(path)
+    except Exception as exc:
+      try:
+        raw = _read_pt_with_torch(path)
+      except ImportError:
+        raise ValueError(
+            f"{path}: cannot read without torch ({short_error(exc)}); convert it "
+            f"to .npz where torch is installed"
+        ) from exc
+  else:
+    raise ValueError(f"path must end in .pt, .npz or .npy, got {path.name!r}")
+  if not isinstance(raw, dict) or not raw:
+    raise ValueError(f"{path}: expected a non-empty dict of label arrays")
+  out = {}
+  for key, value in raw.items():
+    key = key.decode() if isinstance(key, bytes) else str(key)
+    arr = np.asarray(value)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+      raise ValueError(
+          f"{path}: {key} must be a 1-D integer array, got {arr.dtype} {arr.shape}"
+      )
+    out[key] = arr.astype(np.int32)
+  sizes = {a.size for a in out.values()}
+  if len(sizes) != 1:
+    raise ValueError(f"{path}: label arrays have different lengths {sorted(sizes)}")
+  if image_order is not None:
+    if isinstance(image_order, (str, Path)):
+      image_order = np.load(image_order, allow_pickle=False)
+    order = np.asarray(image_order).astype(np.int64)
+    n = sizes.pop()
+    if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+      raise ValueError(f"image_order must be a permutation of range({n})")
+    for key, arr in out.items():
+      reordered = np.empty_like(arr)
+      reordered[order] = arr
+      out[key] = reordered
+  return out
 
 
 # --------------------------------------------------------------------------
@@ -213,187 +195,78 @@ def read_cifar_n_labels(path, *, image_order=None) -> dict[str, np.ndarray]:
 
 
 def image_digests(images, keys=None) -> list[bytes]:
-    """A 16-byte BLAKE2b digest of each image's bytes (and of ``keys[i]``, if given)."""
-    images = np.ascontiguousarray(np.asarray(images))
-    if images.ndim < 2:
-        raise ValueError(f"images must have shape (N, ...), got {images.shape}")
-    extra = None if keys is None else np.asarray(keys)
-    if extra is not None and extra.shape[:1] != images.shape[:1]:
-        raise ValueError(
-            f"keys must have length {images.shape[0]}, got shape {extra.shape}"
-        )
-    flat = images.reshape(images.shape[0], -1)
-    out = []
-    for i in range(flat.shape[0]):
-        h = hashlib.blake2b(flat[i].tobytes(), digest_size=16)
-        if extra is not None:
-            h.update(np.ascontiguousarray(extra[i]).tobytes())
-        out.append(h.digest())
-    return out
+  """A 16-byte BLAKE2b digest of each image's bytes (and of ``keys[i]``, if given)."""
+  images = np.ascontiguousarray(np.asarray(images))
+  if images.ndim < 2:
+    raise ValueError(f"images must have shape (N, ...), got {images.shape}")
+  extra = None if keys is None else np.asarray(keys)
+  if extra is not None and extra.shape[:1] != images.shape[:1]:
+    raise ValueError(
+        f"keys must have length {images.shape[0]}, got shape {extra.shape}"
+    )
+  flat = images.reshape(images.shape[0], -1)
+  out = []
+  for i in range(flat.shape[0]):
+    h = hashlib.blake2b(flat[i].tobytes(), digest_size=16)
+    if extra is not None:
+      h.update(np.ascontiguousarray(extra[i]).tobytes())
+    out.append(h.digest())
+  return out
 
 
 def align_to(reference_images, target_images, *, reference_keys=None,
              target_keys=None) -> np.ndarray:
-    """Permutation taking arrays in ``reference_images``' order to ``target_images``'.
+  """Permutation taking arrays in ``reference_images``' order to ``target_images``'.
 
-    Returns int64 ``perm`` with ``reference_images[perm] == target_images``, so
-    labels stored in reference order become ``labels[perm]`` in target order.
-    Images are matched by a hash of their bytes (plus ``*_keys[i]``, e.g. the
-    clean labels, when given, which disambiguates identical images with
-    different labels). Identical images are matched in order of occurrence.
-    Raises ``ValueError`` if the two sets do not match one to one (different
-    sizes, shapes, or an image of one missing from the other).
-    """
-    ref = np.asarray(reference_images)
-    tgt = np.asarray(target_images)
-    if ref.shape != tgt.shape or ref.dtype != tgt.dtype:
-        raise ValueError(
-            f"reference_images and target_images must have the same shape and dtype, "
-            f"got {ref.dtype} {ref.shape} and {tgt.dtype} {tgt.shape}"
-        )
-    if (reference_keys is None) != (target_keys is None):
-        raise ValueError("reference_keys and target_keys must be given together")
-    index: dict[bytes, list[int]] = {}
-    for i, d in enumerate(image_digests(ref, reference_keys)):
-        index.setdefault(d, []).append(i)
-    for v in index.values():
-        v.reverse()  # pop() then yields occurrences in order
-    perm = np.empty(tgt.shape[0], dtype=np.int64)
-    for j, d in enumerate(image_digests(tgt, target_keys)):
-        bucket = index.get(d)
-        if not bucket:
-            raise ValueError(
-                f"target image {j} has no unmatched counterpart in reference_images; "
-                f"the two sets are not a permutation of each other"
-            )
-        perm[j] = bucket.pop()
-    return perm  # every target matched a distinct reference: a bijection
+  Returns int64 ``perm`` with ``reference_images[perm] == target_images``, so
+  labels stored in reference order become ``labels[perm]`` in target order.
+  Images are matched by a hash of their bytes (plus ``*_keys[i]``, e.g. the
+  clean labels, when given, which disambiguates identical images with
+  different labels). Identical images are matched in order of occurrence.
+  Raises ``ValueError`` if the two sets do not match one to one (different
+  sizes, shapes, or an image of one missing from the other).
+  """
+  ref = np.asarray(reference_images)
+  tgt = np.asarray(target_images)
+  if ref.shape != tgt.shape or ref.dtype != tgt.dtype:
+    raise ValueError(
+        f"reference_images and target_images must have the same shape and dtype, "
+        f"got {ref.dtype} {ref.shape} and {tgt.dtype} {tgt.shape}"
+    )
+  if (reference_keys is None) != (target_keys is None):
+    raise ValueError("reference_keys and target_keys must be given together")
+  index: dict[bytes, list[int]] = {}
+  for i, d in enumerate(image_digests(ref, reference_keys)):
+    index.setdefault(d, []).append(i)
+  for v in index.values():
+    v.reverse()  # pop() then yields occurrences in order
+  perm = np.empty(tgt.shape[0], dtype=np.int64)
+  for j, d in enumerate(image_digests(tgt, target_keys)):
+    bucket = index.get(d)
+    if not bucket:
+      raise ValueError(
+          f"target image {j} has no unmatched counterpart in reference_images; "
+          f"the two sets are not a permutation of each other"
+      )
+    perm[j] = bucket.pop()
+  return perm  # every target matched a distinct reference: a bijection
 
 
 def order_from_tfds_ids(ids, prefix: str = "train_") -> np.ndarray:
-    """Indices into the original CIFAR files from TFDS record ids.
+  """Indices into the original CIFAR files from TFDS record ids.
 
-    TFDS's ``cifar10``/``cifar100`` give each record an ``id`` such as
-    ``"train_00042"``: its index in the CIFAR files. Returns int64 ``perm``
-    with ``perm[i]`` the file index of record ``i``; raises ``ValueError`` if
-    an id is malformed or the ids are not a permutation.
-    """
-    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids).tolist()]
-    try:
-        if not all(i.startswith(prefix) for i in ids):
-            raise ValueError
-        perm = np.asarray([int(i[len(prefix):]) for i in ids], dtype=np.int64)
-    except ValueError:
-        raise ValueError(f"ids must look like {prefix}00042, got e.g. {ids[:2]}") from None
-    if not np.array_equal(np.sort(perm), np.arange(perm.size)):
-        raise ValueError(f"ids must be a permutation of {prefix}0..{perm.size - 1}")
-    return perm
-
-
-# --------------------------------------------------------------------------
-# Loader source (b).
-# --------------------------------------------------------------------------
-
-
-def _find_label_file(name: str, data_dir) -> tuple[Path | None, list[Path]]:
-    dirs = []
-    for d in _ds._search_dirs(name, data_dir) + _ds._search_dirs(_BASE[name], data_dir):
-        if d not in dirs:
-            dirs.append(d)
-    for d in dirs:
-        for fname in LABEL_FILE_NAMES[name]:
-            if (d / fname).is_file():
-                return d / fname, dirs
-    return None, dirs
-
-
-def _alignment(name: str, arrays: dict, source: str, data_dir) -> tuple[np.ndarray, str]:
-    base = _BASE[name]
-    n = arrays["train_labels"].size
-    if source.startswith("python:"):
-        return np.arange(n), "file order"
-    directory, _ = _ds._find_cifar_python_dir(base, data_dir)
-    if directory is not None:
-        ref = _ds.read_cifar_python(directory, base)
-        perm = align_to(ref["train_images"], arrays["train_images"],
-                        reference_keys=ref["train_labels"], target_keys=arrays["train_labels"])
-        return perm, f"image hashes vs {directory}"
-    if "_train_ids" in arrays:
-        return order_from_tfds_ids(arrays["_train_ids"]), "TFDS ids"
-    raise ValueError(
-        f"cannot align: put {_ds._CIFAR_PY[base]['subdir']} in data_dir or $JAXNOISY_DATA"
-    )
-
-
-def load_cifar_n(name: str, data_dir=None, *, tfds_data_dir=None, try_prepare: bool = True,
-                 label_file=None) -> _ds.Dataset:
-    """Load ``cifar10_n`` or ``cifar100_n`` (see the module docstring).
-
-    Returns the CIFAR train/test images and clean labels (plus coarse labels
-    for CIFAR-100) with ``noisy_label_sets`` = ``{spec key: int32 labels}``
-    aligned with ``train_images``. ``label_file`` overrides the search for
-    the published file. Raises :class:`DataNotFoundError` when no source works.
-    """
-    if name not in _BASE:
-        raise ValueError(f"name must be cifar10_n or cifar100_n, got {name!r}")
-    return _ds._load(name, data_dir, tfds_data_dir, try_prepare, label_file=label_file)
-
-
-def _cifar_n_source(name: str, info, data_dir, tried: list, *, tfds_data_dir=None,
-                    try_prepare: bool = True, label_file=None, **_):
-    path, dirs = (Path(label_file), []) if label_file is not None else _find_label_file(
-        name, data_dir)
-    if path is None:
-        tried.append(
-            f"{' / '.join(LABEL_FILE_NAMES[name][:2])} in "
-            + (", ".join(str(d) for d in dirs) or "no directory")
-        )
-        return None
-    try:
-        published = read_cifar_n_labels(path)
-    except (OSError, ValueError, EOFError) as exc:
-        tried.append(f"label file {path} ({_ds._short(exc)})")
-        return None
-    found = _ds._find_arrays(_BASE[name], data_dir, tfds_data_dir, try_prepare, tried)
-    if found is None:
-        tried.append(f"{_BASE[name]} images for {path.name}: none found")
-        return None
-    arrays, base_source = dict(found[0]), found[1]
-    try:
-        n = arrays["train_labels"].size
-        wanted = _SETS[name]
-        missing = [p for p in wanted.values() if p not in published]
-        if missing:
-            raise ValueError(f"{path.name} lacks {', '.join(missing)}")
-        size = published[next(iter(wanted.values()))].size
-        if size != n:
-            raise ValueError(
-                f"{path.name} has {size} labels, the {_BASE[name]} training set {n} images"
-            )
-        perm, how = _alignment(name, arrays, base_source, data_dir)
-        if "clean_label" in published and not np.array_equal(
-            published["clean_label"][perm], arrays["train_labels"]
-        ):
-            bad = int(np.sum(published["clean_label"][perm] != arrays["train_labels"]))
-            raise ValueError(
-                f"{path.name}: clean_label disagrees with the {_BASE[name]} labels on "
-                f"{bad} of {n} images after aligning by {how}"
-            )
-    except (OSError, ValueError, EOFError, KeyError) as exc:
-        tried.append(f"aligning {path} ({_ds._short(exc)})")
-        return None
-    arrays["noisy_label_sets"] = {k: published[p][perm] for k, p in wanted.items()}
-    arrays.pop("_train_ids", None)
-    return arrays, f"{base_source}+labels:{path}"
-
-
-_ds._LOCAL_SOURCES["cifar10_n"] = _cifar_n_source
-_ds._LOCAL_SOURCES["cifar100_n"] = _cifar_n_source
-for _name, _sets in (("cifar10_n", "CIFAR-10"), ("cifar100_n", "CIFAR-100")):
-    _ds._HELP[_name] = (
-        f"{_sets}N not found. Options: prepare the TFDS builder {_name} (needs "
-        f"tensorflow and its manual files); or put {LABEL_FILE_NAMES[_name][1]} (or the "
-        f".npz conversion) from github.com/UCSC-REAL/cifar-10-100n in data_dir or "
-        f"JAXNOISY_DATA next to {_ds._CIFAR_PY[_BASE[_name]]['subdir']}, or pass "
-        f"label_file="
-    )
+  TFDS's ``cifar10``/``cifar100`` give each record an ``id`` such as
+  ``"train_00042"``: its index in the CIFAR files. Returns int64 ``perm``
+  with ``perm[i]`` the file index of record ``i``; raises ``ValueError`` if
+  an id is malformed or the ids are not a permutation.
+  """
+  ids = [i.decode() if isinstance(i, bytes) else str(i) for i in np.asarray(ids).tolist()]
+  try:
+    if not all(i.startswith(prefix) for i in ids):
+      raise ValueError
+    perm = np.asarray([int(i[len(prefix):]) for i in ids], dtype=np.int64)
+  except ValueError:
+    raise ValueError(f"ids must look like {prefix}00042, got e.g. {ids[:2]}") from None
+  if not np.array_equal(np.sort(perm), np.arange(perm.size)):
+    raise ValueError(f"ids must be a permutation of {prefix}0..{perm.size - 1}")
+  return perm
