@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -66,7 +65,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   for name, message in REPLACED.items():  # old flags fail with the new spelling
     if name not in METHODS and name not in seen:
       p.add_argument("--" + name.replace("_", "-"), help=argparse.SUPPRESS,
-                     type=functools.partial(_replaced, message))
+                     action=_replaced(message))
   p.add_argument("--distributed", action="store_true",
                  help="join a multi-process run (jax.distributed.initialize; the cluster "
                       "is detected unless --coordinator is given)")
@@ -78,8 +77,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--no-progress", action="store_true")
 
 
-def _replaced(message: str, text: str):
-  raise argparse.ArgumentTypeError(message)
+def _replaced(message: str):
+  """A flag that no longer exists: one line naming its new spelling, exit 2."""
+
+  class Replaced(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+      parser.exit(2, f"jaxnoisy: error: {message}\n")
+
+  return Replaced
 
 
 def _sweep(text: str):
@@ -125,6 +130,8 @@ def cmd_train(args) -> int:
   from jaxnoisy.train.devices import use_cpu_cores
   config = config_from_args(args)
   parse_noise_spec(config.noise)
+  if os.path.exists(args.out) and not os.path.isdir(args.out):
+    raise ValueError(f"--out must be a run directory, but {args.out} is a file")
   if args.distributed or args.coordinator:
     from jaxnoisy.train.devices import join_processes
     n = args.num_processes or 1
@@ -236,6 +243,19 @@ def cmd_data_describe(args) -> int:
   return 0
 
 
+def _as_typed(message: str, args) -> str:
+  """A config field named at the start of an error becomes the flag as typed
+  (``train_size must be ...`` → ``--train-size must be ...``)."""
+  if args.command != "train":
+    return message
+  from jaxnoisy.train.config import TrainConfig
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  name = message.split(" ", 1)[0]
+  if name in fields:
+    return "--" + name.replace("_", "-") + message[len(name):]
+  return message
+
+
 def main(argv=None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
@@ -246,7 +266,7 @@ def main(argv=None) -> int:
       return cmd_data_describe(args)
     return cmd_compare(args)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
-    parser.exit(2, f"jaxnoisy: error: {e}\n")
+    parser.exit(2, f"jaxnoisy: error: {_as_typed(str(e), args)}\n")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,7 @@ randomness comes from ``jax.random``; inputs may be numpy or JAX arrays, and the
 outputs are numpy arrays ``(noisy_labels int32 (N,), mask bool (N,))`` where
 ``mask[i]`` is True iff example ``i``'s label was changed.
 
-Conventions (see METHODS.md section 6; they differ between papers, so they are
-named explicitly here):
+Conventions (they differ between papers, so they are named explicitly here):
 
 * ``symmetric_exclusive``: exactly ``round(rate * N)`` examples receive a label
   drawn uniformly from the *other* C-1 classes, so the realised flip rate is

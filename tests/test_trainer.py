@@ -192,10 +192,14 @@ def test_prepare_data_splits_are_disjoint_and_clean_subset_keeps_true_labels():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["--rho", "-1"], "rho"),
+    (["--rho", "-1"], "--rho must be"),
     (["--noise", "gaussian:0.2"], "noise"),
-    (["--epochs", "0"], "epochs"),
+    (["--epochs", "0"], "--epochs must be"),
+    (["--train-size", "0"], "--train-size must be"),
     (["--noise", "symmetric:1.5"], "rate"),
+    (["--noise", "cifar10n:worse"], "needs --dataset cifar10_n"),
+    (["--method", "feature_reweight"], "replaced by 'fbr'"),
+    (["--mlc-lookahead", "2"], "mlc_gradient_steps"),
 ])
 def test_cli_bad_flags_give_one_line_error(tmp_path, capsys, argv, needle):
   with pytest.raises(SystemExit) as exc:
@@ -204,6 +208,14 @@ def test_cli_bad_flags_give_one_line_error(tmp_path, capsys, argv, needle):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and needle in err
   assert not (tmp_path / "x").exists()  # nothing was started
+
+
+def test_cli_out_naming_a_file_is_one_line(tmp_path, capsys):
+  (tmp_path / "f").write_text("")
+  with pytest.raises(SystemExit):
+    cli.main(["train", "--out", str(tmp_path / "f"), "--epochs", "1"])
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "--out must be a run directory" in err
 
 
 def test_cli_compare_table_and_plot(tmp_path, capsys):

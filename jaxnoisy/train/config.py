@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
+from jaxnoisy.noise import parse_noise_spec
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.methods import METHODS, REPLACED
@@ -117,9 +119,12 @@ class _Config:
       raise ValueError(REPLACED[self.method])
     for f in dataclasses.fields(self):
       hparams_lib.check_field(f, getattr(self, f.name))
-    from jaxnoisy.data import DATASET_INFO
     if self.dataset not in DATASET_INFO:
       raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {self.dataset!r}")
+    needs = REAL_NOISE_DATASETS.get(parse_noise_spec(self.noise).kind)
+    if needs is not None and self.dataset != needs:  # human labels exist for one dataset
+      raise ValueError(f"noise {self.noise} needs --dataset {needs} (its human labels); "
+                       f"dataset {self.dataset!r} has none")
     if self.sweep is not None:
       name, values = self.sweep if len(self.sweep) == 2 else (None, ())
       if name not in SWEEPABLE or not values:

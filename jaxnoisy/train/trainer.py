@@ -425,6 +425,8 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   """
   config = config.validate()
   replicas = config.replicas()
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise ValueError(f"out_dir must be a run directory, but {out_dir} is a file")
   os.makedirs(out_dir, exist_ok=True)
   if data is None:  # replicas of one seed (a sweep) share its data
     by_seed = {}
