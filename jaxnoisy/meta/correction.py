@@ -74,6 +74,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxnoisy import tree as tree_lib
 from jaxnoisy._validate import check_range
 
 LogitsFn = Callable[[Any, Any], tuple]  # (params, x) -> (logits (B, C), features[, state])
@@ -112,22 +113,6 @@ def _check_direction(params, momentum_buffer, momentum, weight_decay) -> None:
   if momentum_buffer is not None and (jax.tree.structure(momentum_buffer)
                                       != jax.tree.structure(params)):
     raise ValueError("momentum_buffer must be None or a pytree shaped like params")
-
-
-# --- pytree arithmetic (accumulated in at least float32, float64 kept) ----------------
-def _vdot(a, b) -> jax.Array:
-  leaves = [(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))]
-  if not leaves:
-    return jnp.zeros((), jnp.float32)
-  dtype = jnp.promote_types(jnp.result_type(*[x for pair in leaves for x in pair]),
-                            jnp.float32)
-  return sum(jnp.vdot(x.astype(dtype), y.astype(dtype)) for x, y in leaves)
-
-
-def _axpy(alpha, x, y):
-  """alpha · x + y, leaf by leaf, in y's dtypes."""
-  return jax.tree.map(lambda a, b: (jnp.asarray(alpha, b.dtype) * a.astype(b.dtype) + b),
-                      x, y)
 
 
 def _sub(a, b):
@@ -471,10 +456,10 @@ def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch
   if accumulated_grads_phi is not None:
     clean_grad = jax.grad(lambda p: _clean_loss(logits_fn, p, clean_batch))
     g_now, g_ahead = clean_grad(params), clean_grad(jax.lax.stop_gradient(w1))
-    norm2 = _vdot(g_now, g_now)
-    ratio = _vdot(g_ahead, g_now) / jnp.where(norm2 > 0, norm2, 1)
+    norm2 = tree_lib.vdot(g_now, g_now)
+    ratio = tree_lib.vdot(g_ahead, g_now) / jnp.where(norm2 > 0, norm2, 1)
     gamma = jnp.where(norm2 > 0, (1 - jnp.asarray(inner_lr, norm2.dtype)) * ratio, 0)
-    grads_phi = _axpy(gamma, accumulated_grads_phi, grads_phi)
+    grads_phi = tree_lib.axpy(gamma, accumulated_grads_phi, grads_phi)
   return MLCResult(loss, grads_w, grads_phi, clean_loss, corrected, model_state, gamma)
 
 
@@ -497,8 +482,8 @@ def bome_lambda(grad_f, grad_q, q, u) -> jax.Array:
     q: the scalar control value, ≥ 0.
     u: the control coefficient, ≥ 0.
   """
-  gq2 = _vdot(grad_q, grad_q)
-  num = jnp.asarray(u, gq2.dtype) * jnp.asarray(q, gq2.dtype) - _vdot(grad_f, grad_q)
+  gq2 = tree_lib.vdot(grad_q, grad_q)
+  num = jnp.asarray(u, gq2.dtype) * jnp.asarray(q, gq2.dtype) - tree_lib.vdot(grad_f, grad_q)
   return jnp.maximum(0, num / (gq2 + 1e-8))
 
 
@@ -523,8 +508,8 @@ def ebomlc_beta(delta_w, delta_phi, d_f_w, xi, delta) -> jax.Array:
   """
   check_range("xi", xi, low=0.0)
   check_range("delta", delta, low=0.0)
-  norm2 = _vdot(delta_w, delta_w) + _vdot(delta_phi, delta_phi)
-  num = jnp.asarray(delta, norm2.dtype) * norm2 - _vdot(delta_w, d_f_w)
+  norm2 = tree_lib.vdot(delta_w, delta_w) + tree_lib.vdot(delta_phi, delta_phi)
+  num = jnp.asarray(delta, norm2.dtype) * norm2 - tree_lib.vdot(delta_w, d_f_w)
   return jnp.asarray(xi, norm2.dtype) * jnp.maximum(0, num / (norm2 + 1e-8))
 
 
@@ -622,9 +607,9 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
   upper_loss, f_w = jax.value_and_grad(lambda p: _clean_loss(logits_fn, p, clean_batch))(
       params)
   f_phi = jax.tree.map(jnp.zeros_like, lcn_params)
-  dq2 = _vdot(dq_w, dq_w) + _vdot(dq_phi, dq_phi)
+  dq2 = tree_lib.vdot(dq_w, dq_w) + tree_lib.vdot(dq_phi, dq_phi)
   lam = bome_lambda((f_w, f_phi), (dq_w, dq_phi), dq2, u)
-  grads_w = _axpy(lam, dq_w, f_w)
+  grads_w = tree_lib.axpy(lam, dq_w, f_w)
   grads_phi = jax.tree.map(lambda d: (lam * d).astype(d.dtype), dq_phi)
   return BomeMLCResult(loss, grads_w, grads_phi, lam, loss - loss_hat, upper_loss,
                        corrected, model_state)
@@ -812,8 +797,8 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
   beta = ebomlc_beta(delta_w, delta_phi, d_f_w, xi, delta)
   if delta_update:
     delta_w = neg_eta(direction(delta_w, w1))
-  grads_w = _axpy(beta, delta_w, d_f_w)
-  grads_phi = _axpy(beta, delta_phi, f_phi)
+  grads_w = tree_lib.axpy(beta, delta_w, d_f_w)
+  grads_phi = tree_lib.axpy(beta, delta_phi, f_phi)
   return EBOMLCResult(loss, grads_w, grads_phi, beta, upper_loss, corrected, model_state,
                       w1)
 
