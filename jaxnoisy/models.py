@@ -20,17 +20,48 @@ Models (all take NHWC float input that is already normalised):
   shortcut where the shape changes), a final BN-ReLU, global average pooling
   and a linear classifier.  About 11.2M parameters; the features are the
   512-d pooled vector.  BatchNorm uses momentum 0.9 and epsilon 1e-5.
-* :class:`ResNet32` -- the CIFAR ResNet-32 of He, Zhang, Ren and Sun, "Deep
-  Residual Learning for Image Recognition" (CVPR 2016, arXiv:1512.03385, sec.
-  4.2), as used by the MW-Net and MLC reference code: a 3x3 convolution with 16
-  channels + BN-ReLU, three stages of five post-activation basic blocks
-  (16/32/64 channels, strides 1/2/2; ``ReLU(BN(conv(ReLU(BN(conv(x))))) +
-  shortcut(x))``), global average pooling and a linear classifier.  Where the
-  shape changes the shortcut is the parameter-free "option A" of the paper,
-  exactly as in MW-Net's ``LambdaLayer``: keep every second row and column,
-  then zero-pad the channels evenly on both sides (16 -> 8+16+8 = 32).
-  464,154 parameters for 10 classes (470,004 for 100); the features are the
-  64-d pooled vector.  BatchNorm as above.
+* :class:`PreActResNet32` -- the same family for CIFAR at depth 32 (NCSAM's
+  PreResNet-32): a 3x3 stem convolution with 16 channels, three stages of five
+  pre-activation blocks (16/32/64 channels, strides 1/2/2; 1x1 projection
+  shortcuts on the pre-activated input at the two width changes), BN-ReLU,
+  pooling, linear; 64-d features.
+* :class:`ResNet18`, :class:`ResNet34` -- the post-activation ResNets of He,
+  Zhang, Ren and Sun, "Deep Residual Learning for Image Recognition" (CVPR
+  2016, arXiv:1512.03385) in kuangliu's CIFAR form, which FBR's code
+  (yiz134/Feature_based_reweight, ``ResNet_s``) uses and NCSAM's paper names
+  (ResNet-18, not pre-activation): a 3x3 stem
+  convolution (64 channels, stride 1) + BN-ReLU and no max-pool, stages of
+  [2, 2, 2, 2] / [3, 4, 6, 3] post-activation basic blocks (64/128/256/512
+  channels, strides 1/2/2/2; ``ReLU(BN(conv(ReLU(BN(conv(x))))) +
+  shortcut(x))``) whose shortcut is a 1x1 strided convolution + BN where the
+  shape changes ("option B"), global average pooling, linear; 512-d features.
+* :class:`CifarResNet` -- He et al.'s CIFAR ResNets (CVPR 2016, sec. 4.2) of
+  depth ``6n + 2`` and widths (default 16/32/64), as used by the MW-Net and MLC
+  reference code: a 3x3 convolution + BN-ReLU, three stages of ``n``
+  post-activation basic blocks (strides 1/2/2), global average pooling and a
+  linear classifier.  Where the shape changes the shortcut is the
+  parameter-free "option A" of the paper, exactly as in MW-Net's
+  ``LambdaLayer``: keep every second row and column, then zero-pad the
+  channels evenly on both sides (16 -> 8+16+8 = 32).  Entries:
+  :class:`ResNet32` (``n = 5``; 464,154 parameters for 10 classes, 470,004
+  for 100), :class:`ResNet20` (``n = 3``) and :class:`ResNet20Narrow`
+  (``n = 3``, 8/16/32 channels); the features are the pooled last-stage vector.
+
+The ResNets' convolutions are bias-free and He-normal initialised; their
+classifiers keep Flax's default (LeCun normal).  They end in global average
+pooling, so any input size works.  Parameters (``make_model``, 10 classes):
+
+=================  ===========  ===========  =============
+name               28x28x1      32x32x3      feature width
+=================  ===========  ===========  =============
+preact_resnet18    11,171,018   11,172,170   512
+preact_resnet32       466,426      466,714    64
+resnet18           11,172,810   11,173,962   512
+resnet34           21,280,970   21,282,122   512
+resnet32              463,866      464,154    64
+resnet20              269,434      269,722    64
+resnet20_narrow        67,906       68,050    32
+=================  ===========  ===========  =============
 
 Every model has ``__call__(x) -> logits`` and ``features(x) -> penultimate
 features``; ``__call__`` is ``classifier(features(x))``.
@@ -60,9 +91,17 @@ from flax import nnx
 __all__ = [
     "CNN",
     "MLP",
+    "PreActResNet",
     "PreActResNet18",
+    "PreActResNet32",
     "PreActBlock",
+    "ResNet",
+    "ResNet18",
+    "ResNet34",
+    "CifarResNet",
     "ResNet32",
+    "ResNet20",
+    "ResNet20Narrow",
     "BasicBlock",
     "Functional",
     "functional",
@@ -219,25 +258,50 @@ class PreActBlock(nnx.Module):
     return out + shortcut
 
 
-class PreActResNet18(_Classifier):
-  """Pre-activation ResNet-18 for 32x32 input (He et al., ECCV 2016)."""
+def _add_stages(module: nnx.Module, block: Callable[..., nnx.Module], cin: int,
+                blocks: tuple[int, ...], widths: tuple[int, ...],
+                strides: tuple[int, ...], rngs: nnx.Rngs, **kw) -> int:
+  """Set ``module.layer{s}_{b}`` (stage ``s`` from 1, block ``b`` from 0) and
+  ``module.block_names``; the first block of a stage has the stage's stride.
 
-  widths = (64, 128, 256, 512)
-  strides = (1, 2, 2, 2)
-  blocks_per_stage = 2
+  Returns the output width.
+  """
+  if not len(blocks) == len(widths) == len(strides):
+    raise ValueError(f"blocks {blocks}, widths {widths} and strides {strides} differ in length")
+  names = []
+  for s, (nb, width, stride) in enumerate(zip(blocks, widths, strides), start=1):
+    for b in range(nb):
+      name = f"layer{s}_{b}"
+      setattr(module, name, block(cin, width, stride if b == 0 else 1, rngs=rngs, **kw))
+      names.append(name)
+      cin = width
+  module.block_names = tuple(names)
+  return cin
 
-  def __init__(self, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs):
-    self.stem = _conv(in_channels, 64, 3, 1, rngs)
-    cin = 64
-    names = []
-    for s, (width, stride) in enumerate(zip(self.widths, self.strides), start=1):
-      for b in range(self.blocks_per_stage):
-        name = f"layer{s}_{b}"
-        setattr(self, name, PreActBlock(cin, width, stride if b == 0 else 1,
-                                        rngs=rngs))
-        names.append(name)
-        cin = width
-    self.block_names = tuple(names)
+
+class PreActResNet(_Classifier):
+  """Pre-activation ResNet (He et al., ECCV 2016, arXiv:1603.05027) of basic blocks.
+
+  ``conv3x3(widths[0])`` stem (no BN: every block starts with BN-ReLU), the
+  stages of :class:`PreActBlock` s, a final BN-ReLU, global average pooling and
+  a linear classifier.  The features are the pooled ``widths[-1]``-d vector.
+  Subclasses fix ``blocks``/``widths``/``strides``; the constructor can override them.
+  """
+
+  blocks: tuple[int, ...] = (2, 2, 2, 2)
+  widths: tuple[int, ...] = (64, 128, 256, 512)
+  strides: tuple[int, ...] = (1, 2, 2, 2)
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 3, *,
+               blocks: tuple[int, ...] | None = None,
+               widths: tuple[int, ...] | None = None,
+               strides: tuple[int, ...] | None = None, rngs: nnx.Rngs):
+    blocks = tuple(self.blocks if blocks is None else blocks)
+    widths = tuple(self.widths if widths is None else widths)
+    strides = tuple(self.strides if strides is None else strides)
+    self.blocks, self.widths, self.strides = blocks, widths, strides
+    self.stem = _conv(in_channels, widths[0], 3, 1, rngs)
+    cin = _add_stages(self, PreActBlock, widths[0], blocks, widths, strides, rngs)
     self.bn_final = _bn(cin, rngs)
     self.classifier = nnx.Linear(cin, num_classes, rngs=rngs)
 
@@ -247,6 +311,28 @@ class PreActResNet18(_Classifier):
       x = getattr(self, name)(x)
     x = nnx.relu(self.bn_final(x))
     return jnp.mean(x, axis=(1, 2))
+
+
+class PreActResNet18(PreActResNet):
+  """Pre-activation ResNet-18 for 32x32 input (He et al., ECCV 2016); 11,172,170 parameters.
+
+  Stages of 2 blocks, 64/128/256/512 channels, strides 1/2/2/2 (kuangliu's
+  ``PreActResNet18``).
+  """
+
+
+class PreActResNet32(PreActResNet):
+  """Pre-activation ResNet-32 for CIFAR (He et al., ECCV 2016; NCSAM's PreResNet-32).
+
+  ``conv3x3(16)``, three stages of five :class:`PreActBlock` s (16/32/64
+  channels, strides 1/2/2), BN-ReLU, global average pooling, linear; 1x1
+  projection shortcuts (on the pre-activated input, as in He et al.'s Torch
+  code) at the two width changes.  466,714 parameters for 10 classes; 64-d features.
+  """
+
+  blocks = (5, 5, 5)
+  widths = (16, 32, 64)
+  strides = (1, 2, 2)
 
 
 def _shortcut_a(x: jax.Array, cout: int, stride: int) -> jax.Array:
@@ -267,13 +353,19 @@ def _shortcut_a(x: jax.Array, cout: int, stride: int) -> jax.Array:
 class BasicBlock(nnx.Module):
   """Post-activation basic block: ``ReLU(BN(conv(ReLU(BN(conv(x))))) + shortcut(x))``.
 
-  When the stride or the width changes, the shortcut is the parameter-free
-  option A of :func:`_shortcut_a` (subsample, zero-pad channels); otherwise
-  the identity.
+  When the stride or the width changes, the shortcut is, for ``shortcut="A"``
+  (default), the parameter-free option A of :func:`_shortcut_a` (subsample,
+  zero-pad channels), and for ``shortcut="B"`` a strided 1x1 convolution + BN
+  (``shortcut_conv``, ``shortcut_bn``; kuangliu's / FBR's ``BasicBlock_s``);
+  otherwise the identity.
   """
 
-  def __init__(self, cin: int, cout: int, stride: int, *, rngs: nnx.Rngs):
-    if cout < cin:
+  def __init__(self, cin: int, cout: int, stride: int, *, shortcut: str = "A",
+               rngs: nnx.Rngs):
+    if shortcut not in ("A", "B"):
+      raise ValueError(f"BasicBlock: shortcut must be 'A' or 'B', got {shortcut!r}")
+    self.has_shortcut = stride != 1 or cin != cout
+    if shortcut == "A" and cout < cin:
       raise ValueError(f"BasicBlock: option-A shortcut cannot shrink {cin} -> {cout} channels")
     self.conv1 = _conv(cin, cout, 3, stride, rngs)
     self.bn1 = _bn(cout, rngs)
@@ -281,40 +373,57 @@ class BasicBlock(nnx.Module):
     self.bn2 = _bn(cout, rngs)
     self.cout = cout
     self.stride = stride
-    self.has_shortcut = stride != 1 or cin != cout
+    self.shortcut_kind = shortcut
+    if self.has_shortcut and shortcut == "B":
+      self.shortcut_conv = _conv(cin, cout, 1, stride, rngs)
+      self.shortcut_bn = _bn(cout, rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     out = nnx.relu(self.bn1(self.conv1(x)))
     out = self.bn2(self.conv2(out))
-    shortcut = _shortcut_a(x, self.cout, self.stride) if self.has_shortcut else x
+    if not self.has_shortcut:
+      shortcut = x
+    elif self.shortcut_kind == "A":
+      shortcut = _shortcut_a(x, self.cout, self.stride)
+    else:
+      shortcut = self.shortcut_bn(self.shortcut_conv(x))
     return nnx.relu(out + shortcut)
 
 
-class ResNet32(_Classifier):
-  """CIFAR ResNet-32 (He et al., CVPR 2016) with option-A shortcuts; 464,154 parameters.
+class ResNet(_Classifier):
+  """Post-activation ResNet (He et al., CVPR 2016, arXiv:1512.03385) for small images.
 
-  As in the MW-Net/MLC code, except that the classifier keeps the Flax default
-  initialisation (LeCun normal) like the other models here, where that code
-  uses He normal for it too; the convolutions are He normal in both.
+  ``conv3x3(widths[0], stride 1) - BN - ReLU`` (no max-pool), the stages of
+  :class:`BasicBlock` s with ``shortcut`` ("A" or "B"), global average pooling
+  and a linear classifier; the features are the pooled ``widths[-1]``-d
+  vector.  The defaults are kuangliu's CIFAR ``ResNet`` (FBR's ``ResNet_s``):
+  64/128/256/512 channels, strides 1/2/2/2, option-B shortcuts; subclasses fix
+  ``blocks`` (and the rest), the constructor can override them.  The pooling is
+  global where ``ResNet_s`` uses ``avg_pool2d(out, 4)`` -- the same for 32x32
+  (and 28x28) input, whose last map is 4x4.  Initialisation as the other ResNets
+  here (He-normal convolutions, LeCun-normal classifier), where ``ResNet_s``
+  keeps PyTorch's defaults.
   """
 
-  widths = (16, 32, 64)
-  strides = (1, 2, 2)
-  blocks_per_stage = 5
+  blocks: tuple[int, ...] = (2, 2, 2, 2)
+  widths: tuple[int, ...] = (64, 128, 256, 512)
+  strides: tuple[int, ...] = (1, 2, 2, 2)
+  shortcut: str = "B"
 
-  def __init__(self, num_classes: int = 10, in_channels: int = 3, *, rngs: nnx.Rngs):
-    self.stem = _conv(in_channels, 16, 3, 1, rngs)
-    self.bn_stem = _bn(16, rngs)
-    cin = 16
-    names = []
-    for s, (width, stride) in enumerate(zip(self.widths, self.strides), start=1):
-      for b in range(self.blocks_per_stage):
-        name = f"layer{s}_{b}"
-        setattr(self, name, BasicBlock(cin, width, stride if b == 0 else 1,
-                                       rngs=rngs))
-        names.append(name)
-        cin = width
-    self.block_names = tuple(names)
+  def __init__(self, num_classes: int = 10, in_channels: int = 3, *,
+               blocks: tuple[int, ...] | None = None,
+               widths: tuple[int, ...] | None = None,
+               strides: tuple[int, ...] | None = None,
+               shortcut: str | None = None, rngs: nnx.Rngs):
+    blocks = tuple(self.blocks if blocks is None else blocks)
+    widths = tuple(self.widths if widths is None else widths)
+    strides = tuple(self.strides if strides is None else strides)
+    shortcut = self.shortcut if shortcut is None else shortcut
+    self.blocks, self.widths, self.strides, self.shortcut = blocks, widths, strides, shortcut
+    self.stem = _conv(in_channels, widths[0], 3, 1, rngs)
+    self.bn_stem = _bn(widths[0], rngs)
+    cin = _add_stages(self, BasicBlock, widths[0], blocks, widths, strides, rngs,
+                      shortcut=shortcut)
     self.classifier = nnx.Linear(cin, num_classes, rngs=rngs)
 
   def features(self, x: jax.Array) -> jax.Array:
@@ -322,6 +431,69 @@ class ResNet32(_Classifier):
     for name in self.block_names:
       x = getattr(self, name)(x)
     return jnp.mean(x, axis=(1, 2))
+
+
+class ResNet18(ResNet):
+  """CIFAR ResNet-18 (kuangliu; FBR's ``ResNet_s([2, 2, 2, 2])``); 11,173,962 parameters
+  for 32x32x3 input and 10 classes."""
+
+  blocks = (2, 2, 2, 2)
+
+
+class ResNet34(ResNet):
+  """CIFAR ResNet-34 (kuangliu; FBR's ``ResNet_s([3, 4, 6, 3])``); 21,282,122 parameters
+  for 32x32x3 input and 10 classes."""
+
+  blocks = (3, 4, 6, 3)
+
+
+class CifarResNet(ResNet):
+  """The CIFAR ResNets of He et al. (CVPR 2016, sec. 4.2): depth ``6n + 2``, option A.
+
+  ``conv3x3(widths[0]) - BN - ReLU``, three stages of ``n`` post-activation
+  :class:`BasicBlock` s (``widths``, default 16/32/64; strides 1/2/2) with
+  option-A shortcuts, global average pooling, linear; as in the MW-Net/MLC
+  code except that the classifier keeps the Flax default initialisation
+  (LeCun normal) like the other models here, where that code uses He normal
+  for it too; the convolutions are He normal in both.
+  """
+
+  depth: int = 32
+  widths = (16, 32, 64)
+  strides = (1, 2, 2)
+  shortcut = "A"
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 3, *,
+               depth: int | None = None, widths: tuple[int, int, int] | None = None,
+               rngs: nnx.Rngs):
+    depth = self.depth if depth is None else int(depth)
+    if depth < 8 or (depth - 2) % 6:
+      raise ValueError(f"CifarResNet: depth must be 6n + 2 with n >= 1, got {depth}")
+    widths = tuple(self.widths if widths is None else widths)
+    if len(widths) != 3:
+      raise ValueError(f"CifarResNet: widths must have 3 entries, got {widths}")
+    super().__init__(num_classes, in_channels, blocks=((depth - 2) // 6,) * 3,
+                     widths=widths, rngs=rngs)
+    self.depth = depth
+
+
+class ResNet32(CifarResNet):
+  """CIFAR ResNet-32 (MW-Net, MLC): 16/32/64 channels; 464,154 parameters."""
+
+  depth = 32
+
+
+class ResNet20(CifarResNet):
+  """CIFAR ResNet-20: 16/32/64 channels; 269,722 parameters."""
+
+  depth = 20
+
+
+class ResNet20Narrow(CifarResNet):
+  """ResNet-20 at half width, 8/16/32 channels (cheap on CPU); 68,050 parameters."""
+
+  depth = 20
+  widths = (8, 16, 32)
 
 
 # ---------------------------------------------------------------------------
@@ -383,7 +555,12 @@ MODELS: dict[str, type[nnx.Module]] = {
     "cnn": CNN,
     "mlp": MLP,
     "preact_resnet18": PreActResNet18,
+    "preact_resnet32": PreActResNet32,
+    "resnet18": ResNet18,
+    "resnet34": ResNet34,
     "resnet32": ResNet32,
+    "resnet20": ResNet20,
+    "resnet20_narrow": ResNet20Narrow,
 }
 
 

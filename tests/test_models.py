@@ -157,7 +157,8 @@ def test_train_flag_must_be_static_bool():
 def test_make_model_unknown_name():
   with pytest.raises(ValueError, match="preact_resnet18"):
     M.make_model("resnet50", 10, (32, 32, 3), seed=0)
-  assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "resnet32"}
+  assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "preact_resnet32", "resnet18",
+                           "resnet34", "resnet32", "resnet20", "resnet20_narrow"}
 
 
 def test_seed_determinism():
@@ -315,3 +316,189 @@ def test_option_a_shortcut():
     np.testing.assert_allclose(call(block, x), nnx.relu(expect), rtol=1e-6, atol=1e-6)
   with pytest.raises(ValueError):
     M.BasicBlock(32, 16, 2, rngs=nnx.Rngs(0))
+
+
+# --------------------------------------------------------------------------- ResNet family
+
+# The architectures as written in the papers/reference code, independently of models.py:
+# name -> (pre-activation?, blocks per stage, widths, shortcut where the shape changes).
+# Every stage after the first starts with a stride-2 block; convolutions have no bias.
+ARCH = {
+    "preact_resnet18": (True, (2, 2, 2, 2), (64, 128, 256, 512), "conv1x1"),
+    "preact_resnet32": (True, (5, 5, 5), (16, 32, 64), "conv1x1"),
+    "resnet18": (False, (2, 2, 2, 2), (64, 128, 256, 512), "conv1x1+bn"),
+    "resnet34": (False, (3, 4, 6, 3), (64, 128, 256, 512), "conv1x1+bn"),
+    "resnet32": (False, (5, 5, 5), (16, 32, 64), "none"),
+    "resnet20": (False, (3, 3, 3), (16, 32, 64), "none"),
+    "resnet20_narrow": (False, (3, 3, 3), (8, 16, 32), "none"),
+}
+# the counts documented in the module docstring: (28x28x1, 32x32x3), 10 classes
+DOCUMENTED = {
+    "preact_resnet18": (11_171_018, 11_172_170),
+    "preact_resnet32": (466_426, 466_714),
+    "resnet18": (11_172_810, 11_173_962),
+    "resnet34": (21_280_970, 21_282_122),
+    "resnet32": (463_866, 464_154),
+    "resnet20": (269_434, 269_722),
+    "resnet20_narrow": (67_906, 68_050),
+}
+INPUTS = ((28, 28, 1), (32, 32, 3))
+
+
+def _hand_count(name, in_channels, num_classes):
+  """(parameters, BatchNorm layers) from ARCH: sum of k*k*cin*cout + 2*C per BN + head."""
+  pre, blocks, widths, shortcut = ARCH[name]
+  conv = lambda k, a, b: k * k * a * b
+  c = widths[0]
+  params, bns = conv(3, in_channels, c), 0
+  if not pre:  # post-activation stem: conv-BN-ReLU
+    params, bns = params + 2 * c, bns + 1
+  for nb, w in zip(blocks, widths):
+    for b in range(nb):
+      params += conv(3, c, w) + conv(3, w, w)
+      params += 2 * (c if pre else w) + 2 * w  # bn1 (on the block input if pre-act), bn2
+      bns += 2
+      if c != w:  # the first block of stages 2.. (option A has no parameters)
+        if shortcut.startswith("conv1x1"):
+          params += conv(1, c, w)
+        if shortcut == "conv1x1+bn":
+          params, bns = params + 2 * w, bns + 1
+      c = w
+  if pre:  # final BN-ReLU
+    params, bns = params + 2 * c, bns + 1
+  return params + c * num_classes + num_classes, bns
+
+
+def _abstract_run(name, shape, num_classes=10, train=True):
+  """make_model + apply traced abstractly: (params, state, logits, feats, new_state) shapes."""
+  def run(x):
+    f = M.make_model(name, num_classes, shape, seed=0)
+    return (f.params, f.state) + f.apply(f.params, f.state, x, train=train)
+  return jax.eval_shape(run, jax.ShapeDtypeStruct((2, *shape), jnp.float32))
+
+
+def _abstract_params(name, shape, num_classes=10):
+  return jax.eval_shape(lambda: M.make_model(name, num_classes, shape, seed=0).params)
+
+
+@pytest.mark.parametrize("name", sorted(ARCH))
+def test_resnet_family_shapes_and_counts(name):
+  feat_dim = ARCH[name][2][-1]
+  for shape, documented in zip(INPUTS, DOCUMENTED[name]):
+    params, state, logits, feats, new_state = _abstract_run(name, shape)
+    _check_pure_dict(params)
+    _check_pure_dict(state)
+    assert logits.shape == (2, 10) and feats.shape == (2, feat_dim)
+    assert logits.dtype == jnp.float32
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    n_params, n_bn = _hand_count(name, shape[-1], 10)
+    assert M.count_params(params) == n_params == documented
+    assert len(jax.tree.leaves(state)) == 2 * n_bn  # running mean and var per BatchNorm
+    assert params["stem"]["kernel"].shape == (3, 3, shape[-1], ARCH[name][2][0])
+    assert params["classifier"]["kernel"].shape == (feat_dim, 10)
+  params100 = _abstract_params(name, (32, 32, 3), num_classes=100)
+  assert M.count_params(params100) == _hand_count(name, 3, 100)[0]
+
+
+def test_resnet18_34_structure():
+  for name, blocks in (("resnet18", (2, 2, 2, 2)), ("resnet34", (3, 4, 6, 3))):
+    params = _abstract_params(name, (32, 32, 3))
+    assert {k for k in params if k.startswith("layer")} == {
+        f"layer{s}_{b}" for s, n in enumerate(blocks, start=1) for b in range(n)}
+    assert "bn_stem" in params
+    assert "shortcut_conv" not in params["layer1_0"]  # 64 -> 64, stride 1: identity
+    for s, (cin, cout) in enumerate(((64, 128), (128, 256), (256, 512)), start=2):
+      blk = params[f"layer{s}_0"]
+      assert blk["conv1"]["kernel"].shape == (3, 3, cin, cout)
+      assert blk["shortcut_conv"]["kernel"].shape == (1, 1, cin, cout)
+      assert "bias" not in blk["shortcut_conv"] and set(blk["shortcut_bn"]) == {"scale", "bias"}
+      assert "shortcut_conv" not in params[f"layer{s}_1"]
+
+
+def test_preact_resnet32_structure():
+  params = _abstract_params("preact_resnet32", (32, 32, 3))
+  assert {k for k in params if k.startswith("layer")} == {
+      f"layer{s}_{b}" for s in (1, 2, 3) for b in range(5)}
+  assert "bn_stem" not in params and params["bn_final"]["scale"].shape == (64,)
+  assert "shortcut" not in params["layer1_0"]
+  assert params["layer2_0"]["shortcut"]["kernel"].shape == (1, 1, 16, 32)
+  assert params["layer3_0"]["shortcut"]["kernel"].shape == (1, 1, 32, 64)
+  assert params["layer2_0"]["bn1"]["scale"].shape == (16,)  # pre-activation: BN on the input
+
+
+def test_cifar_resnet_depth_and_widths():
+  make = lambda **kw: nnx.state(nnx.eval_shape(
+      lambda: M.CifarResNet(10, 1, rngs=nnx.Rngs(0), **kw)), nnx.Param)
+  shapes = lambda tree: jax.tree.map(lambda v: v.shape, nnx.to_pure_dict(tree))
+  ref = lambda name: jax.tree.map(lambda v: v.shape, _abstract_params(name, (28, 28, 1)))
+  assert shapes(make()) == ref("resnet32")  # the default is ResNet-32
+  assert shapes(make(depth=20)) == ref("resnet20")
+  assert shapes(make(depth=20, widths=(8, 16, 32))) == ref("resnet20_narrow")
+  # ResNet-44 (He et al.: 0.66M), on a one-channel input
+  assert M.count_params(nnx.to_pure_dict(make(depth=44))) == 658_298
+  for bad in (dict(depth=21), dict(depth=2), dict(widths=(16, 32)), dict(widths=(32, 16, 8))):
+    with pytest.raises(ValueError):
+      make(**bad)
+
+
+def test_option_b_shortcut():
+  call = nnx.jit(lambda m, x: m(x))
+  block = _filled(nnx.eval_shape(
+      lambda: M.BasicBlock(4, 8, 2, shortcut="B", rngs=nnx.Rngs(0))))
+  block.conv2.kernel[...] = 0.0
+  block.eval()  # initial statistics: each BN is x / sqrt(1 + eps)
+  x = _x((5, 5, 4), 2, seed=5)
+  w = np.asarray(block.shortcut_conv.kernel[...])[0, 0]
+  expect = np.einsum("nhwc,cd->nhwd", np.asarray(x)[:, ::2, ::2, :], w) / np.sqrt(1 + 1e-5)
+  np.testing.assert_allclose(call(block, x), np.maximum(expect, 0), rtol=1e-5, atol=1e-5)
+  same = nnx.eval_shape(lambda: M.BasicBlock(8, 8, 1, shortcut="B", rngs=nnx.Rngs(0)))
+  assert not same.has_shortcut and not hasattr(same, "shortcut_conv")
+  with pytest.raises(ValueError):
+    M.BasicBlock(4, 8, 2, shortcut="C", rngs=nnx.Rngs(0))
+
+
+# one real forward per mode for each new model, on one of the two input shapes
+NEW = {"resnet18": (32, 32, 3), "resnet34": (32, 32, 3), "preact_resnet32": (28, 28, 1),
+       "resnet20": (28, 28, 1), "resnet20_narrow": (28, 28, 1)}
+
+
+@pytest.mark.parametrize("name", sorted(NEW))
+def test_new_resnet_train_eval(name):
+  shape = NEW[name]
+  f = M.functional(_filled(nnx.eval_shape(
+      lambda: M.MODELS[name](10, shape[-1], rngs=nnx.Rngs(0)))))
+  fwd = jax.jit(f.apply, static_argnames="train")
+  x = _x(shape, 2) * 2.0 + 1.0
+  logits, feats, new_state = fwd(f.params, f.state, x, train=True)
+  feat_dim = ARCH[name][2][-1]
+  assert logits.shape == (2, 10) and feats.shape == (2, feat_dim)
+  head = f.params["classifier"]
+  np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+  assert np.isfinite(np.asarray(logits)).all()
+  # train mode moves every running mean and variance ...
+  assert jax.tree.structure(new_state) == jax.tree.structure(f.state)
+  changed = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                         new_state, f.state)
+  assert all(jax.tree.leaves(changed))
+  # ... eval mode returns the state unchanged, and each example is independent of the batch
+  logits_e, _, s = fwd(f.params, new_state, x, train=False)
+  jax.tree.map(np.testing.assert_array_equal, s, new_state)
+  x2 = x.at[1].set(_x(shape, 1, seed=9)[0] * 5.0)
+  np.testing.assert_allclose(logits_e[0], fwd(f.params, new_state, x2, train=False)[0][0],
+                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(logits_e, logits, atol=1e-4)
+
+
+def test_resnet_option_b_grads():
+  # a two-block ResNet whose second block has the 1x1 conv + BN shortcut
+  model = nnx.eval_shape(lambda: M.ResNet(3, 1, blocks=(1, 1), widths=(4, 8), strides=(1, 2),
+                                          rngs=nnx.Rngs(0)))
+  f = M.functional(_filled(model))
+  assert set(f.params["layer2_0"]) == {"conv1", "bn1", "conv2", "bn2", "shortcut_conv",
+                                       "shortcut_bn"}
+  x, y = _x((6, 6, 1), 2), jnp.array([0, 2])
+  loss = lambda p: _xent(f.apply(p, f.state, x, train=True)[0], y)
+  grads = jax.jit(jax.grad(loss))(f.params)
+  assert jax.tree.structure(grads) == jax.tree.structure(f.params)
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  assert all(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(grads))
