@@ -8,7 +8,8 @@ from jaxnoisy import cli
 from jaxnoisy.train.config import TrainConfig, load_config
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "experiments" / "configs"
-ARGS = {"ncsam_cifar.py": ["cifar10", "cifar100"],
+ARGS = {"ncsam_cifar.py": ["cifar10", "cifar100", "cifar10_instance", "cifar100_instance"],
+        "fbr_cifar.py": ["cifar10", "cifar100", "cifar10_n", "cifar100_n"],
         "saner_cifar.py": ["cifar10", "cifar100", "cifar10_n", "cifar100_n"],
         "meta_reweight_cifar_n.py": ["cifar10_n", "cifar100_n"],
         "ebomlc_cifar.py": ["cifar10", "cifar100"]}
@@ -24,7 +25,7 @@ def test_every_config_file_is_covered():
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in ARGS.items() for a in args])
 def test_config_loads(name, arg):
   config = load_config(f"{CONFIGS / name}:{arg}")
-  assert isinstance(config, TrainConfig) and config.dataset == arg
+  assert isinstance(config, TrainConfig) and config.dataset == arg.removesuffix("_instance")
   assert (CONFIGS / name).read_text().startswith('"""')  # states its paper and table
 
 

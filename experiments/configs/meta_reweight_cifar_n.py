@@ -1,5 +1,6 @@
-"""Meta-reweighting and its feature surrogate on real label noise: Zhang, Holtz, Mishne,
-Cloninger, arXiv 2510.12209 (CIFAR-10N / CIFAR-100N, 1000–2000 clean examples).
+"""Exact meta-reweighting on real label noise: Zhang, Holtz, Mishne, Cloninger, arXiv
+2510.12209 (CIFAR-10N / CIFAR-100N, 1000–2000 clean examples); its surrogate FBR has the
+authors' own setup in ``fbr_cifar.py``.
 
 The paper's training details are not public; jaxnoisy's choices: pre-activation
 ResNet-18, 120 epochs, batch 128, SGD lr 0.1 (momentum 0.9, weight decay 5e-4, ×0.1 at
@@ -7,8 +8,8 @@ ResNet-18, 120 epochs, batch 128, SGD lr 0.1 (momentum 0.9, weight decay 5e-4, �
 (their true labels), clean batch 100.
 
     jaxnoisy train --config experiments/configs/meta_reweight_cifar_n.py:cifar10_n \\
-        --method feature_reweight --out runs/fr_c10n
-    # --method meta_reweight (exact), l2rw, mwnet; --clean-size 2000;
+        --out runs/mr_c10n
+    # --method l2rw, mwnet; --clean-size 2000;
     # ARG cifar100_n uses --noise cifar100n:noisy
 """
 

@@ -12,6 +12,7 @@ import dataclasses
 from typing import Optional
 
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
+from jaxnoisy.models import MODELS
 from jaxnoisy.noise import parse_noise_spec
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
@@ -33,7 +34,7 @@ class RunConfig:
                     "cifar100_n")
   noise: str = hp("symmetric:0.4", "noise spec, e.g. none, symmetric:0.4, "
                   "symmetric-inclusive:0.4, asymmetric:0.4, pairflip:0.45, instance:0.4")
-  model: str = hp("cnn", "cnn, mlp, preact_resnet18, resnet32")
+  model: str = hp("cnn", "the network", choices=tuple(MODELS))
   epochs: int = hp(10, "training epochs", low=1)
   batch_size: int = hp(128, "examples per noisy step", low=1)
   learning_rate: float = hp(0.05, "SGD's learning rate", low=0.0, low_open=True,
