@@ -7,15 +7,18 @@ from jaxnoisy.ncsam import (flip_targets, ncsam, ncsam_gradients, ncsam_perturba
                             ncsam_strength)
 from jaxnoisy.sam import (asam, gsam, gsam_direction, perturbed_gradient, sam,
                           sam_perturbation)
-from jaxnoisy.saner import (SANERState, saner, saner_down_weight, saner_group_fractions,
-                            saner_masks, saner_reweight)
+from jaxnoisy.sam_variants import (GradientEMAState, fsam, fsam_direction, gradient_ema,
+                                   vasso)
+from jaxnoisy.saner import (SANERState, samwo_direction, saner, saner_down_weight,
+                            saner_group_fractions, saner_masks, saner_reweight)
 from jaxnoisy.tree import global_norm
 
 __all__ = [
-    "SANERState", "asam", "flip_targets", "global_norm", "gsam", "gsam_direction",
-    "ncsam", "ncsam_gradients", "ncsam_perturbation", "ncsam_strength",
-    "perturbed_gradient", "sam", "sam_perturbation", "saner", "saner_down_weight",
-    "saner_group_fractions", "saner_masks", "saner_reweight", "tree",
+    "GradientEMAState", "SANERState", "asam", "flip_targets", "fsam", "fsam_direction",
+    "global_norm", "gradient_ema", "gsam", "gsam_direction", "ncsam", "ncsam_gradients",
+    "ncsam_perturbation", "ncsam_strength", "perturbed_gradient", "sam",
+    "sam_perturbation", "samwo_direction", "saner", "saner_down_weight",
+    "saner_group_fractions", "saner_masks", "saner_reweight", "tree", "vasso",
 ]
 
 from jaxnoisy.meta import (MetaReweightResult, check_clean_size, l2rw_normalize,

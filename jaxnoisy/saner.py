@@ -4,13 +4,15 @@ SAM's gradient ``g_SAM`` is, entry by entry, smaller than the plain gradient ``g
 the directions that noisy examples dominate (same sign, ratio in (0, 1): "group B").
 SANER multiplies exactly those entries by a factor ``a < 1``. The pieces are pure
 functions — :func:`saner_masks`, :func:`saner_reweight`, :func:`saner_group_fractions`,
-:func:`saner_down_weight` — and :func:`saner` is the Optax transform that wraps any
-SAM-family transform (:func:`jaxnoisy.sam`, :func:`jaxnoisy.asam`,
-:func:`jaxnoisy.gsam`).
+:func:`saner_down_weight`, and the authors' analysis variant :func:`samwo_direction` —
+and :func:`saner` is the Optax transform that wraps any SAM-family transform
+(:func:`jaxnoisy.sam`, :func:`jaxnoisy.asam`, :func:`jaxnoisy.gsam`,
+:func:`jaxnoisy.fsam`, :func:`jaxnoisy.vasso`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
@@ -31,28 +33,30 @@ def _normalize_groups(groups) -> tuple:
   return groups
 
 
-def saner_masks(grads, sam_grads) -> dict:
+def saner_masks(grads, sam_grads, *, threshold=1.0) -> dict:
   r"""The three SANER groups of each entry, as boolean pytrees, computed without division.
 
-  With :math:`r = g_{\mathrm{SAM}} / g` element-wise:
+  With :math:`r = g_{\mathrm{SAM}} / g` element-wise and the threshold t (1 in SANER):
 
   .. math::
 
-    A: r > 1 \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g > 0
-         \wedge |g_{\mathrm{SAM}}| > |g|, \quad
-    B: 0 < r < 1 \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g > 0
-         \wedge |g_{\mathrm{SAM}}| < |g|, \quad
+    A: r > t \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g > 0
+         \wedge |g_{\mathrm{SAM}}| > t |g|, \quad
+    B: 0 < r < t \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g > 0
+         \wedge |g_{\mathrm{SAM}}| < t |g|, \quad
     C: r < 0 \iff \operatorname{sign} g_{\mathrm{SAM}} \operatorname{sign} g < 0
 
   Decision: the authors' code (lhchau/saner) divides, ``g_SAM / (g + 1e-8)``; here the
   masks use signs and magnitudes only. They agree except at g = 0, where no group
   holds the entry (it is never reweighted). Signs rather than the product
   ``g_SAM · g`` so that two tiny float32 entries whose product underflows to 0 are
-  still classified. Entries with r = 1 or g_SAM = 0 belong to no group.
+  still classified. Entries with r = t or g_SAM = 0 belong to no group.
 
   Args:
     grads: g, the gradient at the unperturbed weights.
     sam_grads: g_SAM, same structure.
+    threshold: t > 0, the ratio splitting groups A and B (SAMWO's ``alpha`` in the
+      authors' ``optimizer/samwo.py``; 1 everywhere else).
 
   Returns:
     ``{"A": mask, "B": mask, "C": mask}``, each a boolean pytree shaped like ``grads``.
@@ -65,10 +69,10 @@ def saner_masks(grads, sam_grads) -> dict:
     return jnp.sign(s) * jnp.sign(g)
 
   def group_a(g, s):
-    return (sign(g, s) > 0) & (jnp.abs(s) > jnp.abs(g))
+    return (sign(g, s) > 0) & (jnp.abs(s) > threshold * jnp.abs(g))
 
   def group_b(g, s):
-    return (sign(g, s) > 0) & (jnp.abs(s) < jnp.abs(g))
+    return (sign(g, s) > 0) & (jnp.abs(s) < threshold * jnp.abs(g))
 
   def group_c(g, s):
     return sign(g, s) < 0
@@ -77,7 +81,15 @@ def saner_masks(grads, sam_grads) -> dict:
           for name, fn in zip(GROUPS, (group_a, group_b, group_c))}
 
 
-def saner_reweight(grads, sam_grads, down_weight, *, groups: Sequence[str] = ("B",)):
+def _selected(grads, sam_grads, groups, threshold):
+  """The union of the masks of ``groups`` (a boolean pytree shaped like ``grads``)."""
+  masks = saner_masks(grads, sam_grads, threshold=threshold)
+  return jax.tree.map(lambda *ms: functools.reduce(jnp.logical_or, ms),
+                      *[masks[name] for name in _normalize_groups(groups)])
+
+
+def saner_reweight(grads, sam_grads, down_weight, *, groups: Sequence[str] = ("B",),
+                   threshold=1.0):
   r"""SANER's reweighted gradient: the masked entries of g_SAM are multiplied by ``a``.
 
   .. math::
@@ -93,8 +105,9 @@ def saner_reweight(grads, sam_grads, down_weight, *, groups: Sequence[str] = ("B
     grads: g, the gradient at the unperturbed weights (decides the mask only).
     sam_grads: g_SAM, the gradient being reweighted.
     down_weight: a, the multiplier on masked entries (paper: 0.5). May be traced.
-    groups: which of ``"A"`` (r > 1), ``"B"`` (0 < r < 1), ``"C"`` (r < 0) get the
+    groups: which of ``"A"`` (r > t), ``"B"`` (0 < r < t), ``"C"`` (r < 0) get the
       multiplier; the authors' code has variants acting on A or C too.
+    threshold: t of :func:`saner_masks`.
 
   Returns:
     d, same structure and dtypes as ``sam_grads``.
@@ -103,33 +116,52 @@ def saner_reweight(grads, sam_grads, down_weight, *, groups: Sequence[str] = ("B
     Luong et al., SANER: Sharpness-Aware Noise-Explicit Reweighting for learning with
     noisy labels, arXiv 2411.17132 (lhchau/saner).
   """
-  groups = _normalize_groups(groups)
-  masks = saner_masks(grads, sam_grads)
-  selected = [masks[name] for name in groups]
-
-  def leaf(s, *ms):
-    m = ms[0]
-    for other in ms[1:]:
-      m = m | other
+  def leaf(s, m):
     dtype = jnp.promote_types(s.dtype, jnp.float32)
     factor = jnp.where(m, jnp.asarray(down_weight, dtype), jnp.ones((), dtype))
     return (s.astype(dtype) * factor).astype(s.dtype)
 
-  return jax.tree.map(leaf, sam_grads, *selected)
+  return jax.tree.map(leaf, sam_grads, _selected(grads, sam_grads, groups, threshold))
 
 
-def saner_group_fractions(grads, sam_grads) -> dict:
+def samwo_direction(grads, sam_grads, *, groups: Sequence[str] = ("B",), threshold=1.0):
+  r"""SAMWO: g_SAM whose masked entries are replaced by the plain gradient g.
+
+  .. math::
+
+    m = \mathbb{1}[\text{entry in a selected group}], \qquad
+    d = g_{\mathrm{SAM}} \odot (1 - m) + g \odot m
+
+  The authors' analysis variant (lhchau/saner ``optimizer/samwo.py``; "SGD-GrA/GrB"
+  in ``scripts/main/reproduce_fig2_3_4_cifar10.sh``): SAM everywhere but in one group,
+  where the step is SGD's. Their groups are those of :func:`saner_masks` with the
+  threshold t = ``alpha`` (default 1); their group ``"AB"`` (r > 0) is
+  ``groups=("A", "B")`` here but for the entries with r = t exactly.
+
+  Args:
+    grads: g, the gradient at the unperturbed weights.
+    sam_grads: g_SAM, same structure.
+    groups, threshold: as in :func:`saner_reweight`.
+
+  Returns:
+    d, same structure and dtypes as ``sam_grads``.
+  """
+  return jax.tree.map(lambda g, s, m: jnp.where(m, g.astype(s.dtype), s), grads, sam_grads,
+                      _selected(grads, sam_grads, groups, threshold))
+
+
+def saner_group_fractions(grads, sam_grads, *, threshold=1.0) -> dict:
   """Fractions of all parameter entries in groups A, B and C (float32 scalars).
 
   A diagnostic: SANER's analysis tracks how many directions fall in group B.
 
   Args:
-    grads: g; sam_grads: g_SAM (see :func:`saner_masks`).
+    grads: g; sam_grads: g_SAM; threshold: t (see :func:`saner_masks`).
 
   Returns:
     ``{"A": fraction, "B": fraction, "C": fraction}``.
   """
-  masks = saner_masks(grads, sam_grads)
+  masks = saner_masks(grads, sam_grads, threshold=threshold)
   total = sum(int(x.size) for x in jax.tree.leaves(grads))
   total = max(total, 1)
   return {name: sum(jnp.sum(m, dtype=jnp.float32) for m in jax.tree.leaves(masks[name]))
@@ -175,11 +207,19 @@ class SANERState(NamedTuple):
   group_fractions: dict
 
 
+def _average_floats(tree, axis_name: str):
+  """The floating-point leaves of ``tree`` averaged over ``axis_name``; others as they are."""
+  return jax.tree.map(lambda x: jax.lax.pmean(x, axis_name)
+                      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
 def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
           warmup_steps: int = 0, base: Optional[optax.GradientTransformation] = None,
           groups: Sequence[str] = ("B",), eps: Optional[float] = None,
           axis_name: Optional[str] = None, has_aux: Optional[bool] = None,
-          track_groups: bool = True) -> optax.GradientTransformationExtraArgs:
+          track_groups: bool = True, threshold: float = 1.0,
+          replace_with_grad: bool = False,
+          leaf_mask: Any = None) -> optax.GradientTransformationExtraArgs:
   r"""SANER: a SAM-family gradient whose noise-dominated entries (group B) are down-weighted.
 
   .. math::
@@ -215,13 +255,17 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     multiplies the masked entries by ``alpha`` itself; the two agree only at 0.5,
     hence one parameter named for what it does: ``down_weight = 1 − α_README =
     alpha_code``. ``down_weight = 1`` is exactly the base transform.
-  * ``base``: any SAM-family transform (``jaxnoisy.asam(...)``, ``jaxnoisy.gsam(...)``).
+  * ``base``: any SAM-family transform (``jaxnoisy.asam(...)``, ``jaxnoisy.gsam(...)``,
+    ``jaxnoisy.fsam(...)``, ``jaxnoisy.vasso(...)``); its state lives in
+    ``SANERState.base_state``.
     ``rho``, ``eps`` and ``has_aux`` only build the default base
     ``jaxnoisy.sam(rho, eps=eps, has_aux=has_aux)``; their defaults are ``None``
     (meaning 0.1, 1e-12 and ``False``) so that passing any of them together with
     ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
     them out of ``optax.inject_hyperparams``' hyper-parameters unless given.) With
-    GSAM as base, "g_SAM" is GSAM's direction.
+    GSAM as base, "g_SAM" is GSAM's direction (lhchau/saner ``gsaner.py``); with F-SAM
+    or VaSSO it is the gradient at their ε, compared, as in ``fsaner.py`` and
+    ``vassosaner.py``, with the batch gradient g (not F-SAM's ascent direction).
   * The mask is computed without division (see :func:`saner_masks`): entries with
     g = 0 are never reweighted.
   * Data parallelism (``axis_name`` set, inside ``shard_map``/``pmap``): each device
@@ -232,10 +276,19 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     reason, and a ``base`` you pass must be built without ``axis_name`` too (a base
     that averages itself would make the mask compare the averaged g_SAM with the
     local g). With ``axis_name=None`` pass the global g and a global ``grad_fn``.
+    A stateful base (F-SAM, VaSSO) then updates its EMA with the local g: the
+    floating-point leaves of its state are averaged over the axis too, which for
+    their EMAs is the EMA of the averaged gradient, and keeps the state replicated.
   * ``track_groups``: the A/B/C fractions are a diagnostic, not part of the update;
     counting them is three reductions over every parameter entry (and one more
     all-reduce with ``axis_name``). ``track_groups=False`` skips them and leaves
-    ``group_fractions`` empty; the update is bit for bit the same.
+    ``group_fractions`` empty; the update is bit for bit the same. The fractions
+    count every entry, also with ``leaf_mask``.
+  * The authors' analysis variants are options: ``replace_with_grad=True`` with
+    ``threshold`` is SAMWO (``optimizer/samwo.py``, :func:`samwo_direction`: the
+    masked entries become g, ``down_weight`` and ``warmup_steps`` have no effect);
+    ``leaf_mask`` reweights some leaves only — ``saner_last.py`` acts on the weight
+    (not the bias) of the model's last linear layer, group B, with its multiplier.
 
   Args:
     rho: radius of the default SAM base, > 0; ``None`` means 0.1 (the paper's).
@@ -250,6 +303,13 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     has_aux: whether ``grad_fn`` returns ``(grads, aux)``, for the default base;
       ``None`` means ``False``. Rejected with ``base`` (build the base with it).
     track_groups: record the group fractions of every update in the state.
+    threshold: t > 0, the ratio splitting groups A (r > t) and B (0 < r < t); 1 in
+      SANER, SAMWO's ``alpha`` (default 1).
+    replace_with_grad: SAMWO: the masked entries take g instead of a(t)·g_SAM.
+    leaf_mask: ``None`` (every leaf), or a pytree of Python bools shaped like the
+      parameters (or a prefix of them): the leaves to reweight; the others keep
+      g_SAM: e.g. ``{"w": True, "b": False}``, or, from the parameters' paths,
+      ``jax.tree_util.tree_map_with_path(lambda p, _: "head" in keystr(p), params)``.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with a :class:`SANERState`.
@@ -271,6 +331,7 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
   check_range("down_weight", down_weight, low=0.0, high=1.0)
   check_range("warmup_steps", warmup_steps, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
+  check_range("threshold", threshold, low=0.0, low_open=True)
   groups = _normalize_groups(groups)
   if base is None:
     # Local g_SAM: the averaging over axis_name happens after the reweighting.
@@ -285,11 +346,19 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
 
   def update_fn(updates, state, params=None, **extra_args):
     g_sam, base_state = base.update(updates, state.base_state, params, **extra_args)
-    a = saner_down_weight(state.count, down_weight, warmup_steps)
-    direction = saner_reweight(updates, g_sam, a, groups=groups)
-    fractions = saner_group_fractions(updates, g_sam) if track_groups else {}
+    if replace_with_grad:
+      direction = samwo_direction(updates, g_sam, groups=groups, threshold=threshold)
+    else:
+      a = saner_down_weight(state.count, down_weight, warmup_steps)
+      direction = saner_reweight(updates, g_sam, a, groups=groups, threshold=threshold)
+    if leaf_mask is not None:
+      direction = jax.tree.map(lambda keep, d, s: d if keep else s, leaf_mask, direction,
+                               g_sam)
+    fractions = saner_group_fractions(updates, g_sam, threshold=threshold) \
+        if track_groups else {}
     if axis_name is not None:
       direction, fractions = jax.lax.pmean((direction, fractions), axis_name)
+      base_state = _average_floats(base_state, axis_name)
     direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
     return direction, SANERState(count=optax.safe_increment(state.count),
                                  base_state=base_state, group_fractions=fractions)

@@ -12,6 +12,7 @@ MODULES = [
     "jaxnoisy.meta.reweight",
     "jaxnoisy.ncsam",
     "jaxnoisy.sam",
+    "jaxnoisy.sam_variants",
     "jaxnoisy.saner",
     "jaxnoisy.tree",
 ]

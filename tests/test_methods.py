@@ -41,14 +41,15 @@ def test_during_warmup_switches_to_the_warmup_optimizer():
 
 @pytest.mark.parametrize("flag,value,name", [
     ("down_weight", 1.5, "down_weight"), ("flip_rate", -0.1, "flip_rate"),
-    ("kappa", -1.0, "kappa"), ("rho", 0.0, "rho"), ("saner_base", "fsam", "saner_base"),
-    ("gsam_alpha", -0.5, "gsam_alpha")])
+    ("kappa", -1.0, "kappa"), ("rho", 0.0, "rho"), ("saner_base", "samwo", "saner_base"),
+    ("gsam_alpha", -0.5, "gsam_alpha"), ("fsam_lambda", 1.5, "fsam_lambda"),
+    ("fsam_sigma", -1.0, "fsam_sigma"), ("vasso_theta", -0.1, "vasso_theta")])
 def test_bad_method_hyperparameters(flag, value, name):
   with pytest.raises(ValueError, match=name):
     TrainConfig(method="saner", **{flag: value}).validate()
 
 
-@pytest.mark.parametrize("base", ["sam", "asam", "gsam"])
+@pytest.mark.parametrize("base", ["sam", "asam", "gsam", "fsam", "vasso"])
 def test_saner_over_each_base_with_down_weight_one_is_the_base(base):
   """SANER at a = 1 over each base equals the base method's own transform."""
   params = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32)}

@@ -108,19 +108,22 @@ def test_every_sweepable_hyper_parameter_is_covered():
   assert set(SWEEP_METHOD) == set(SWEEPABLE)
 
 
-# A method that reads each sweepable value, with the settings that make it act at step 0.
+# A method that reads each sweepable value, with the settings that make it act within
+# two steps (F-SAM's and VaSSO's coefficients act from the second: the first is SAM's).
 SWEEP_METHOD = {"rho": ("sam", {}), "learning_rate": ("sgd", {}),
                 "weight_decay": ("sgd", {}),
                 "kappa": ("ncsam", {"ncsam_warmup_fraction": 0.0}),
                 "down_weight": ("saner", {"saner_warmup_fraction": 0.0}),
                 "gsam_alpha": ("gsam", {}), "asam_eta": ("asam", {}),
+                "fsam_sigma": ("fsam", {}), "fsam_lambda": ("fsam", {}),
+                "vasso_theta": ("vasso", {}),
                 "weight_lr": ("meta_reweight", {}), "mixture_rho": ("ebomlc", {}),
                 "xi": ("ebomlc", {}), "delta": ("ebomlc", {})}
 
 
 @pytest.mark.parametrize("name", sorted(SWEEP_METHOD))
 def test_sweepable_hyper_parameter_reaches_the_step(name):
-  """Two replicas that differ only in the swept value leave one step with different
+  """Two replicas that differ only in the swept value leave two steps with different
   states: the traced value is used (a method that read the config's value instead, or
   branched on it in Python, would fail here)."""
   from jaxnoisy.train.trainer import Trainer
@@ -129,7 +132,9 @@ def test_sweepable_hyper_parameter_reaches_the_step(name):
   cfg = CFG.replace(method=method, sweep=(name, (0.1, 0.3)), num_devices=2, clean_size=64,
                     clean_batch_size=32, **extra)
   t = Trainer(cfg, [toy_with_clean()] * 2)
-  state, _ = t.step(t.initial_state, t.permutation(0), 0, 0.5)
+  state = t.initial_state
+  for index in range(2):
+    state, _ = t.step(state, t.permutation(0), index, 0.5)
   a, b = (jax.tree.leaves(t.replica_state(state, r)[1:]) for r in range(2))
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 

@@ -295,7 +295,7 @@ def test_inject_hyperparams_with_base():
   params = jax_params()
   tx = optax.inject_hyperparams(jaxnoisy.saner)(down_weight=0.5, base=jaxnoisy.asam(0.5))
   out, state = run(tx, params)
-  assert set(state.hyperparams) == {"down_weight", "warmup_steps"}
+  assert set(state.hyperparams) == {"down_weight", "warmup_steps", "threshold"}
   ref = np_reweight(*np_sam_grad(PARAMS, X, Y, 0.5, adaptive=True), 0.5)
   for k in PARAMS:
     np.testing.assert_allclose(out[k], ref[k], rtol=1e-5, atol=1e-7)

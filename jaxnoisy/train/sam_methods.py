@@ -1,7 +1,8 @@
 """Trainer entries and hyper-parameters of the sharpness-aware methods.
 
 Each method is its Optax transform (the math lives in the library) and, for NCSAM, the
-gradients that feed it. SANER and NCSAM share SAM's radius through :class:`SAMHparams`.
+gradients that feed it. The SAM variants share SAM's radius through :class:`SAMHparams`;
+SANER's record holds those of every base it can wrap (`--saner-base`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import optax
 
 from jaxnoisy.ncsam import ncsam, ncsam_gradients
 from jaxnoisy.sam import asam, gsam, sam
+from jaxnoisy.sam_variants import fsam, vasso
 from jaxnoisy.saner import saner
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, StepInputs, identity_transform,
@@ -45,7 +47,26 @@ class GSAMHparams(SAMHparams):
 
 
 @dataclasses.dataclass(frozen=True)
-class SANERHparams(ASAMHparams, GSAMHparams):
+class FSAMHparams(SAMHparams):
+  """F-SAM (Li et al. 2024)"""
+
+  fsam_sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from "
+                         "the ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
+  fsam_lambda: float = hp(0.9, "F-SAM's λ, the EMA's decay (code: 0.9)", low=0.0,
+                          high=1.0, sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class VaSSOHparams(SAMHparams):
+  """VaSSO (Li and Giannakis 2023)"""
+
+  vasso_theta: float = hp(0.2, "VaSSO's θ, the new gradient's weight in the EMA the "
+                          "ascent follows (lhchau/saner: 0.2; 1: SAM)", low=0.0, high=1.0,
+                          sweepable=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class SANERHparams(ASAMHparams, GSAMHparams, FSAMHparams, VaSSOHparams):
   """SANER (Luong et al., AISTATS 2026; code lhchau/saner)"""
 
   down_weight: float = hp(0.5, "SANER's a: multiplier on group-B entries (code: 0.5)",
@@ -54,7 +75,7 @@ class SANERHparams(ASAMHparams, GSAMHparams):
       0.25, "fraction of training over which a moves from 1 to down_weight (50 of 200 "
       "epochs)", low=0.0, high=1.0)
   saner_base: str = hp("sam", "the SAM-like optimizer SANER reweights",
-                       choices=("sam", "asam", "gsam"))
+                       choices=("sam", "asam", "gsam", "fsam", "vasso"))
   saner_track_groups: bool = hp(True, "log the A/B/C group fractions every step "
                                 "(a diagnostic; the update is the same without it)")
 
@@ -104,12 +125,24 @@ def during_warmup(inner: optax.GradientTransformation,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _fsam(c, axis: Optional[str]):
+  return fsam(c.rho, c.fsam_sigma, c.fsam_lambda, axis_name=axis, has_aux=True)
+
+
+def _vasso(c, axis: Optional[str]):
+  return vasso(c.rho, c.vasso_theta, axis_name=axis, has_aux=True)
+
+
 def _sam_base(c, axis: Optional[str]):
   """The SAM-family transform named by ``c.saner_base`` (SANER's base)."""
   if c.saner_base == "asam":
     return asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True)
   if c.saner_base == "gsam":
     return gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True)
+  if c.saner_base == "fsam":
+    return _fsam(c, axis)
+  if c.saner_base == "vasso":
+    return _vasso(c, axis)
   return sam(c.rho, axis_name=axis, has_aux=True)
 
 
@@ -165,6 +198,11 @@ METHODS: dict[str, Method] = {
     "gsam": Method(lambda c, axis, spe: gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True),
                    plain_gradients, "GSAM (Zhuang et al. 2022)", hparams=(GSAMHparams,),
                    sam_family=True),
+    "fsam": Method(lambda c, axis, spe: _fsam(c, axis), plain_gradients,
+                   "F-SAM (Li et al. 2024)", hparams=(FSAMHparams,), sam_family=True),
+    "vasso": Method(lambda c, axis, spe: _vasso(c, axis), plain_gradients,
+                    "VaSSO (Li and Giannakis 2023)", hparams=(VaSSOHparams,),
+                    sam_family=True),
     "saner": Method(_saner, plain_gradients, "SANER (Luong et al.) over --saner-base",
                     hparams=(SANERHparams,), state_metrics=_saner_groups, sam_family=True),
     "ncsam": Method(_ncsam, noise_compensated_gradients, "NCSAM (Xu et al.)",
