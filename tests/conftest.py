@@ -1,10 +1,13 @@
 """Test-wide set-up: 8 fake CPU devices (sharding tests) and a working TFDS mock."""
+import jax
 import pytest
 
 from jaxnoisy.train.devices import use_cpu_cores
 
-# Must run before any JAX computation.
+# Must run before any JAX computation; the backend then starts with them, so that a
+# test that asks for fewer devices (the CLI does) cannot change the count for the rest.
 use_cpu_cores(8)
+jax.devices()
 
 
 @pytest.fixture
