@@ -3,8 +3,9 @@
 Runs ``jaxnoisy train --config experiments/configs/fashion_mnist.py:METHOD --noise SPEC
 --seed S`` for each combination not finished yet (each run resumes from its own
 checkpoint if it was interrupted), then writes ``experiments/results/RESULTS.md`` from
-whatever summaries exist, with mean ± std over the seeds that finished, and plots of test accuracy and
-memorization per epoch for each noise setting. The whole table takes many hours on
+whatever summaries exist, with mean ± std over the seeds that finished, and plots of test
+accuracy and memorization per epoch for each noise setting. A row with no runs under
+``--runs`` is carried over from the report it replaces, marked †. The whole table takes many hours on
 2 CPU cores: run it in parts with ``--noise``/``--methods``/``--seeds`` and rerun to
 fill in; ``--report-only`` rewrites it without training.
 
@@ -77,9 +78,29 @@ def record_commit(path) -> None:
       f.write(commit + "\n")
 
 
-def report(root, noises, methods, seeds, out_path):
+def previous_rows(path) -> dict:
+  """``{(noise, method): row}`` of the report at ``path`` (empty when there is none)."""
+  rows, noise = {}, None
+  try:
+    with open(path) as f:
+      for line in f:
+        if line.startswith("## Noise: `"):
+          noise = line.split("`")[1]
+        elif noise and line.startswith("| ") and not line.startswith("| method"):
+          method = line.split("|")[1].strip().rstrip("†")
+          rows[(noise, method)] = line.rstrip("\n").replace(f"| {method}† |", f"| {method} |")
+  except FileNotFoundError:
+    pass
+  return rows
+
+
+def report(root, seeds, out_path):
+  """RESULTS.md over every noise setting and method from the runs under ``root``. A row
+  whose runs are not there is carried unchanged from the report being replaced (marked
+  †), so that the table can be brought up to date method by method."""
   from jaxnoisy.train.trainer import write_atomic
   os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
+  carried_from = previous_rows(out_path)
   lines = ["# Fashion-MNIST results", "",
            f"Produced by `python experiments/fashion_mnist_table.py --runs {root}` "
            f"(report at commit {git_commit()}; runs trained at commit(s) "
@@ -88,16 +109,21 @@ def report(root, noises, methods, seeds, out_path):
            "finished (n). \"Chosen\" is the epoch with the best accuracy on the noisy "
            "held-out split; memorization is the share of corrupted training examples "
            "predicted with their noisy label at the last epoch. The runs took {hours} h of "
-           "training in all (the sum of their wall times).", ""]
-  curves, commits, wall = {}, set(), 0.0
-  for noise in noises:
+           "training in all (the sum of their wall times).{carried}", ""]
+  curves, commits, wall, carried = {}, set(), 0.0, 0
+  for noise in NOISE:
     lines += [f"## Noise: `{noise}`", "",
               "| method | n | test acc. (last) | test acc. (chosen) | memorization | s/epoch |",
               "|---|---|---|---|---|---|"]
-    for method in methods:
+    for method in METHODS:
       found = [r for r in (load(run_dir(root, noise, method, s)) for s in seeds) if r]
       if not found:
-        lines.append(f"| {method} | 0 | — | — | — | — |")
+        row = carried_from.get((noise, method))
+        if row is None or row.startswith(f"| {method} | 0 |"):
+          lines.append(f"| {method} | 0 | — | — | — | — |")
+        else:
+          lines.append(row.replace(f"| {method} |", f"| {method}† |", 1))
+          carried += 1
         continue
       sums = [s for s, _ in found]
       wall += sum(s["wall_seconds"] for s in sums)
@@ -111,8 +137,12 @@ def report(root, noises, methods, seeds, out_path):
           f"| {statistics.mean(secs):.1f} |")
       curves.setdefault(noise, {})[method] = [rows for _, rows in found]
     lines.append("")
-  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "unknown").replace(
-      "{hours}", f"{wall / 3600:.1f}")
+  note = (f" Rows marked † ({carried}) are carried unchanged from the report this one "
+          "replaced (their runs are not under this --runs; `git log -p` of this file "
+          "shows the commits that trained them), and their curves are not in the plots."
+          if carried else "")
+  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none").replace(
+      "{hours}", f"{wall / 3600:.1f}").replace("{carried}", note)
   plots = plot_curves(curves, os.path.dirname(out_path) or ".")
   lines += [f"![{os.path.basename(p)}]({os.path.relpath(p, os.path.dirname(out_path) or '.')})"
             for p in plots]
@@ -185,7 +215,7 @@ def main() -> int:
           os.makedirs(out, exist_ok=True)
           record_commit(out)
           subprocess.run(cmd, check=True)
-  report(args.runs, noises, methods, seeds, args.results)
+  report(args.runs, seeds, args.results)
   print(f"wrote {args.results}")
   return 0
 

@@ -63,7 +63,8 @@ def _table_module():
 
 def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
-  trained a run (a resumed run records each once), — for memorization without noise."""
+  trained a run (a resumed run records each once), — for memorization without noise, the
+  replaced report's rows carried where no runs are found."""
   table = _table_module()
   root = tmp_path / "runs"
   for noise, memo in (("none", float("nan")), ("symmetric:0.4", 0.1)):
@@ -83,13 +84,22 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
       assert table.run_commits(run) == ["aaaaaaa", f"bbbbbb{seed}"]
   out = tmp_path / "results" / "RESULTS.md"
   monkeypatch.setattr(table, "git_commit", lambda: "ccccccc")
-  table.report(str(root), ["none", "symmetric:0.4"], ["sam", "sgd"], [0, 1, 2], str(out))
+  os.makedirs(out.parent)
+  out.write_text("# old\n\n## Noise: `none`\n\n| method | n | a | b | c | d |\n"
+                 "| sgd | 3 | 88.50 ± 0.20 | 88.60 ± 0.10 | — | 1.2 |\n"
+                 "| mlc† | 3 | 87.00 ± 0.10 | 87.10 ± 0.10 | — | 3.3 |\n"
+                 "| sam | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | — | 9.9 |\n")
+  table.report(str(root), [0, 1, 2], str(out))
   text = out.read_text()
   assert "runs trained at commit(s) aaaaaaa, bbbbbb0, bbbbbb1" in text
   assert "took 1.5 h of training in all" in text  # 2 settings × (900 + 1800) s
   assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | — | 2.0 |" in text  # none
   assert "| sam | 2 | 82.00 ± 2.83 | 83.00 ± 2.83 | 10.0 ± 0.0 | 2.0 |" in text
-  assert "| sgd | 0 | — | — | — | — |" in text
+  # Rows without runs are carried from the replaced report (marked †, once), others empty.
+  assert "| sgd† | 3 | 88.50 ± 0.20 | 88.60 ± 0.10 | — | 1.2 |" in text
+  assert "| mlc† | 3 | 87.00 ± 0.10 | 87.10 ± 0.10 | — | 3.3 |" in text
+  assert "| sgd | 0 | — | — | — | — |" in text  # symmetric:0.4 had no sgd row
+  assert "9.9" not in text and "Rows marked † (2)" in text
   assert (tmp_path / "results" / "results_symmetric_0.4.png").is_file()
 
 
@@ -98,3 +108,30 @@ def test_table_plot_draws_every_method_with_its_own_line():
   table = _table_module()
   looks = [tuple(sorted(table.line_style(m).items())) for m in table.METHODS]
   assert len(set(looks)) == len(table.METHODS) == 11
+
+
+def test_saner_bases_report_gives_saners_gain_over_its_base(tmp_path):
+  table = _table_module()
+  sys.path.insert(0, os.path.join(ROOT, "experiments"))
+  try:
+    import saner_bases
+  finally:
+    sys.path.pop(0)
+  root = tmp_path / "runs"
+  for arm, accs in (("fsam", (0.80, 0.82)), ("saner_fsam", (0.83, 0.85))):
+    for seed, acc in enumerate(accs):
+      run = table.run_dir(str(root), "asymmetric:0.4", arm, seed)
+      os.makedirs(run)
+      with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump({"test_accuracy": acc, "best_test_accuracy": acc,
+                   "memorization": 0.2, "wall_seconds": 60.0}, f)
+      with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        f.write(json.dumps({"test_accuracy": acc, "memorization": 0.2}) + "\n")
+  out = tmp_path / "results" / "SANER_BASES.md"
+  saner_bases.report(str(root), ["fsam", "saner_fsam", "vasso"], ["asymmetric:0.4"],
+                     [0, 1, 2], str(out))
+  text = out.read_text()
+  assert "| fsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 20.0 ± 0.0 | — |" in text
+  assert "| saner_fsam | 2 | 84.00 ± 1.41 | 84.00 ± 1.41 | 20.0 ± 0.0 | +3.00 |" in text
+  assert "| vasso | 0 | — | — | — | — |" in text
+  assert (tmp_path / "results" / "saner_bases_asymmetric_0.4.png").is_file()

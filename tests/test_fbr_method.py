@@ -11,7 +11,8 @@ from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.fbr_method import fbr_schedule
 from jaxnoisy.train.interface import ModelSpec, StepInputs
 from jaxnoisy.train.methods import METHODS
-from jaxnoisy.train.trainer import train
+from jaxnoisy.train.step import to_host
+from jaxnoisy.train.trainer import Trainer, train
 from test_fbr import np_persistent, np_scores, np_weights
 from test_trainer import TOY, CtrlC, final_params, toy_with_clean
 
@@ -107,6 +108,27 @@ def test_fbr_trains_logs_and_runs_its_phase(tmp_path):
   assert np.asarray(state.method_state["clean_labels"]).tolist() == \
       data.clean_labels.tolist()
   assert np.abs(np.asarray(state.method_state["clean_features"])).sum() > 0
+
+
+def test_phase_steps_do_not_advance_the_learning_rate_schedule():
+  """Cosine over the 12 noisy steps; epoch 0's phase takes 20 clean steps (more than
+  the whole schedule). The first noisy step must still use lr(0): with SGD's momentum
+  the update is −lr(0)·trace after the step (the old optimizer-owned schedule counted
+  the phase steps too and had decayed to 0 here)."""
+  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=20, schedule="cosine",
+                    weight_decay=0.0)
+  trainer = Trainer(cfg, toy_with_clean())
+  assert trainer.phase_steps == 20 > trainer.total_steps == 12
+  state, _ = trainer.run_phase(trainer.initial_state)
+  before = [np.asarray(x, np.float64) for x in jax.tree.leaves(to_host(state.params))]
+  state, _ = trainer.step(state, trainer.permutation(0), 0, 0.5)
+  after = [np.asarray(x, np.float64) for x in jax.tree.leaves(to_host(state.params))]
+  trace = [np.asarray(x, np.float64) for x in jax.tree.leaves(
+      optax.tree_utils.tree_get(to_host(state.opt_state), "trace"))]
+  assert max(np.abs(a - b).max() for a, b in zip(after, before)) > 0
+  for a, b, t in zip(after, before, trace):  # float32 params round a − b to their ulp
+    expected = -cfg.learning_rate * t
+    assert np.all(np.abs(a - b - expected) <= 1e-5 * np.abs(expected) + 2**-23 * np.abs(a))
 
 
 def test_resume_inside_the_phase_is_bit_identical(tmp_path):

@@ -7,7 +7,9 @@ subset of the noisy training set (5,000 noisy examples held out for model select
 1,000 clean examples for the methods that learn from a clean subset). In this budget
 plain SGD first fits the clean signal, then memorises the noise. Per method: SAM,
 SANER and NCSAM ρ = 0.1 (the label-noise value), ASAM ρ = 1.0; SANER a = 0.5 over the
-first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of epochs.
+first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of epochs;
+F-SAM and VaSSO ρ = 0.1 with their code's σ, λ, θ. ARG ``saner_fsam`` (``_vasso``,
+``_asam``, ``_gsam``) is SANER over that base, with the base's settings (ρ included).
 
     jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
         --noise symmetric:0.4 --seed 0 --out runs/fm_saner
@@ -22,17 +24,25 @@ PER_METHOD = {
     "gsam": dict(rho=0.1, gsam_alpha=0.1),
     "saner": dict(rho=0.1, down_weight=0.5, saner_warmup_fraction=0.25),
     "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, ncsam_warmup_fraction=0.25),
+    "fsam": dict(rho=0.1),
+    "vasso": dict(rho=0.1),
 }
+# SANER over another SAM-like base (ARG saner_fsam, saner_vasso, ...): SANER's settings.
+SANER_OVER = {f"saner_{base}": base for base in ("asam", "gsam", "fsam", "vasso")}
 
 
 def get_config(arg=None) -> TrainConfig:
   method = arg or "sgd"
+  over = {}
+  if method in SANER_OVER:
+    base = SANER_OVER[method]
+    method, over = "saner", dict(saner_base=base, **PER_METHOD.get(base, {}))
   if method not in METHODS:
-    raise ValueError(f"fashion_mnist: ARG must be a method ({', '.join(sorted(METHODS))}), "
-                     f"got {method!r}")
+    raise ValueError(f"fashion_mnist: ARG must be a method ({', '.join(sorted(METHODS))}) "
+                     f"or one of {', '.join(SANER_OVER)}, got {method!r}")
   clean = dict(clean_size=1000, clean_batch_size=100) if METHODS[method].needs_clean else {}
   return TrainConfig(
       method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
       epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
       schedule="cosine", train_size=15000, heldout_size=5000,
-      **clean, **PER_METHOD.get(method, {}))
+      **clean, **{**PER_METHOD.get(method, {}), **over})

@@ -52,7 +52,7 @@ class StepInputs(NamedTuple):
   clean_y: Any
   key: Any               # this step's PRNG key
   step: Any              # the global count of noisy steps
-  learning_rate: Any     # the real step's current learning rate (inner steps use it)
+  learning_rate: Any     # the schedule at `step`: scales the real update (inner steps use it)
   apply_eval: Callable   # (params, x) -> (logits, features), eval mode (no state change)
   # The trainer's SGD momentum buffer (read-only): look-aheads along its direction
   # μ·buf + g + λ·w (:func:`jaxnoisy.meta.sgd_direction`) read it without advancing it.

@@ -83,15 +83,19 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
 
 
-def make_optimizer(method_transform: optax.GradientTransformation, *, learning_rate,
-                   momentum: float, weight_decay: float):
-  """method transform → weight decay → SGD with momentum.
+def make_optimizer(method_transform: optax.GradientTransformation, *, momentum: float,
+                   weight_decay: float):
+  """method transform → weight decay → SGD's momentum, with a unit step.
 
   Weight decay is added after the method's transform (as SANER's reference code does),
-  so it never enters the SAM ascent gradient.
+  so it never enters the SAM ascent gradient. The learning rate is not inside the
+  optimizer: each step multiplies the update by the schedule at the noisy-step count
+  ``state.step`` (``optax.sgd(lr)`` = −lr · trace, so this is the same update), because
+  an optimizer's own schedule count would also advance on a method's phase steps (FBR's
+  clean passes) and run the schedule out early.
   """
   return optax.chain(method_transform, optax.add_decayed_weights(weight_decay),
-                     optax.sgd(learning_rate, momentum=momentum))
+                     optax.sgd(1.0, momentum=momentum))
 
 
 def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
@@ -168,6 +172,8 @@ def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase
   grad_fn = jax.grad(cross_entropy_loss(inp.apply, inp.x, inp.y), has_aux=True)
   updates, opt_state = tx.update(out.grads, state.opt_state, start, grad_fn=grad_fn,
                                  **dict(out.extra_args, **extra))
+  # The learning rate at the noisy-step count (see make_optimizer).
+  updates = jax.tree.map(lambda u: (inp.learning_rate * u).astype(u.dtype), updates)
   params = optax.apply_updates(start, updates)
   metrics = average({"train_loss": out.loss, **out.metrics})
   if state_metrics is not None:

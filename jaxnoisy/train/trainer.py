@@ -162,8 +162,7 @@ class Trainer:
       c = config.replace(**hyper)
       lr = schedule(c, self.total_steps)
       tx = step_lib.make_optimizer(method.transform(c, axis, self.steps_per_epoch),
-                                   learning_rate=lr, momentum=c.momentum,
-                                   weight_decay=c.weight_decay)
+                                   momentum=c.momentum, weight_decay=c.weight_decay)
       return tx, lr
 
     # The method's functions of one replica (its swept value traced).

@@ -1,0 +1,138 @@
+"""SANER over each SAM-like base its authors evaluate, with and without SANER, on
+Fashion-MNIST at the noise settings where SAM memorises (issue: SANER over F-SAM/VaSSO).
+
+Trains ``experiments/configs/fashion_mnist.py:ARM`` for every arm (a base such as
+``fsam``, or SANER over it: ``saner_fsam``), noise setting and seed not finished yet
+(each run resumes from its own checkpoint), then writes
+``experiments/results/SANER_BASES.md`` and one plot of test accuracy and memorization
+per noise setting. The table's protocol and settings; SAM and SANER themselves are rows
+of ``RESULTS.md``.
+
+Usage:
+  python experiments/saner_bases.py [--arms fsam,saner_fsam,vasso,saner_vasso] \\
+      [--noise asymmetric:0.4,instance:0.4] [--seeds 0,1,2] [--runs runs/saner_bases] \\
+      [--report-only]
+"""
+
+import argparse
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries)
+
+ARMS = ["sam", "saner", "fsam", "saner_fsam", "vasso", "saner_vasso"]
+DEFAULT_ARMS = ["fsam", "saner_fsam", "vasso", "saner_vasso"]
+NOISE = ["asymmetric:0.4", "instance:0.4"]
+
+
+def report(root, arms, noises, seeds, out_path):
+  from jaxnoisy.train.trainer import write_atomic
+  directory = os.path.dirname(out_path) or "."
+  os.makedirs(directory, exist_ok=True)
+  lines = ["# SANER over SAM-like bases on Fashion-MNIST", "",
+           f"Produced by `python experiments/saner_bases.py --runs {root} --arms "
+           f"{','.join(arms)}` (report at commit {table.git_commit()}; runs trained at "
+           "commit(s) {commits}; " f"{platform.machine()}, {os.cpu_count()} CPU cores). "
+           f"Settings: `{table.CONFIG}` (ARG = the arm; `saner_X` is SANER over base X with "
+           "X's ρ). Test accuracy in %, mean ± std over the seeds that finished (n); "
+           "memorization at the last epoch; Δ is SANER's gain over its base in the mean "
+           "last-epoch accuracy.", ""]
+  commits, curves = set(), {}
+  for noise in noises:
+    lines += [f"## Noise: `{noise}`", "",
+              "| arm | n | test acc. (last) | test acc. (chosen) | memorization | Δ vs base |",
+              "|---|---|---|---|---|---|"]
+    means = {}
+    for arm in arms:
+      found = [r for r in (table.load(table.run_dir(root, noise, arm, s)) for s in seeds) if r]
+      for s in seeds:
+        commits.update(table.run_commits(table.run_dir(root, noise, arm, s)))
+      if not found:
+        lines.append(f"| {arm} | 0 | — | — | — | — |")
+        continue
+      sums = [s for s, _ in found]
+      means[arm] = statistics.mean(s["test_accuracy"] for s in sums) * 100
+      base = arm[len("saner_"):] if arm.startswith("saner_") else \
+          ("sam" if arm == "saner" else None)
+      delta = f"{means[arm] - means[base]:+.2f}" if base in means else "—"
+      lines.append(
+          f"| {arm} | {len(found)} | {table.mean_std([s['test_accuracy'] for s in sums])} "
+          f"| {table.mean_std([s['best_test_accuracy'] for s in sums])} "
+          f"| {table.mean_std([s['memorization'] for s in sums], digits=1)} | {delta} |")
+      curves.setdefault(noise, {})[arm] = [rows for _, rows in found]
+    lines.append("")
+  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
+  for path in plot(curves, directory):
+    lines.append(f"![{os.path.basename(path)}]({os.path.relpath(path, directory)})")
+  write_atomic(out_path, "\n".join(lines) + "\n")
+
+
+def plot(curves, directory):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  paths = []
+  for noise, per_arm in curves.items():
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for arm, runs in per_arm.items():
+      n = min(len(rows) for rows in runs)
+      base = arm[len("saner_"):] if arm.startswith("saner_") else arm
+      style = {"color": f"C{['sam', 'saner', 'fsam', 'vasso'].index(base) % 10}",
+               "linestyle": "-" if arm.startswith("saner") else ":"}
+      for ax, key in zip(axes, ("test_accuracy", "memorization")):
+        ax.plot(range(1, n + 1),
+                [statistics.mean(rows[e][key] for rows in runs) * 100 for e in range(n)],
+                label=arm, **style)
+    for ax, what in zip(axes, ("test accuracy (%)", "memorization (%)")):
+      ax.set(xlabel="epoch", ylabel=what, title=f"{noise}: {what.split(' (')[0]}")
+      ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(directory, f"saner_bases_{noise.replace(':', '_')}.png")
+    fig.savefig(path + ".tmp.png", dpi=100)
+    plt.close(fig)
+    os.replace(path + ".tmp.png", path)
+    paths.append(path)
+  return paths
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--arms", default=",".join(DEFAULT_ARMS))
+  parser.add_argument("--noise", default=",".join(NOISE))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--runs", default="runs/saner_bases")
+  parser.add_argument("--results", default="experiments/results/SANER_BASES.md")
+  parser.add_argument("--report-only", action="store_true")
+  args = parser.parse_args()
+  arms, noises = args.arms.split(","), args.noise.split(",")
+  bad = [a for a in arms if a not in ARMS] + [n for n in noises if n not in table.NOISE]
+  if bad:
+    parser.error(f"--arms/--noise must be among {ARMS} / {table.NOISE}, got {bad}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  exe = os.path.join(os.path.dirname(sys.executable), "jaxnoisy")
+  if not args.report_only:
+    for noise in noises:
+      for arm in arms:
+        for seed in seeds:
+          out = table.run_dir(args.runs, noise, arm, seed)
+          if table.load(out):
+            continue
+          cmd = [exe, "train", "--config", f"{table.CONFIG}:{arm}", "--noise", noise,
+                 "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
+          print("$ " + shlex.join(cmd), flush=True)
+          os.makedirs(out, exist_ok=True)
+          table.record_commit(out)
+          subprocess.run(cmd, check=True)
+  report(args.runs, arms, noises, seeds, args.results)
+  print(f"wrote {args.results}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
