@@ -100,6 +100,55 @@ def test_checkpoint_of_another_state_is_refused(tmp_path):
                                                      "b": jnp.zeros((3,))}))
 
 
+def _truncate_arrays(checkpoint_dir):
+  """Cuts every array file of a checkpoint in half (a full disk, a copy cut short)."""
+  cut = 0
+  for root, _, files in os.walk(checkpoint_dir):
+    for name in files:
+      path = os.path.join(root, name)
+      if os.sep + "d" + os.sep in path:
+        with open(path, "r+b") as f:
+          f.truncate(os.path.getsize(path) // 2)
+        cut += 1
+  assert cut
+
+
+def test_resume_falls_back_from_a_damaged_checkpoint(tmp_path, capsys):
+  """The newest checkpoint's array files are truncated: resume says so in one line,
+  sets it aside, restarts from the previous one and ends exactly as an uninterrupted
+  run."""
+  cfg, data = TOY.replace(epochs=3), toy_data()
+  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  with pytest.raises(KeyboardInterrupt):  # checkpoints 16 (epoch 1) and 20 (Ctrl-C)
+    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(20))
+  ckpts = tmp_path / "cut" / "checkpoints"
+  assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [16, 20]
+  _truncate_arrays(ckpts / "20")
+  capsys.readouterr()
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  err = capsys.readouterr().err
+  lines = [line for line in err.splitlines() if "damaged" in line]
+  assert len(lines) == 1 and "checkpoint 20" in lines[0] and \
+      "resuming from checkpoint 16" in lines[0], err
+  assert "Traceback" not in err and "Event loop is closed" not in err
+  assert (tmp_path / "cut" / "damaged" / "20").is_dir()
+  for a, b in zip(final_params(full), final_params(resumed)):
+    np.testing.assert_array_equal(a, b)
+  assert [r["test_accuracy"] for r in full["metrics"]] == \
+         [r["test_accuracy"] for r in resumed["metrics"]]
+
+
+def test_only_damaged_checkpoints_are_refused_in_one_line(tmp_path):
+  from jaxnoisy.train import checkpoints
+
+  mngr = checkpoints.manager(str(tmp_path / "ckpt"))
+  state = {"w": jax.random.normal(jax.random.key(0), (64, 64))}
+  checkpoints.save(mngr, state, 1.0, 1)
+  _truncate_arrays(tmp_path / "ckpt" / "1")
+  with pytest.raises(ValueError, match=r"checkpoint 1 .* or is damaged \(ValueError: "):
+    checkpoints.restore(checkpoints.manager(str(tmp_path / "ckpt")), state)
+
+
 @pytest.mark.parametrize("method", ["sgd", "sam", "asam", "gsam", "saner"])
 def test_sharded_equals_single_device(tmp_path, method):
   data = toy_data(256)

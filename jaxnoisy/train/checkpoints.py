@@ -11,6 +11,7 @@ cross-device all-reduce).
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
@@ -42,20 +43,85 @@ def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float, step: int) 
   mngr.wait_until_finished()
 
 
-def restore(mngr: ocp.CheckpointManager, like):
-  """Restores the latest checkpoint into the structure and shardings of ``like``."""
+def restore(mngr: ocp.CheckpointManager, like, *, warn=print):
+  """Restores the newest intact checkpoint into the structure and shardings of ``like``.
+
+  A checkpoint that cannot be read (its files truncated or corrupt: a full disk, a copy
+  cut short) while an older one restores is damaged: ``warn`` says so in one line, it is
+  moved to ``damaged/`` beside the checkpoints (so that its step is saved again), and the
+  older one is used. An intact checkpoint of another state (other shapes or tree) is
+  refused with its first mismatching entry named; so is a directory none of whose
+  checkpoints can be read.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  errors = []
+  for step in steps:
+    try:
+      state, elapsed = _restore_step(mngr, step, like)
+    except _Unreadable as e:
+      errors.append((step, e))
+      continue
+    for bad, e in errors:
+      _set_aside(mngr, bad)
+      warn(f"checkpoint {bad} in {mngr.directory} is damaged ({e}); resuming from "
+           f"checkpoint {step}")
+    return state, elapsed
+  step, e = errors[0]
+  raise ValueError(f"checkpoint {step} in {mngr.directory} does not match this run's state "
+                   f"or is damaged ({e}), and no older checkpoint restores: {_HINT}") \
+      from e.__cause__
+
+
+class _Unreadable(Exception):
+  """A checkpoint that Orbax could not restore (damaged, or of another tree)."""
+
+
+def _restore_step(mngr, step: int, like):
   target = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), like)
   try:
-    restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
+    restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-  except (ValueError, KeyError, TypeError) as e:  # another tree structure
-    raise ValueError(f"checkpoint in {mngr.directory} does not match this run's state "
-                     f"({type(e).__name__}: {str(e).splitlines()[0][:120]}): {_HINT}") from e
+    elapsed = float(restored["meta"]["elapsed_seconds"])
+  except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many types)
+    _quiet_closed_event_loop()
+    raise _Unreadable(f"{type(e).__name__}: {str(e).splitlines()[0][:120]}") from e
   leaves = jax.tree.leaves(restored["state"])
-  _check_matches(mngr.directory, leaves, like)
+  _check_matches(mngr.directory, leaves, like)  # intact but another state: refused
   state = jax.tree.unflatten(jax.tree.structure(like), leaves)
   state = jax.tree.map(lambda v, x: to_mesh(v, x.sharding), state, like)
-  return state, float(restored["meta"]["elapsed_seconds"])
+  return state, elapsed
+
+
+def _quiet_closed_event_loop() -> None:
+  """A failed Orbax restore closes its event loop while TensorStore's other reads are
+  still pending; when they complete, their callbacks hit the closed loop and Python
+  prints "Exception ignored ... RuntimeError: Event loop is closed" with a traceback.
+  That error is harmless here (the failure was already handled): drop just it."""
+  hook = sys.unraisablehook
+  if getattr(hook, "_jaxnoisy_quiet", False):
+    return
+
+  def quiet(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    hook(unraisable)
+
+  quiet._jaxnoisy_quiet = True
+  sys.unraisablehook = quiet
+
+
+def _set_aside(mngr, step: int) -> None:
+  """Moves a damaged checkpoint to ``<checkpoints>/../damaged/<step>``."""
+  src = os.path.join(str(mngr.directory), str(step))
+  dest_dir = os.path.join(os.path.dirname(str(mngr.directory).rstrip("/")), "damaged")
+  os.makedirs(dest_dir, exist_ok=True)
+  dest = os.path.join(dest_dir, str(step))
+  n = 1
+  while os.path.exists(dest):
+    dest, n = os.path.join(dest_dir, f"{step}.{n}"), n + 1
+  os.replace(src, dest)
+  mngr.reload()
 
 
 def _check_matches(directory, leaves, like) -> None:

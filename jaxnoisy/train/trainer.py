@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from typing import NamedTuple, Optional
@@ -455,7 +456,8 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   rows: list[list[dict]] = [[] for _ in replicas]
   elapsed = 0.0
   if resume and manager.latest_step() is not None:
-    state, elapsed = checkpoints.restore(manager, state)
+    state, elapsed = checkpoints.restore(
+        manager, state, warn=lambda m: print(f"jaxnoisy: {m}", file=sys.stderr))
     done_steps = steps_done(state)
     if done_steps >= trainer.total_steps and os.path.exists(summary_path):
       rows = [_read_metrics(p, config.epochs) for p in metrics_paths]
