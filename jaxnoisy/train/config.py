@@ -66,6 +66,10 @@ class RunConfig:
   num_devices: Optional[int] = hp(None, "devices of the mesh (default: all; in a "
                                   "multi-process run: over all processes)", low=1)
   eval_batch_size: int = hp(2000, "examples per evaluation batch", low=1)
+  tensorboard: bool = hp(True, "write every logged scalar as TensorBoard events under "
+                         "OUT/tb/ (beside metrics.jsonl)")
+  log_every: int = hp(50, "TensorBoard: also the training loss every this many noisy "
+                      "steps (0: per epoch only)", low=0)
   data_dir: Optional[str] = hp(None, "directory with the IDX .gz files")
   tfds_data_dir: Optional[str] = hp(None, "TFDS data directory")
 

@@ -31,6 +31,7 @@ from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import ModelSpec
 from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.tensorboard import TensorBoard
 
 
 class NoisyData(NamedTuple):
@@ -302,10 +303,12 @@ class Trainer:
       state = self.sync(self.phase_finish(state, self.train_data, self.hyper))
     return state, history
 
-  def run_epoch(self, state, epoch: int, start: int, end: int, progress=None):
+  def run_epoch(self, state, epoch: int, start: int, end: int, progress=None,
+                on_step=None):
     """The epoch's phase (when ``start`` is 0 and the method has one), then noisy steps
     ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means of the
-    step metrics; the phase's as ``phase_<name>``).
+    step metrics; the phase's as ``phase_<name>``). ``on_step(steps done, metrics)``
+    is called after each noisy step.
 
     A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
     """
@@ -318,6 +321,8 @@ class Trainer:
       for i in range(start, end):
         state, metrics = self.step(state, perm, i, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
+        if on_step is not None:
+          on_step(epoch * self.steps_per_epoch + i + 1, metrics)
         if progress is not None:
           progress.update(1)
     except Interrupted:
@@ -486,6 +491,15 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                dynamic_ncols=True)
   elif progress:
     bar = progress
+  tb, on_step = None, None
+  if config.tensorboard and primary:
+    tb = TensorBoard(out_dir, [label for label, _ in replicas], steps_done(state))
+    if config.log_every:
+      def on_step(step, metrics):
+        if step % config.log_every == 0:
+          losses = step_lib.to_host(metrics["train_loss"])
+          for r in range(len(replicas)):
+            tb.scalars(r, step, {"train_loss": float(losses[r])}, prefix="step/")
   t0 = time.perf_counter() - elapsed
   step_seconds: list[float] = []
   try:
@@ -493,7 +507,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
       epoch, start = divmod(steps_done(state), trainer.steps_per_epoch)
       te = time.perf_counter()
       state, train_metrics = trainer.run_epoch(state, epoch, start, trainer.steps_per_epoch,
-                                               bar)
+                                               bar, on_step)
       epoch_seconds = time.perf_counter() - te
       step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
       evals = trainer.evaluate(state)
@@ -502,6 +516,9 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                         **evals[r], "epoch_seconds": epoch_seconds})
         if primary:
           _write_metrics(p, rows[r])
+        if tb is not None:
+          tb.scalars(r, steps_done(state), {k: v for k, v in rows[r][-1].items()
+                                            if k not in ("epoch", "step")}, prefix="epoch/")
       checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
       if hasattr(bar, "set_postfix"):
         row = rows[0][-1]
@@ -517,8 +534,12 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
     manager.wait_until_finished()
     if hasattr(bar, "close"):
       bar.close()
+    if tb is not None:
+      tb.close()
     raise KeyboardInterrupt from None
   manager.wait_until_finished()
+  if tb is not None:
+    tb.close()
   if hasattr(bar, "close"):
     bar.close()
 
