@@ -114,7 +114,8 @@ def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std
   return normalize(x, mean, std), labels[idx], idx
 
 
-def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool):
+def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool,
+              donate: bool = True):
   """The jitted program that runs ``step`` (one replica's) on every replica.
 
   ``in_axes`` marks each argument 0 (a leading replica axis) or None (shared). A
@@ -123,8 +124,8 @@ def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool
   same program. On XLA:CPU vmapped convolutions become grouped convolutions, slower than
   separate steps (README: "Many seeds, a sweep"), also when a vmap over the whole replica
   axis was left to the partitioner; with one replica per group the local vmap has size 1
-  and the convolutions stay plain. The first argument (the state) is donated; every
-  output has a leading replica axis.
+  and the convolutions stay plain. The first argument (the state) is donated unless
+  ``donate=False``; every output has a leading replica axis.
   """
   def local_step(*args):  # this device group's replicas
     if vmap_replicas:
@@ -138,7 +139,8 @@ def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool
   specs = tuple(P() if ax is None else r for ax in in_axes)
   replicated = jax.shard_map(local_step, mesh=mesh, in_specs=specs, out_specs=r,
                              axis_names={REPLICA_AXIS}, check_vma=False)
-  return jax.jit(replicated, donate_argnums=(0,), out_shardings=NamedSharding(mesh, r))
+  return jax.jit(replicated, donate_argnums=(0,) if donate else (),
+                 out_shardings=NamedSharding(mesh, r))
 
 
 class StepSetup(NamedTuple):
@@ -323,27 +325,30 @@ def make_phase_finish(setup: StepSetup, finish_fn: Callable):
   return replicate(finish, setup.mesh, (0, 0, 0), vmap_replicas=setup.vmap_replicas)
 
 
-def make_predict(apply: Callable, mesh: Mesh, *, mean, std):
-  """Returns a jitted ``predict(params, model_state, images_uint8) -> argmax labels``
-  (computed batch-sharded, returned replicated: every process can read them)."""
-  batch_sharded = NamedSharding(mesh, P(DATA_AXIS))
+def make_evaluate(setup: StepSetup, *, chunk: int, num_sets: int):
+  """Returns the jitted ``evaluate(state, images, labels, set_ids) -> (R, num_sets)``:
+  per replica, the count of correct eval-mode predictions in each evaluation set.
 
-  def predict(params, model_state, images):
-    x = jax.lax.with_sharding_constraint(normalize(images, mean, std), batch_sharded)
-    logits, _, _ = apply(params, model_state, x, train=False)
-    return jnp.argmax(logits, axis=-1)
+  ``images`` (uint8), ``labels`` and ``set_ids`` carry a leading replica axis and hold
+  every set of a replica back to back (set id −1 marks padding), their length a multiple
+  of ``chunk`` (a multiple of the data-parallel devices): one program runs them all in
+  chunks of ``chunk``, batch-sharded, and returns only the counts, so an evaluation is
+  one dispatch and one small read instead of a round trip per chunk and set.
+  """
 
-  return jax.jit(predict, out_shardings=NamedSharding(mesh, P()))
+  def evaluate(state, images, labels, set_ids):
+    batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
 
+    def counts(block):
+      x, y, ids = block
+      x = jax.lax.with_sharding_constraint(normalize(x, setup.mean, setup.std), batch_sharded)
+      logits = setup.apply(state.params, state.model_state, x, train=False)[0]
+      hit = (jnp.argmax(logits, axis=-1) == y)[:, None]
+      return jnp.sum(hit & (ids[:, None] == jnp.arange(num_sets)), axis=0, dtype=jnp.int32)
 
-def predict_all(predict, params, model_state, images: np.ndarray, chunk: int) -> np.ndarray:
-  """Predictions for a whole host array, in fixed-size chunks (one compilation)."""
-  n = images.shape[0]
-  out = []
-  for start in range(0, n, chunk):
-    block = images[start:start + chunk]
-    pad = chunk - block.shape[0]
-    if pad:
-      block = np.concatenate([block, np.zeros((pad,) + block.shape[1:], block.dtype)])
-    out.append(np.asarray(predict(params, model_state, block))[:chunk - pad])
-  return np.concatenate(out) if out else np.zeros((0,), np.int32)
+    blocks = jax.tree.map(lambda a: a.reshape(a.shape[0] // chunk, chunk, *a.shape[1:]),
+                          (images, labels, set_ids))
+    return jnp.sum(jax.lax.map(counts, blocks), axis=0)
+
+  return replicate(evaluate, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas,
+                   donate=False)

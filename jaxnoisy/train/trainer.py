@@ -98,6 +98,23 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
       })
 
 
+# The evaluation sets, in the order of Trainer.eval_data; memorization is the accuracy
+# on the corrupted training examples against their noisy labels.
+EVAL_SETS = ("test_accuracy", "heldout_accuracy", "memorization")
+
+
+def _concat_sets(sets, length: int):
+  """(images, labels, set ids) of ``sets`` back to back, padded to ``length`` (id −1)."""
+  images = np.concatenate([x for x, _ in sets])
+  pad = length - len(images)
+  images = np.concatenate([images, np.zeros((pad, *images.shape[1:]), images.dtype)])
+  labels = np.concatenate([np.asarray(y, np.int32) for _, y in sets] +
+                          [np.zeros(pad, np.int32)])
+  ids = np.concatenate([np.full(len(y), i, np.int32) for i, (_, y) in enumerate(sets)] +
+                       [np.full(pad, -1, np.int32)])
+  return images, labels, ids
+
+
 def stack(trees):
   """One pytree with a leading replica axis from a list of equally shaped pytrees."""
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
@@ -219,7 +236,6 @@ class Trainer:
           batch_size=config.batch_size)
     self.phase_finish = step_lib.make_phase_finish(setup, method_fn(phase.finish)) \
         if phase else None
-    self.predict = step_lib.make_predict(self.apply, self.mesh, mean=data.mean, std=data.std)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
     self.replica_state = jax.jit(step_lib.replica, static_argnums=1)
@@ -235,30 +251,32 @@ class Trainer:
     # before the next is dispatched; accelerators keep asynchronous dispatch.
     self.sync_each_step = (self.mesh.devices.size > 1
                            and self.mesh.devices.flat[0].platform == "cpu")
-    self.memorization = [(d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])
-                         for d in datas]
     self.train_data = put(stack([(d.train_images, d.train_labels, d.clean_images[clean],
                                   d.clean_labels[clean]) for d in datas]))
-
-  def accuracy(self, state, images, labels) -> float:
-    pred = step_lib.predict_all(self.predict, state.params, state.model_state, images,
-                                self.eval_chunk)
-    return float(np.mean(pred == labels)) if len(labels) else float("nan")
+    # The evaluation sets of every replica, back to back and placed on the mesh once:
+    # test, held-out, and the corrupted training examples with their noisy label.
+    sets = [[(d.test_images, d.test_labels), (d.heldout_images, d.heldout_labels),
+             (d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])]
+            for d in datas]
+    self.eval_sizes = [[len(y) for _, y in s] for s in sets]
+    length = -(-max(sum(n) for n in self.eval_sizes) // self.eval_chunk) * self.eval_chunk
+    self.eval_data = put(stack([_concat_sets(s, length) for s in sets]))
+    self._evaluate = step_lib.make_evaluate(setup, chunk=self.eval_chunk,
+                                            num_sets=len(EVAL_SETS))
 
   def evaluate(self, state) -> list[dict]:
     """Test, held-out and memorization accuracy (and the method's own metrics) of
     every replica."""
+    counts = step_lib.to_host(jax.block_until_ready(self._evaluate(state, *self.eval_data)))
+    method_state = None
+    if self.method.epoch_metrics is not None:
+      method_state = step_lib.to_host(state.method_state)
     out = []
     for r, d in enumerate(self.datas):
-      s = jax.block_until_ready(self.replica_state(state, r))
-      metrics = {
-          "test_accuracy": self.accuracy(s, d.test_images, d.test_labels),
-          "heldout_accuracy": self.accuracy(s, d.heldout_images, d.heldout_labels),
-          # The corrupted training examples predicted with their noisy label.
-          "memorization": self.accuracy(s, *self.memorization[r]),
-      }
-      if self.method.epoch_metrics is not None:
-        extra = self.method.epoch_metrics(step_lib.to_host(s.method_state), d)
+      metrics = {name: float(c / n) if n else float("nan")
+                 for name, c, n in zip(EVAL_SETS, counts[r], self.eval_sizes[r])}
+      if method_state is not None:
+        extra = self.method.epoch_metrics(jax.tree.map(lambda v: v[r], method_state), d)
         metrics.update({k: float(v) for k, v in extra.items()})
       out.append(metrics)
     return out
@@ -510,10 +528,13 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                                                bar, on_step)
       epoch_seconds = time.perf_counter() - te
       step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
+      te = time.perf_counter()
       evals = trainer.evaluate(state)
+      eval_seconds = time.perf_counter() - te
       for r, p in enumerate(metrics_paths):
         rows[r].append({"epoch": epoch, "step": steps_done(state), **train_metrics[r],
-                        **evals[r], "epoch_seconds": epoch_seconds})
+                        **evals[r], "epoch_seconds": epoch_seconds,
+                        "eval_seconds": eval_seconds})
         if primary:
           _write_metrics(p, rows[r])
         if tb is not None:
