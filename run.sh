@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # jaxnoisy's two set-up commands:
-#   bash run.sh main   # SGD vs SAM vs ASAM on real Fashion-MNIST, 40% symmetric noise
+#   bash run.sh main   # SGD, SAM and the seed methods on real Fashion-MNIST, 40% instance noise
 #   bash run.sh test   # the test suite
 # Each creates (or reuses) the virtual environment .venv, installs jaxnoisy into it, and
 # installs Debian's dataset-fashion-mnist when it is missing and apt-get can be used.
