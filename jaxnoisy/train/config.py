@@ -65,7 +65,8 @@ class RunConfig:
                                "(m-sharpness)")
   num_devices: Optional[int] = hp(None, "devices of the mesh (default: all; in a "
                                   "multi-process run: over all processes)", low=1)
-  eval_batch_size: int = hp(2000, "examples per evaluation batch", low=1)
+  eval_batch_size: int = hp(512, "examples per evaluation chunk (on 2 CPU cores 512 "
+                            "evaluates the CNN 1.7× faster than 2000)", low=1)
   tensorboard: bool = hp(True, "write every logged scalar as TensorBoard events under "
                          "OUT/tb/ (beside metrics.jsonl)")
   log_every: int = hp(50, "TensorBoard: also the training loss every this many noisy "
