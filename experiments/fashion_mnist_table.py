@@ -94,6 +94,24 @@ def previous_rows(path) -> dict:
   return rows
 
 
+def train_missing(root, noises, args, seeds) -> None:
+  """Trains ``CONFIG:ARG`` for every noise setting, config ARG (a method, or another arm
+  of the config) and seed whose run has no summary yet; an interrupted run resumes."""
+  exe = os.path.join(os.path.dirname(sys.executable), "jaxnoisy")
+  for noise in noises:
+    for arg in args:
+      for seed in seeds:
+        out = run_dir(root, noise, arg, seed)
+        if load(out):
+          continue
+        cmd = [exe, "train", "--config", f"{CONFIG}:{arg}", "--noise", noise,
+               "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
+        print("$ " + shlex.join(cmd), flush=True)
+        os.makedirs(out, exist_ok=True)
+        record_commit(out)
+        subprocess.run(cmd, check=True)
+
+
 def report(root, seeds, out_path):
   """RESULTS.md over every noise setting and method from the runs under ``root``. A row
   whose runs are not there is carried unchanged from the report being replaced (marked
@@ -158,28 +176,30 @@ def line_style(method) -> dict:
           "linestyle": "--" if meta else "-"}
 
 
-def plot_curves(curves, directory):
+def plot_curves(curves, directory, prefix="results", style=None):
+  """One figure per noise setting of ``curves[noise][name]`` (each a list of runs'
+  rows): mean test accuracy and memorization per epoch, saved as
+  ``<prefix>_<noise>.png``; ``style(name)`` gives a line's look (default
+  :func:`line_style`). Returns the paths."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  style = style or line_style
   paths = []
-  for noise, per_method in curves.items():
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-    for method, runs in per_method.items():
+  for noise, per_name in curves.items():
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, runs in per_name.items():
       n = min(len(rows) for rows in runs)
-      epochs = list(range(1, n + 1))
-      acc = [statistics.mean(rows[e]["test_accuracy"] for rows in runs) * 100 for e in range(n)]
-      mem = [statistics.mean(rows[e]["memorization"] for rows in runs) * 100 for e in range(n)]
-      style = line_style(method)
-      a1.plot(epochs, acc, label=method, **style)
-      a2.plot(epochs, mem, label=method, **style)
-    a1.set(xlabel="epoch", ylabel="test accuracy (%)", title=f"{noise}: test accuracy")
-    a2.set(xlabel="epoch", ylabel="memorization (%)", title=f"{noise}: memorization")
-    a1.grid(alpha=0.3)
-    a2.grid(alpha=0.3)
-    a1.legend(fontsize=7)
+      for ax, key in zip(axes, ("test_accuracy", "memorization")):
+        ax.plot(range(1, n + 1),
+                [statistics.mean(rows[e][key] for rows in runs) * 100 for e in range(n)],
+                label=name, **style(name))
+    for ax, what in zip(axes, ("test accuracy", "memorization")):
+      ax.set(xlabel="epoch", ylabel=f"{what} (%)", title=f"{noise}: {what}")
+      ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
-    path = os.path.join(directory, f"results_{noise.replace(':', '_')}.png")
+    path = os.path.join(directory, f"{prefix}_{noise.replace(':', '_')}.png")
     fig.savefig(path + ".tmp.png", dpi=100)
     plt.close(fig)
     os.replace(path + ".tmp.png", path)
@@ -201,20 +221,8 @@ def main() -> int:
   bad = [m for m in methods if m not in METHODS] + [n for n in noises if n not in NOISE]
   if bad:
     parser.error(f"--methods/--noise must be among {METHODS} / {NOISE}, got {bad}")
-  exe = os.path.join(os.path.dirname(sys.executable), "jaxnoisy")
   if not args.report_only:
-    for noise in noises:
-      for method in methods:
-        for seed in seeds:
-          out = run_dir(args.runs, noise, method, seed)
-          if load(out):
-            continue
-          cmd = [exe, "train", "--config", f"{CONFIG}:{method}", "--noise", noise,
-                 "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
-          print("$ " + shlex.join(cmd), flush=True)
-          os.makedirs(out, exist_ok=True)
-          record_commit(out)
-          subprocess.run(cmd, check=True)
+    train_missing(args.runs, noises, methods, seeds)
   report(args.runs, seeds, args.results)
   print(f"wrote {args.results}")
   return 0

@@ -17,9 +17,7 @@ Usage:
 import argparse
 import os
 import platform
-import shlex
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -67,38 +65,16 @@ def report(root, arms, noises, seeds, out_path):
       curves.setdefault(noise, {})[arm] = [rows for _, rows in found]
     lines.append("")
   lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
-  for path in plot(curves, directory):
+  for path in table.plot_curves(curves, directory, "saner_bases", arm_style):
     lines.append(f"![{os.path.basename(path)}]({os.path.relpath(path, directory)})")
   write_atomic(out_path, "\n".join(lines) + "\n")
 
 
-def plot(curves, directory):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  paths = []
-  for noise, per_arm in curves.items():
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm, runs in per_arm.items():
-      n = min(len(rows) for rows in runs)
-      base = arm[len("saner_"):] if arm.startswith("saner_") else arm
-      style = {"color": f"C{['sam', 'saner', 'fsam', 'vasso'].index(base) % 10}",
-               "linestyle": "-" if arm.startswith("saner") else ":"}
-      for ax, key in zip(axes, ("test_accuracy", "memorization")):
-        ax.plot(range(1, n + 1),
-                [statistics.mean(rows[e][key] for rows in runs) * 100 for e in range(n)],
-                label=arm, **style)
-    for ax, what in zip(axes, ("test accuracy (%)", "memorization (%)")):
-      ax.set(xlabel="epoch", ylabel=what, title=f"{noise}: {what.split(' (')[0]}")
-      ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(directory, f"saner_bases_{noise.replace(':', '_')}.png")
-    fig.savefig(path + ".tmp.png", dpi=100)
-    plt.close(fig)
-    os.replace(path + ".tmp.png", path)
-    paths.append(path)
-  return paths
+def arm_style(arm) -> dict:
+  """A colour per base, solid with SANER and dotted without."""
+  base = arm[len("saner_"):] if arm.startswith("saner_") else arm
+  return {"color": f"C{['sam', 'saner', 'fsam', 'vasso'].index(base)}",
+          "linestyle": "-" if arm.startswith("saner") else ":"}
 
 
 def main() -> int:
@@ -115,20 +91,8 @@ def main() -> int:
   if bad:
     parser.error(f"--arms/--noise must be among {ARMS} / {table.NOISE}, got {bad}")
   seeds = [int(s) for s in args.seeds.split(",")]
-  exe = os.path.join(os.path.dirname(sys.executable), "jaxnoisy")
   if not args.report_only:
-    for noise in noises:
-      for arm in arms:
-        for seed in seeds:
-          out = table.run_dir(args.runs, noise, arm, seed)
-          if table.load(out):
-            continue
-          cmd = [exe, "train", "--config", f"{table.CONFIG}:{arm}", "--noise", noise,
-                 "--seed", str(seed), "--out", out, "--resume", "--no-progress"]
-          print("$ " + shlex.join(cmd), flush=True)
-          os.makedirs(out, exist_ok=True)
-          table.record_commit(out)
-          subprocess.run(cmd, check=True)
+    table.train_missing(args.runs, noises, arms, seeds)
   report(args.runs, arms, noises, seeds, args.results)
   print(f"wrote {args.results}")
   return 0

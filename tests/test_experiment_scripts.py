@@ -1,5 +1,6 @@
 """Smoke tests of experiment scripts: they run and print what they promise (no timings)."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -52,20 +53,20 @@ def test_step_trace_prints_the_beta_of_ebomlc():
     assert float(fields["beta"]) >= 0 and float(fields["upper_loss"]) > 0
 
 
-def _table_module():
+def experiment(name: str):
+  """The module of ``experiments/<name>.py`` (the scripts are not a package)."""
   sys.path.insert(0, os.path.join(ROOT, "experiments"))
   try:
-    import fashion_mnist_table
+    return importlib.import_module(name)
   finally:
     sys.path.pop(0)
-  return fashion_mnist_table
 
 
 def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
   trained a run (a resumed run records each once), — for memorization without noise, the
   replaced report's rows carried where no runs are found."""
-  table = _table_module()
+  table = experiment("fashion_mnist_table")
   root = tmp_path / "runs"
   for noise, memo in (("none", float("nan")), ("symmetric:0.4", 0.1)):
     for seed, acc in ((0, 0.80), (1, 0.84)):
@@ -105,18 +106,14 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
 
 def test_table_plot_draws_every_method_with_its_own_line():
   """11 methods outnumber matplotlib's 10-colour cycle: no two may look the same."""
-  table = _table_module()
+  table = experiment("fashion_mnist_table")
   looks = [tuple(sorted(table.line_style(m).items())) for m in table.METHODS]
   assert len(set(looks)) == len(table.METHODS) == 11
 
 
 def test_saner_bases_report_gives_saners_gain_over_its_base(tmp_path):
-  table = _table_module()
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import saner_bases
-  finally:
-    sys.path.pop(0)
+  table = experiment("fashion_mnist_table")
+  saner_bases = experiment("saner_bases")
   root = tmp_path / "runs"
   for arm, accs in (("fsam", (0.80, 0.82)), ("saner_fsam", (0.83, 0.85))):
     for seed, acc in enumerate(accs):

@@ -8,19 +8,11 @@ import sys
 import pytest
 
 from jaxnoisy.data import datasets
+from test_experiment_scripts import experiment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FMNIST = os.path.join(datasets.SYSTEM_DATA_DIRS["fashion_mnist"][0],
                       "train-images-idx3-ubyte.gz")
-
-
-def _main_job():
-  sys.path.insert(0, os.path.join(ROOT, "experiments"))
-  try:
-    import main_job
-  finally:
-    sys.path.pop(0)
-  return main_job
 
 
 def test_every_method_of_the_main_job_has_a_table_config():
@@ -29,7 +21,7 @@ def test_every_method_of_the_main_job_has_a_table_config():
     import fashion_mnist
   finally:
     sys.path.pop(0)
-  job = _main_job()
+  job = experiment("main_job")
   assert {"sgd", "sam", "saner", "ncsam", "fbr", "mlc", "ebomlc"} <= set(job.METHODS)
   for method in job.METHODS:
     assert fashion_mnist.get_config(method).method == method
