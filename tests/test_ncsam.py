@@ -467,3 +467,33 @@ def test_subset_forward_needs_a_concrete_flip_rate():
       jax.random.key(0), r, noise_forward="subset", subset_logits_fn=subset_fn))
   with pytest.raises(ValueError, match="flip_rate must be a concrete number"):
     f(0.4)
+
+
+def test_trainer_logs_the_norms_that_decide_the_projection():
+  """‖g‖, ‖g*‖ and s(t)‖g*‖/ρ at t = (epoch + 1)/T, against NumPy norms of the very
+  gradients the step returns and the ramp written out by hand."""
+  from jaxnoisy.train.config import TrainConfig
+  from jaxnoisy.train.interface import ModelSpec, StepInputs
+  from jaxnoisy.train.methods import METHODS
+
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 3, 16))
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
+  apply = lambda p, inputs: (inputs @ p["w"], inputs, {})
+  config = TrainConfig(method="ncsam", epochs=10, rho=0.1, kappa=0.1, flip_rate=0.4)
+  spec = ModelSpec(num_train=64, num_classes=3, feature_dim=4, steps_per_epoch=4,
+                   num_clean=0)
+  out = METHODS["ncsam"].gradients(config, spec)(StepInputs(
+      apply, params, {}, x, y, jnp.arange(16), x[:0], y[:0], jax.random.key(1),
+      jnp.int32(9), jnp.float32(0.05), lambda p, inputs: apply(p, inputs)[:2], None))
+  g = np.asarray(out.grads["w"], np.float64)
+  g_star = np.asarray(out.extra_args["noise_grads"]["w"], np.float64)
+  t = (9 // 4 + 1) / 10  # the third epoch of ten
+  s = 0.1 * min(1.0, 2 * (3 - 2 * t) * t * t)
+  m = out.metrics
+  assert float(m["ncsam_grad_norm"]) == pytest.approx(np.linalg.norm(g), rel=1e-6)
+  assert float(m["ncsam_noise_grad_norm"]) == pytest.approx(np.linalg.norm(g_star), rel=1e-6)
+  assert float(m["ncsam_compensation_over_rho"]) == pytest.approx(
+      s * np.linalg.norm(g_star) / 0.1, rel=1e-6)
+  assert np.linalg.norm(g_star) > 0

@@ -13,10 +13,11 @@ from typing import Optional
 import jax
 import optax
 
-from jaxnoisy.ncsam import ncsam, ncsam_gradients
+from jaxnoisy.ncsam import ncsam, ncsam_gradients, ncsam_strength
 from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.sam_variants import fsam, vasso
 from jaxnoisy.saner import saner
+from jaxnoisy.tree import global_norm
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, StepInputs, identity_transform,
                                       plain_gradients)
@@ -166,11 +167,12 @@ def _ncsam(c, axis: Optional[str], steps_per_epoch: int):
   return during_warmup(ncsam(c.rho, c.kappa, axis_name=axis, has_aux=True), warm)
 
 
-def noise_compensated_gradients(config, spec=None):
+def noise_compensated_gradients(config, spec):
   """g and NCSAM's g* (from the batch's forward pass, or with ``ncsam_noise_forward=
   "subset"`` from a pass over the flipped examples only); g* is passed as
-  ``noise_grads``."""
-  del spec
+  ``noise_grads``. Logged per step (epoch means): ‖g‖, ‖g*‖ and s(t)‖g*‖/ρ, the
+  compensation's length against the ascent's at the step's t = (epoch + 1)/T (above 1,
+  ε is projected back onto the ρ-ball and points mostly along g*)."""
 
   def gradients(inp: StepInputs) -> Gradients:
     logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
@@ -181,8 +183,13 @@ def noise_compensated_gradients(config, spec=None):
         logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True,
         noise_forward=config.ncsam_noise_forward, subset_logits_fn=subset,
         label_smoothing=config.ncsam_label_smoothing)
+    t = (inp.step // spec.steps_per_epoch + 1) / config.epochs
+    noise_norm = global_norm(noise_grads)
+    metrics = {"ncsam_grad_norm": global_norm(grads), "ncsam_noise_grad_norm": noise_norm,
+               "ncsam_compensation_over_rho":
+                   ncsam_strength(t, config.kappa) * noise_norm / config.rho}
     return Gradients(loss, grads, model_state, {"noise_grads": noise_grads},
-                     inp.method_state, {})
+                     inp.method_state, metrics)
 
   return gradients
 
