@@ -11,16 +11,17 @@ import os
 
 
 class TensorBoard:
-  """Writes the epoch rows of ``metrics.jsonl`` and the training loss every ``every``
-  steps, at the run's noisy-step count. ``start_step``: the steps done when a run
-  resumes; TensorBoard drops what an earlier writer logged after it (the steps being
-  redone)."""
+  """Writes scalars per replica at the run's noisy-step count (the trainer: each epoch's
+  row of ``metrics.jsonl`` and the training loss every ``log_every`` steps).
+  ``start_step``: the steps done when a run resumes; TensorBoard drops what an earlier
+  writer logged after it (the steps being redone)."""
 
   def __init__(self, out_dir: str, labels: list[str], start_step: int = 0):
     from tensorboardX import SummaryWriter
     root = os.path.join(out_dir, "tb")
     dirs = [root] if len(labels) == 1 else [os.path.join(root, lab) for lab in labels]
-    self.writers = [SummaryWriter(d, purge_step=start_step + 1 if start_step else None) for d in dirs]
+    purge = start_step + 1 if start_step else None
+    self.writers = [SummaryWriter(d, purge_step=purge) for d in dirs]
 
   def scalars(self, replica: int, step: int, values: dict, prefix: str = "") -> None:
     """Every finite number in ``values`` as ``prefix + name``."""

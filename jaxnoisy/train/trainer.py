@@ -509,15 +509,15 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                dynamic_ncols=True)
   elif progress:
     bar = progress
-  tb, on_step = None, None
-  if config.tensorboard and primary:
-    tb = TensorBoard(out_dir, [label for label, _ in replicas], steps_done(state))
-    if config.log_every:
-      def on_step(step, metrics):
-        if step % config.log_every == 0:
-          losses = step_lib.to_host(metrics["train_loss"])
-          for r in range(len(replicas)):
-            tb.scalars(r, step, {"train_loss": float(losses[r])}, prefix="step/")
+  tb = TensorBoard(out_dir, [label for label, _ in replicas], steps_done(state)) \
+      if config.tensorboard and primary else None
+  on_step = None
+  if config.tensorboard and config.log_every:
+    def on_step(step, metrics):
+      if step % config.log_every == 0:
+        losses = step_lib.to_host(metrics["train_loss"])  # every process: may gather
+        for r in range(len(replicas) if tb is not None else 0):
+          tb.scalars(r, step, {"train_loss": float(losses[r])}, prefix="step/")
   t0 = time.perf_counter() - elapsed
   step_seconds: list[float] = []
   try:
