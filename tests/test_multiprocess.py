@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(not os.path.exists(FMNIST),
                                 reason="needs the Debian package dataset-fashion-mnist")
 
 ARGS = ["train", "--method", "sam", "--train-size", "512", "--heldout-size", "256",
-        "--epochs", "2", "--batch-size", "64", "--num-devices", "2", "--no-progress"]
+        "--epochs", "2", "--batch-size", "64", "--num-devices", "2", "--no-progress",
+        "--log-every", "3"]  # TensorBoard logs the loss on process 0 every 3 steps
 
 
 def cli(out, *extra):
@@ -53,6 +54,8 @@ def test_two_processes_reach_the_single_process_parameters(tmp_path):
   with open(tmp_path / "multi" / "summary.json") as f:
     summary = json.load(f)
   assert summary["num_processes"] == 2 and summary["num_devices"] == 2
+  assert any(name.startswith("events.out.tfevents") for name in
+             os.listdir(tmp_path / "multi" / "tb"))
   with open(tmp_path / "single" / "summary.json") as f:
     assert json.load(f)["test_accuracy"] == summary["test_accuracy"]
 
