@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+TEST_SIZE = 10000  # Fashion-MNIST's test set
+
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -49,7 +51,8 @@ def main() -> int:
   evals = [r["eval_seconds"] for r in rows]
   compile_s = epochs[0] - statistics.median(epochs[1:]) if len(epochs) > 1 else 0.0
   other = wall - sum(epochs) - sum(evals)
-  evaluated = 10000 + 5000 + round(s["noise"]["realised_rate_train"] * args.train_size)
+  corrupted = round(s["noise"]["realised_rate_train"] * args.train_size)
+  evaluated = TEST_SIZE + config.heldout_size + corrupted
   per_example = (statistics.median(evals) / evaluated) / \
       (statistics.median(epochs) / args.train_size)
   print(json.dumps({

@@ -53,6 +53,13 @@ def mean_std(values, scale=100.0, digits=2):
   return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
+def summary_cells(summaries) -> str:
+  """``last | chosen | memorization`` table cells, mean ± std over the runs' summaries."""
+  return " | ".join([mean_std([s["test_accuracy"] for s in summaries]),
+                     mean_std([s["best_test_accuracy"] for s in summaries]),
+                     mean_std([s["memorization"] for s in summaries], digits=1)])
+
+
 def git_commit():
   try:
     return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -149,9 +156,7 @@ def report(root, seeds, out_path):
         commits.update(run_commits(run_dir(root, noise, method, s)))
       secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
       lines.append(
-          f"| {method} | {len(found)} | {mean_std([s['test_accuracy'] for s in sums])} "
-          f"| {mean_std([s['best_test_accuracy'] for s in sums])} "
-          f"| {mean_std([s['memorization'] for s in sums], digits=1)} "
+          f"| {method} | {len(found)} | {summary_cells(sums)} "
           f"| {statistics.mean(secs):.1f} |")
       curves.setdefault(noise, {})[method] = [rows for _, rows in found]
     lines.append("")

@@ -55,13 +55,9 @@ def report(root, arms, noises, seeds, out_path):
         continue
       sums = [s for s, _ in found]
       means[arm] = statistics.mean(s["test_accuracy"] for s in sums) * 100
-      base = arm[len("saner_"):] if arm.startswith("saner_") else \
-          ("sam" if arm == "saner" else None)
-      delta = f"{means[arm] - means[base]:+.2f}" if base in means else "—"
-      lines.append(
-          f"| {arm} | {len(found)} | {table.mean_std([s['test_accuracy'] for s in sums])} "
-          f"| {table.mean_std([s['best_test_accuracy'] for s in sums])} "
-          f"| {table.mean_std([s['memorization'] for s in sums], digits=1)} | {delta} |")
+      base = base_of(arm)
+      delta = f"{means[arm] - means[base]:+.2f}" if base != arm and base in means else "—"
+      lines.append(f"| {arm} | {len(found)} | {table.summary_cells(sums)} | {delta} |")
       curves.setdefault(noise, {})[arm] = [rows for _, rows in found]
     lines.append("")
   lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
@@ -70,10 +66,14 @@ def report(root, arms, noises, seeds, out_path):
   write_atomic(out_path, "\n".join(lines) + "\n")
 
 
+def base_of(arm: str) -> str:
+  """The SAM-like base of an arm: ``saner_fsam`` → ``fsam``, ``saner`` → ``sam``."""
+  return "sam" if arm == "saner" else arm.removeprefix("saner_")
+
+
 def arm_style(arm) -> dict:
   """A colour per base, solid with SANER and dotted without."""
-  base = arm[len("saner_"):] if arm.startswith("saner_") else arm
-  return {"color": f"C{['sam', 'saner', 'fsam', 'vasso'].index(base)}",
+  return {"color": f"C{['sam', 'fsam', 'vasso'].index(base_of(arm))}",
           "linestyle": "-" if arm.startswith("saner") else ":"}
 
 
