@@ -1,6 +1,6 @@
 """The Fashion-MNIST results table: every method under every noise setting, several seeds.
 
-Runs ``jaxnoisy train --config experiments/configs/fashion_mnist.py:METHOD --noise SPEC
+Runs ``jaxnoisy train --config experiments/configs/fashion_mnist.py:ARM --noise SPEC
 --seed S`` for each combination not finished yet (each run resumes from its own
 checkpoint if it was interrupted), then writes ``experiments/results/RESULTS.md`` from
 whatever summaries exist, with mean ± std over the seeds that finished, and plots of test
@@ -25,7 +25,7 @@ import sys
 
 NOISE = ["none", "symmetric:0.4", "symmetric:0.6", "asymmetric:0.4", "instance:0.4"]
 METHODS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
-           "fbr", "mwnet", "mlc", "ebomlc"]
+           "fbr", "mwnet", "mlc", "bome_mlc", "ebomlc", "ebomlc_reference"]
 CONFIG = "experiments/configs/fashion_mnist.py"
 
 
@@ -173,7 +173,7 @@ def report(root, seeds, out_path):
 
 
 def line_style(method) -> dict:
-  """One look per method, none shared: the 11 methods outnumber a colour cycle, so the
+  """One look per method, none shared: the 13 methods outnumber a colour cycle, so the
   sharpness-aware family (and SGD) is drawn solid and the clean-subset family dashed."""
   i = METHODS.index(method)
   meta = i >= METHODS.index("l2rw")

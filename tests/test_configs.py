@@ -14,7 +14,7 @@ ARGS = {"ncsam_cifar.py": ["cifar10", "cifar100", "cifar10_instance", "cifar100_
         "meta_reweight_cifar_n.py": ["cifar10_n", "cifar100_n"],
         "ebomlc_cifar.py": ["cifar10", "cifar100"]}
 METHOD_ARGS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight", "fbr",
-               "mwnet", "mlc", "ebomlc"]
+               "mwnet", "mlc", "bome_mlc", "ebomlc"]
 
 
 def test_every_config_file_is_covered():
@@ -34,7 +34,14 @@ def test_fashion_mnist_config_per_method(method):
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:{method}")
   assert config.method == method and config.dataset == "fashion_mnist"
   assert (config.clean_size > 0) == (method in {"l2rw", "meta_reweight", "fbr",
-                                                "mwnet", "mlc", "ebomlc"})
+                                                "mwnet", "mlc", "bome_mlc", "ebomlc"})
+
+
+def test_fashion_mnist_ebomlc_reference_arm():
+  config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc_reference")
+  assert config.method == "ebomlc" and config.ebomlc_sign == "reference"
+  assert config.clean_size == 1000
+  assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").ebomlc_sign == "descend"
 
 
 def test_bad_arg_and_missing_file():

@@ -9,7 +9,8 @@ plain SGD first fits the clean signal, then memorises the noise. Per method: SAM
 SANER and NCSAM ρ = 0.1 (the label-noise value), ASAM ρ = 1.0; SANER a = 0.5 over the
 first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of epochs;
 F-SAM and VaSSO ρ = 0.1 with their code's σ, λ, θ. ARG ``saner_fsam`` (``_vasso``,
-``_asam``, ``_gsam``) is SANER over that base, with the base's settings (ρ included).
+``_asam``, ``_gsam``) is SANER over that base, with the base's settings (ρ included);
+ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign.
 
     jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
         --noise symmetric:0.4 --seed 0 --out runs/fm_saner
@@ -29,6 +30,8 @@ PER_METHOD = {
 }
 # SANER over another SAM-like base (ARG saner_fsam, saner_vasso, ...): SANER's settings.
 SANER_OVER = {f"saner_{base}": base for base in ("asam", "gsam", "fsam", "vasso")}
+# Other arms: a method with settings of its own.
+VARIANTS = {"ebomlc_reference": ("ebomlc", dict(ebomlc_sign="reference"))}
 
 
 def get_config(arg=None) -> TrainConfig:
@@ -37,9 +40,11 @@ def get_config(arg=None) -> TrainConfig:
   if method in SANER_OVER:
     base = SANER_OVER[method]
     method, over = "saner", dict(saner_base=base, **PER_METHOD.get(base, {}))
+  elif method in VARIANTS:
+    method, over = VARIANTS[method]
   if method not in METHODS:
     raise ValueError(f"fashion_mnist: ARG must be a method ({', '.join(sorted(METHODS))}) "
-                     f"or one of {', '.join(SANER_OVER)}, got {method!r}")
+                     f"or one of {', '.join([*SANER_OVER, *VARIANTS])}, got {method!r}")
   clean = dict(clean_size=1000, clean_batch_size=100) if METHODS[method].needs_clean else {}
   return TrainConfig(
       method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
