@@ -88,7 +88,7 @@ def main() -> int:
       test_labels=labels[:0], num_classes=10, mean=(0.286,), std=(0.353,), noise_summary={})
 
   clean_batch = {"clean_batch_size": args.clean_batch_size} if args.clean_batch_size else {}
-  trainers, states, perms = {}, {}, {}
+  trainers, states, batches = {}, {}, {}
   replicated = [f"{name}x{args.seeds}" for name in names] if args.seeds > 1 else []
   for name in names + replicated:
     base, _, seeds = name.partition("x")
@@ -100,8 +100,8 @@ def main() -> int:
                          vmap_replicas=args.vmap_replicas, **clean_batch, **overrides)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
-    perms[name] = trainers[name].permutation(0)
-  perm, key = perms["sgd"], trainers["sgd"].step_key
+    batches[name] = list(trainers[name].batches(0, 0, trainers[name].steps_per_epoch))
+  perm, key = batches["sgd"][0][0], trainers["sgd"].step_key
 
   if "fbr" in names:  # FBR's per-epoch phase step (a pass batch of the clean subset)
     trainers["fbr_phase"] = trainers["fbr"]
@@ -114,7 +114,7 @@ def main() -> int:
         state = t.sync(t.phase_step(state, t.train_data, t.step_key, t.hyper)[0])
         state = state._replace(phase_step=state.phase_step * 0)
       else:
-        state, _ = t.step(state, perms[name], i % t.steps_per_epoch, 0.5)
+        state, _ = t.step(state, batches[name][i % t.steps_per_epoch], 0.5)
     jax.block_until_ready(state)
     states[name] = state
 

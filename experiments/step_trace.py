@@ -48,10 +48,10 @@ def main() -> int:
   state, b = trainer.initial_state, config.batch_size
   print("epoch step train_loss |params| positive_weights max_weight")
   for epoch in range(min(args.epochs, config.epochs)):
-    perm = trainer.permutation(epoch)
-    order = step_lib.to_host(perm)[0]
-    for i in range(trainer.steps_per_epoch):
-      state, metrics = trainer.step(state, perm, i, epoch / config.epochs,
+    order = step_lib.to_host(trainer.permutation(epoch))[0]
+    batches = trainer.batches(epoch, 0, trainer.steps_per_epoch)
+    for i, batch in enumerate(batches):
+      state, metrics = trainer.step(state, batch, (epoch + 1) / config.epochs,
                                     warmup=epoch < trainer.warmup_epochs)
       loss = float(metrics["train_loss"][0])
       if i % args.every and loss <= args.loud:

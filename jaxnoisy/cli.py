@@ -113,6 +113,27 @@ def build_parser() -> argparse.ArgumentParser:
   desc_p.add_argument("--data-dir")
   desc_p.add_argument("--tfds-data-dir")
   desc_p.add_argument("--plot", help="write a heat-map of the transition matrix here (PNG)")
+  prep_p = sub.add_parser("prepare", help="write images + labels as ArrayRecord files "
+                          "(jaxnoisy.data.arrayrecord)")
+  prep_sub = prep_p.add_subparsers(dest="prepare_command", required=True)
+  c1m_p = prep_sub.add_parser("clothing1m", help="Clothing1M from its published layout")
+  c1m_p.add_argument("root", help="directory with images/ and the *_kv.txt, *_key_list.txt "
+                     "files")
+  list_p = prep_sub.add_parser("list", help="images listed in 'relative/path LABEL' files")
+  list_p.add_argument("--root", required=True, help="directory the listed paths are in")
+  list_p.add_argument("--split", action="append", required=True, metavar="NAME=FILE",
+                      help="a split and its list of noisy labels (repeatable)")
+  list_p.add_argument("--clean", action="append", default=[], metavar="NAME=FILE",
+                      help="clean labels for some keys of a split (repeatable)")
+  list_p.add_argument("--name", required=True, help="the dataset's name")
+  list_p.add_argument("--num-classes", type=int, help="default: the largest label + 1")
+  for p, shards in ((c1m_p, 16), (list_p, 1)):
+    p.add_argument("--out", required=True, help="the prepared dataset's directory")
+    p.add_argument("--image-size", type=int, metavar="S",
+                   help="store S×S RGB pixels (default: the image files as they are)")
+    p.add_argument("--shards", type=int, default=shards, metavar="K",
+                   help=f"ArrayRecord files per split (default: {shards})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
   return parser
 
 
@@ -243,6 +264,36 @@ def cmd_data_describe(args) -> int:
   return 0
 
 
+def _named_files(option: str, values: list[str]) -> dict[str, str]:
+  """``["NAME=FILE", ...]`` as ``{NAME: FILE}``."""
+  out = {}
+  for text in values:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+      raise ValueError(f"{option} must be NAME=FILE, got {text!r}")
+    if name in out:
+      raise ValueError(f"{option}: split {name!r} is given twice")
+    out[name] = path
+  return out
+
+
+def cmd_prepare(args) -> int:
+  from jaxnoisy.data import arrayrecord
+  common = dict(image_size=args.image_size, shards=args.shards, overwrite=args.overwrite)
+  if args.prepare_command == "clothing1m":
+    info = arrayrecord.prepare_clothing1m(args.root, args.out, **common)
+  else:
+    info = arrayrecord.prepare_list(
+        args.out, root=args.root, splits=_named_files("--split", args.split),
+        clean_lists=_named_files("--clean", args.clean), name=args.name,
+        num_classes=args.num_classes, **common)
+  for split, entry in info["splits"].items():
+    print(f"{split}: {entry['num_examples']} examples, {len(entry['files'])} shards")
+  print(f"prepared: {args.out} ({info['image']['encoding']} images, "
+        f"{info['num_classes']} classes)")
+  return 0
+
+
 def _as_typed(message: str, args) -> str:
   """A config field named at the start of an error becomes the flag as typed
   (``train_size must be ...`` → ``--train-size must be ...``)."""
@@ -264,6 +315,8 @@ def main(argv=None) -> int:
       return cmd_train(args)
     if args.command == "data":
       return cmd_data_describe(args)
+    if args.command == "prepare":
+      return cmd_prepare(args)
     return cmd_compare(args)
   except (ValueError, FileExistsError, FileNotFoundError) as e:
     parser.exit(2, f"jaxnoisy: error: {_as_typed(str(e), args)}\n")

@@ -121,7 +121,7 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
   assert trainer.phase_steps == 20 > trainer.total_steps == 12
   state, _ = trainer.run_phase(trainer.initial_state)
   before = [np.asarray(x, np.float64) for x in jax.tree.leaves(to_host(state.params))]
-  state, _ = trainer.step(state, trainer.permutation(0), 0, 0.5)
+  state, _ = trainer.step(state, next(trainer.batches(0, 0, 1)), 0.5)
   after = [np.asarray(x, np.float64) for x in jax.tree.leaves(to_host(state.params))]
   trace = [np.asarray(x, np.float64) for x in jax.tree.leaves(
       optax.tree_utils.tree_get(to_host(state.opt_state), "trace"))]

@@ -1,5 +1,6 @@
 """A two-process run (jax.distributed over localhost, CPU collectives) reaches the
-parameters of the same run in one process."""
+parameters of the same run in one process, also when each process streams its part of
+every batch from ArrayRecord files."""
 
 import json
 import os
@@ -37,12 +38,25 @@ def final_checkpoint(run):
   return jax.tree.leaves(state)
 
 
-def test_two_processes_reach_the_single_process_parameters(tmp_path):
+def prepared_fashion_mnist(out):
+  """Fashion-MNIST's IDX files written as a prepared ArrayRecord dataset."""
+  from jaxnoisy.data import arrayrecord, datasets
+  d = datasets.load_fashion_mnist(try_prepare=False)
+  arrayrecord.write_arrays(out, name="fashion_mnist", num_classes=10, shards=4, splits={
+      "train": dict(images=d.train_images, clean=d.train_labels),
+      "test": dict(images=d.test_images, clean=d.test_labels)})
+  return ["--data-dir", str(out), "--input-path", "stream"]
+
+
+@pytest.mark.parametrize("input_path", ["device", "stream"])
+def test_two_processes_reach_the_single_process_parameters(tmp_path, input_path):
+  """The stream variant: each process reads only its half of every batch."""
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
+  extra = prepared_fashion_mnist(tmp_path / "prepared") if input_path == "stream" else []
   procs = [cli(tmp_path / "multi", "--coordinator", f"localhost:{port}", "--num-processes",
-               "2", "--process-id", str(i)) for i in range(2)]
+               "2", "--process-id", str(i), *extra) for i in range(2)]
   single = cli(tmp_path / "single")
   for p in procs + [single]:
     out, _ = p.communicate(timeout=600)

@@ -133,8 +133,8 @@ def test_sweepable_hyper_parameter_reaches_the_step(name):
                     clean_batch_size=32, **extra)
   t = Trainer(cfg, [toy_with_clean()] * 2)
   state = t.initial_state
-  for index in range(2):
-    state, _ = t.step(state, t.permutation(0), index, 0.5)
+  for batch in t.batches(0, 0, 2):
+    state, _ = t.step(state, batch, 0.5)
   a, b = (jax.tree.leaves(t.replica_state(state, r)[1:]) for r in range(2))
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 

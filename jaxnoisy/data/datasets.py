@@ -45,7 +45,9 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from jaxnoisy.data import arrayrecord as _arrayrecord
 from jaxnoisy.data import cifar_n as _cifar_n
+from jaxnoisy.data import stream as _stream
 from jaxnoisy.data import tfds_io as _tfds_io
 from jaxnoisy.data.readers import (CIFAR_PYTHON_LAYOUT, IDX_FILES, read_cifar_python,
                                    read_idx, short_error)
@@ -643,13 +645,39 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def load_prepared(name: str, path) -> Dataset:
+  """Dataset ``name`` as prepared in ArrayRecord files under ``path`` (``jaxnoisy
+  prepare``): its ``train`` and ``test`` splits with their clean labels, the images
+  lazy (:class:`jaxnoisy.data.stream.RecordImages`, read when used)."""
+  prepared = _arrayrecord.open_prepared(path)
+  if prepared.info["name"] != name:
+    raise ValueError(f"data_dir {path} holds dataset {prepared.info['name']!r}, not {name!r}")
+  missing = [s for s in ("train", "test") if s not in prepared.info["splits"]]
+  if missing:
+    raise ValueError(f"data_dir {path} must hold the splits train and test, missing "
+                     f"{', '.join(missing)}")
+  arrays = {}
+  for split in ("train", "test"):
+    clean = prepared.labels(split)[1]
+    if (clean < 0).any():
+      raise ValueError(f"split {split!r} of {path}: {int((clean < 0).sum())} examples have "
+                       "no clean label; this trainer draws the noise from clean labels")
+    arrays[f"{split}_images"] = _stream.RecordImages(prepared, split)
+    arrays[f"{split}_labels"] = clean
+  return _make_dataset(name, arrays, f"arrayrecord:{path}")
+
+
 def load_dataset(name: str, **kwargs) -> Dataset:
   """Load a dataset by name; ``kwargs`` (``data_dir``, ``tfds_data_dir``,
   ``try_prepare``, for CIFAR-N ``label_file``) go to its loader. Valid names:
   ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``, ``cifar10_n``,
-  ``cifar100_n``."""
+  ``cifar100_n``. A ``data_dir`` prepared as ArrayRecord (``jaxnoisy prepare``)
+  is read by :func:`load_prepared`."""
   if name not in _LOADERS:
     raise ValueError(
         f"unknown dataset {name!r}; valid: {', '.join(sorted(_LOADERS))}"
     )
+  data_dir = kwargs.get("data_dir")
+  if data_dir is not None and _arrayrecord.is_prepared(data_dir):
+    return load_prepared(name, data_dir)
   return _LOADERS[name](**kwargs)

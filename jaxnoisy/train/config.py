@@ -71,7 +71,15 @@ class RunConfig:
                          "OUT/tb/ (beside metrics.jsonl)")
   log_every: int = hp(50, "TensorBoard: also the training loss every this many noisy "
                       "steps (0: per epoch only)", low=0)
-  data_dir: Optional[str] = hp(None, "directory with the IDX .gz files")
+  data_dir: Optional[str] = hp(None, "directory with the IDX .gz files, or a dataset "
+                               "prepared as ArrayRecord (jaxnoisy prepare)")
+  input_path: str = hp("auto", "training batches from device-resident arrays (device) or "
+                       "read from ArrayRecord with grain each step (stream; a prepared "
+                       "dataset); auto streams a prepared training set larger than "
+                       "--stream-above-gib", choices=("auto", "device", "stream"))
+  stream_above_gib: float = hp(4.0, "auto input path: stream a prepared training set whose "
+                               "decoded images exceed this many GiB", low=0.0)
+  stream_threads: int = hp(8, "streaming: batches read ahead in parallel", low=1)
   tfds_data_dir: Optional[str] = hp(None, "TFDS data directory")
 
 
@@ -138,6 +146,9 @@ class _Config:
                          f"at least one value, got {self.sweep!r}")
       for _, replica in self.replicas():
         replica.validate()
+    if self.input_path == "stream" and (self.seeds > 1 or self.sweep):
+      raise ValueError("input_path must be device or auto when training replicas (seeds="
+                       f"{self.seeds}, sweep={self.sweep!r}): the stream reads one order")
     if self.per_device_ascent and (self.seeds > 1 or self.sweep):
       raise ValueError("per_device_ascent must be off when training replicas "
                        f"(seeds={self.seeds}, sweep={self.sweep!r})")

@@ -103,15 +103,21 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
-                 augment: bool = False):
-  """Batch ``index`` of the epoch: positions from the permutation, gathered on device,
-  randomly cropped (padding 4) and flipped when ``augment`` (keyed: reproducible)."""
-  idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-  x = images[idx]
+def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False):
+  """The training batch of images ``x`` (uint8) with example indices ``idx``: randomly
+  cropped (padding 4) and flipped when ``augment`` (keyed: reproducible), normalized;
+  the labels gathered by index. Returns ``(x, y, idx)``."""
   if augment:
     x = augment_batch(key, x)
   return normalize(x, mean, std), labels[idx], idx
+
+
+def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
+                 augment: bool = False):
+  """Batch ``index`` of the epoch on the device-resident path: the example indices are
+  a slice of the permutation, the images gathered on device; then :func:`prepare_batch`."""
+  idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
+  return prepare_batch(images[idx], labels, idx, key, mean=mean, std=std, augment=augment)
 
 
 def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool,
@@ -187,8 +193,10 @@ def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase
 
 def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int,
                     clean_batch_size: int, per_device_ascent: bool, augment: bool = False,
-                    warmup: bool = False, state_metrics: Optional[Callable] = None):
-  """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``.
+                    warmup: bool = False, state_metrics: Optional[Callable] = None,
+                    streamed: bool = False):
+  """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``, or
+  with ``streamed=True`` ``step(state, data, images, idx, key, progress, hyper)``.
 
   Every argument but ``index`` and ``progress`` carries a leading replica axis R:
   ``state`` the replicas' :class:`TrainState`, ``data`` their ``(images, labels,
@@ -196,6 +204,9 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
   keys (each step folds in its step count) and ``hyper`` a dict of (R,) arrays of the
   swept hyper-parameters ({} when none is swept). ``index`` is the step within the
   epoch and ``progress`` the training progress t ∈ [0, 1] (passed to the transform).
+  Streamed (:mod:`jaxnoisy.data.stream`), the batch's uint8 ``images`` (R, B, H, W, C)
+  and example indices ``idx`` (R, B) come from the input pipeline instead (``data``'s
+  images are then empty); the labels are still gathered on device by ``idx``.
   Pass arrays already placed on the mesh and scalars as NumPy values, so that no call
   copies between devices. Returns ``(state, metrics)``, metrics of shape (R,).
 
@@ -234,12 +245,16 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     return _apply_update(tx, state, inp, out, average, phase_step=jnp.zeros_like(
         state.phase_step), step_increment=1, state_metrics=state_metrics, **extra)
 
-  def step(state, data, perm, index, key, progress, hyper):
+  def step(state, data, perm_or_images, index_or_idx, key, progress, hyper):
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
-    batch = gather_batch(images, labels, perm, index, jax.random.fold_in(key, 2**31 - 2),
-                         batch_size=batch_size, mean=setup.mean, std=setup.std,
-                         augment=augment)
+    aug_key = jax.random.fold_in(key, 2**31 - 2)
+    norm = dict(mean=setup.mean, std=setup.std, augment=augment)
+    if streamed:  # the pipeline's images and example indices
+      batch = prepare_batch(perm_or_images, labels, index_or_idx, aug_key, **norm)
+    else:
+      batch = gather_batch(images, labels, perm_or_images, index_or_idx, aug_key,
+                           batch_size=batch_size, **norm)
     # Inside the shard_map over replicas: the context mesh (REPLICA_AXIS manual).
     batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
@@ -260,7 +275,7 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
           out_specs=(P(), P()), check_vma=False, axis_names={DATA_AXIS})
     return update_fn(state, x, y, idx, clean_x, clean_y, key, progress, hyper)
 
-  return replicate(step, setup.mesh, (0, 0, 0, None, 0, None, 0),
+  return replicate(step, setup.mesh, (0, 0, 0, 0 if streamed else None, 0, None, 0),
                    vmap_replicas=setup.vmap_replicas)
 
 

@@ -26,6 +26,7 @@ import jaxnoisy
 from jaxnoisy import data as data_lib
 from jaxnoisy import models as models_lib
 from jaxnoisy import noise as noise_lib
+from jaxnoisy.data import stream as stream_lib
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
@@ -35,7 +36,9 @@ from jaxnoisy.train.tensorboard import TensorBoard
 
 
 class NoisyData(NamedTuple):
-  """The arrays a run trains and evaluates on (host numpy; the trainer puts them on device)."""
+  """The arrays a run trains and evaluates on (host numpy; the trainer puts them on
+  device). The images of a prepared ArrayRecord dataset are lazy
+  (:class:`jaxnoisy.data.stream.RecordImages`): read when placed, or streamed."""
 
   train_images: np.ndarray
   train_labels: np.ndarray        # noisy labels, used for training
@@ -96,6 +99,21 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
           "transition_matrix": noise_lib.transition_matrix(
               true, noisy, dataset.num_classes).round(4).tolist(),
       })
+
+
+def _streams(config: TrainConfig, images, replicas: int) -> bool:
+  """Whether the training batches are streamed (see ``input_path``)."""
+  prepared = isinstance(images, stream_lib.RecordImages)
+  if config.input_path == "stream" and not prepared:
+    raise ValueError("input_path 'stream' reads a dataset prepared as ArrayRecord "
+                     "(jaxnoisy prepare, then --data-dir); these images are in memory")
+  streamed = prepared and (config.input_path == "stream" or (
+      config.input_path == "auto" and images.nbytes > config.stream_above_gib * 2**30))
+  if streamed and replicas > 1:
+    raise ValueError(f"seeds and sweep must train one replica on the streaming input path "
+                     f"(the training set exceeds stream_above_gib="
+                     f"{config.stream_above_gib}), got {replicas}")
+  return streamed
 
 
 # The evaluation sets, in the order of Trainer.eval_data; memorization is the accuracy
@@ -169,6 +187,7 @@ class Trainer:
       for d in datas:
         method.check_data(config, d)
     self.method = method
+    self.streamed = _streams(config, data.train_images, len(self.replicas))
     shape = data.train_images.shape[1:]
     models = [models_lib.make_model(config.model, data.num_classes, shape, seed=c.seed)
               for _, c in self.replicas]
@@ -223,7 +242,7 @@ class Trainer:
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
         per_device_ascent=config.per_device_ascent, warmup=warmup,
-        state_metrics=method.state_metrics)
+        state_metrics=method.state_metrics, streamed=self.streamed)
     self.train_step = make(method.gradients, False)
     # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
     self.warmup_step = make(method.warmup_gradients, True) if self.warmup_epochs else None
@@ -251,8 +270,17 @@ class Trainer:
     # before the next is dispatched; accelerators keep asynchronous dispatch.
     self.sync_each_step = (self.mesh.devices.size > 1
                            and self.mesh.devices.flat[0].platform == "cpu")
-    self.train_data = put(stack([(d.train_images, d.train_labels, d.clean_images[clean],
+    # Streamed, the training images stay in their files (an empty array stands in).
+    train_images = lambda d: np.zeros((0, *shape), np.uint8) if self.streamed \
+        else d.train_images
+    self.train_data = put(stack([(train_images(d), d.train_labels, d.clean_images[clean],
                                   d.clean_labels[clean]) for d in datas]))
+    if self.streamed:
+      self.stream = stream_lib.BatchStream(
+          data.train_images, config.batch_size, process_index=jax.process_index(),
+          process_count=jax.process_count(), num_threads=config.stream_threads)
+      self.batch_sharding = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS,
+                                                       step_lib.DATA_AXIS))
     # The evaluation sets of every replica, back to back and placed on the mesh once:
     # test, held-out, and the corrupted training examples with their noisy label.
     sets = [[(d.test_images, d.test_labels), (d.heldout_images, d.heldout_labels),
@@ -286,10 +314,24 @@ class Trainer:
     return jax.block_until_ready(
         self._permute(self.data_key, np.int32(epoch), len(self.data.train_labels)))
 
-  def step(self, state, perm, index: int, progress: float, warmup: bool = False):
-    """One training step of every replica: ``(state, metrics of shape (R,))``."""
+  def batches(self, epoch: int, start: int, end: int):
+    """The inputs of noisy steps ``start..end-1`` of ``epoch``, one per step, for
+    :meth:`step`: the epoch's permutation and the step's index, or, streamed, the batch
+    read from the files (this process's part) placed on the mesh."""
+    perm = self.permutation(epoch)
+    if not self.streamed:
+      yield from ((perm, np.int32(i)) for i in range(start, end))
+      return
+    b = self.config.batch_size
+    for x, idx in self.stream.epoch(step_lib.to_host(perm)[0], start, end):
+      yield tuple(jax.make_array_from_process_local_data(
+          self.batch_sharding, a[None], (1, b, *a.shape[1:])) for a in (x, idx))
+
+  def step(self, state, batch, progress: float, warmup: bool = False):
+    """One training step of every replica on ``batch`` (from :meth:`batches`):
+    ``(state, metrics of shape (R,))``."""
     step_fn = self.warmup_step if warmup else self.train_step
-    state, metrics = step_fn(state, self.train_data, perm, np.int32(index), self.step_key,
+    state, metrics = step_fn(state, self.train_data, *batch, self.step_key,
                              np.float32(progress), self.hyper)
     return self.sync(state), metrics
 
@@ -330,14 +372,13 @@ class Trainer:
 
     A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
     """
-    perm = self.permutation(epoch)
     t = (epoch + 1) / self.config.epochs  # NCSAM's t = e / T, e the 1-based epoch
     history, phase_history = [], []
     try:
       if start == 0 and self.method.epoch_phase is not None:
         state, phase_history = self.run_phase(state, progress)
-      for i in range(start, end):
-        state, metrics = self.step(state, perm, i, t, warmup=epoch < self.warmup_epochs)
+      for i, batch in zip(range(start, end), self.batches(epoch, start, end)):
+        state, metrics = self.step(state, batch, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
         if on_step is not None:
           on_step(epoch * self.steps_per_epoch + i + 1, metrics)
