@@ -120,6 +120,12 @@ CIFAR100_FINE_TO_COARSE: tuple[int, ...] = (
     16, 19, 2, 4, 6, 19, 5, 5, 8, 19, 18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
 )  # fmt: skip
 
+# Clothing1M (Xiao et al., CVPR 2015): the 14 classes in label order.
+_CLOTHING1M_CLASSES = (
+    "T-shirt", "Shirt", "Knitwear", "Chiffon", "Sweater", "Hoodie", "Windbreaker",
+    "Jacket", "Down Coat", "Suit", "Shawl", "Dress", "Vest", "Underwear",
+)
+
 _CIFAR10_STATS = dict(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
 _CIFAR100_STATS = dict(
     mean=(0.5071, 0.4865, 0.4409),
@@ -153,6 +159,12 @@ DATASET_INFO: dict[str, DatasetInfo] = {
         "cifar100_n", (32, 32, 3), 100, _CIFAR100_CLASSES, **_CIFAR100_STATS,
         augment=True, tfds_name="cifar100_n",
     ),
+    # Read from a prepared ArrayRecord directory only (jaxnoisy prepare clothing1m); the
+    # statistics are those of the FBR authors' Clothing1M loader.
+    "clothing1m": DatasetInfo(
+        "clothing1m", (224, 224, 3), 14, _CLOTHING1M_CLASSES,
+        (0.6959, 0.6537, 0.6371), (0.3113, 0.3192, 0.3214), augment=True,
+    ),
 }  # fmt: skip
 """Per-dataset constants, keyed by jaxnoisy dataset name."""
 
@@ -173,13 +185,18 @@ CIFAR10N_LABEL_SETS: dict[str, str] = {
 CIFAR100N_LABEL_SETS: dict[str, str] = {"noisy": "noisy_label"}
 """CIFAR-100N label sets: noise-spec key (``cifar100n:KEY``) -> published name."""
 
+CLOTHING1M_LABEL_SETS: dict[str, str] = {"noisy": "noisy_label_kv"}
+"""Clothing1M's label set: its web labels (``clothing1m:noisy``)."""
+
 REAL_NOISE_LABEL_SETS: dict[str, dict[str, str]] = {
     "cifar10n": CIFAR10N_LABEL_SETS,
     "cifar100n": CIFAR100N_LABEL_SETS,
+    "clothing1m": CLOTHING1M_LABEL_SETS,
 }
 """Noise-spec kind -> {spec key: published label name}."""
 
-REAL_NOISE_DATASETS: dict[str, str] = {"cifar10n": "cifar10_n", "cifar100n": "cifar100_n"}
+REAL_NOISE_DATASETS: dict[str, str] = {"cifar10n": "cifar10_n", "cifar100n": "cifar100_n",
+                                        "clothing1m": "clothing1m"}
 """Noise-spec kind -> the dataset that carries its human labels."""
 
 CIFAR_N_BASE: dict[str, str] = {"cifar10_n": "cifar10", "cifar100_n": "cifar100"}

@@ -46,6 +46,18 @@ Models (all take NHWC float input that is already normalised):
   :class:`ResNet32` (``n = 5``; 464,154 parameters for 10 classes, 470,004
   for 100), :class:`ResNet20` (``n = 3``) and :class:`ResNet20Narrow`
   (``n = 3``, 8/16/32 channels); the features are the pooled last-stage vector.
+* :class:`ResNet50` -- He et al.'s ResNet-50 (CVPR 2016) in its ImageNet form,
+  as torchvision builds it (v1.5: a bottleneck block's stride is on its 3x3
+  convolution): a 7x7 stride-2 convolution (64 channels) + BN-ReLU, 3x3
+  stride-2 max-pool, stages of [3, 4, 6, 3] :class:`Bottleneck` blocks
+  (``1x1 - 3x3 - 1x1`` convolutions of widths 64/128/256/512 and expansion 4,
+  i.e. 256/512/1024/2048 outputs; strides 1/2/2/2; BN after each convolution,
+  ReLU after the first two and after the residual sum; 1x1 strided
+  convolution + BN shortcut where the shape changes), global average pooling,
+  linear; 2048-d features.  For 224x224x3 input and 14 classes (Clothing1M)
+  it has 23,536,718 parameters -- torchvision's 25,557,032 for 1,000 classes
+  less ``2049 * (1000 - 14)`` of the classifier (BatchNorm's running
+  statistics are state, not parameters).
 
 The ResNets' convolutions are bias-free and He-normal initialised; their
 classifiers keep Flax's default (LeCun normal).  They end in global average
@@ -61,6 +73,7 @@ resnet34           21,280,970   21,282,122   512
 resnet32              463,866      464,154    64
 resnet20              269,434      269,722    64
 resnet20_narrow        67,906       68,050    32
+resnet50           23,522,250   23,528,522  2048
 =================  ===========  ===========  =============
 
 Every model has ``__call__(x) -> logits`` and ``features(x) -> penultimate
@@ -78,14 +91,25 @@ which returns ``Functional(apply, params, state)``:
   a static Python bool: with ``train=True`` BatchNorm normalises with the batch
   statistics and ``new_state`` holds the updated running averages; with
   ``train=False`` it uses the running averages and ``state`` is returned as is.
+
+:func:`save_params` writes such a pytree to an ``.npz`` file whose keys are
+the leaves' paths joined by ``/`` (``layer1_0/conv1/kernel``), and
+:func:`load_init_params` reads one back into a model's pytree (initial
+weights, e.g. pre-trained ones): every key must match, and every shape except
+the classifier's, which keeps its fresh initialisation when the class count
+differs.  Params and state are separate files.
 """
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+import zipfile
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 __all__ = [
@@ -103,9 +127,13 @@ __all__ = [
     "ResNet20",
     "ResNet20Narrow",
     "BasicBlock",
+    "ResNet50",
+    "Bottleneck",
     "Functional",
     "functional",
     "count_params",
+    "save_params",
+    "load_init_params",
     "MODELS",
     "make_model",
 ]
@@ -264,17 +292,19 @@ def _add_stages(module: nnx.Module, block: Callable[..., nnx.Module], cin: int,
   """Set ``module.layer{s}_{b}`` (stage ``s`` from 1, block ``b`` from 0) and
   ``module.block_names``; the first block of a stage has the stage's stride.
 
-  Returns the output width.
+  A block's output has ``width * block.expansion`` channels (``expansion``
+  defaults to 1; 4 for :class:`Bottleneck`).  Returns the output width.
   """
   if not len(blocks) == len(widths) == len(strides):
     raise ValueError(f"blocks {blocks}, widths {widths} and strides {strides} differ in length")
+  expansion = getattr(block, "expansion", 1)
   names = []
   for s, (nb, width, stride) in enumerate(zip(blocks, widths, strides), start=1):
     for b in range(nb):
       name = f"layer{s}_{b}"
       setattr(module, name, block(cin, width, stride if b == 0 else 1, rngs=rngs, **kw))
       names.append(name)
-      cin = width
+      cin = width * expansion
   module.block_names = tuple(names)
   return cin
 
@@ -496,6 +526,73 @@ class ResNet20Narrow(CifarResNet):
   widths = (8, 16, 32)
 
 
+class Bottleneck(nnx.Module):
+  """Post-activation bottleneck block (He et al., CVPR 2016; torchvision's v1.5).
+
+  ``ReLU(BN(conv1x1(ReLU(BN(conv3x3(ReLU(BN(conv1x1(x)))))))) + shortcut(x))``
+  with widths ``width, width, width * 4``; the stride is on the 3x3
+  convolution.  When the stride or the width changes, the shortcut is a
+  strided 1x1 convolution + BN (``shortcut_conv``, ``shortcut_bn``), otherwise
+  the identity.
+  """
+
+  expansion = 4
+
+  def __init__(self, cin: int, width: int, stride: int, *, rngs: nnx.Rngs):
+    cout = width * self.expansion
+    self.conv1 = _conv(cin, width, 1, 1, rngs)
+    self.bn1 = _bn(width, rngs)
+    self.conv2 = _conv(width, width, 3, stride, rngs)
+    self.bn2 = _bn(width, rngs)
+    self.conv3 = _conv(width, cout, 1, 1, rngs)
+    self.bn3 = _bn(cout, rngs)
+    self.has_shortcut = stride != 1 or cin != cout
+    if self.has_shortcut:
+      self.shortcut_conv = _conv(cin, cout, 1, stride, rngs)
+      self.shortcut_bn = _bn(cout, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out = nnx.relu(self.bn1(self.conv1(x)))
+    out = nnx.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    shortcut = self.shortcut_bn(self.shortcut_conv(x)) if self.has_shortcut else x
+    return nnx.relu(out + shortcut)
+
+
+class ResNet50(_Classifier):
+  """ResNet-50 in its ImageNet form (He et al., CVPR 2016; torchvision's ``resnet50``).
+
+  ``conv7x7(64, stride 2, padding 3) - BN - ReLU - maxpool3x3(stride 2,
+  padding 1)``, stages of [3, 4, 6, 3] :class:`Bottleneck` s (widths
+  64/128/256/512, outputs 256/512/1024/2048, strides 1/2/2/2), global average
+  pooling and a linear classifier; 2048-d features.  23,536,718 parameters for
+  14 classes (Clothing1M), at any input size.  Initialisation as the other
+  ResNets here (He-normal fan-in convolutions, LeCun-normal classifier), where
+  torchvision uses He normal fan-out and PyTorch's default for the classifier.
+  ``blocks`` can be overridden (e.g. ``(3, 4, 23, 3)`` for ResNet-101).
+  """
+
+  blocks: tuple[int, ...] = (3, 4, 6, 3)
+  widths: tuple[int, ...] = (64, 128, 256, 512)
+  strides: tuple[int, ...] = (1, 2, 2, 2)
+
+  def __init__(self, num_classes: int = 10, in_channels: int = 3, *,
+               blocks: tuple[int, ...] | None = None, rngs: nnx.Rngs):
+    blocks = tuple(self.blocks if blocks is None else blocks)
+    self.blocks = blocks
+    self.stem = _conv(in_channels, 64, 7, 2, rngs)
+    self.bn_stem = _bn(64, rngs)
+    cin = _add_stages(self, Bottleneck, 64, blocks, self.widths, self.strides, rngs)
+    self.classifier = nnx.Linear(cin, num_classes, rngs=rngs)
+
+  def features(self, x: jax.Array) -> jax.Array:
+    x = nnx.relu(self.bn_stem(self.stem(x)))
+    x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    for name in self.block_names:
+      x = getattr(self, name)(x)
+    return jnp.mean(x, axis=(1, 2))
+
+
 # ---------------------------------------------------------------------------
 # Functional interface
 # ---------------------------------------------------------------------------
@@ -551,6 +648,110 @@ def count_params(params: PyTree) -> int:
   return int(sum(math.prod(jnp.shape(p)) for p in jax.tree.leaves(params)))
 
 
+# ---------------------------------------------------------------------------
+# Parameter files
+# ---------------------------------------------------------------------------
+
+def _key_str(entry: Any) -> str:
+  for attr in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _flatten_named(tree: PyTree, what: str) -> tuple[dict[str, Any], Any]:
+  """``({"a/b/c": leaf}, treedef)``: every leaf under its path's keys joined by ``/``."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+  named: dict[str, Any] = {}
+  for path, leaf in leaves:
+    key = "/".join(_key_str(e) for e in path)
+    if key in named:
+      raise ValueError(f"{what}: two leaves share the name {key!r} (a key contains '/')")
+    named[key] = leaf
+  return named, treedef
+
+
+def _first(keys, n: int = 5) -> str:
+  keys = sorted(keys)
+  return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def save_params(params: PyTree, path: str | os.PathLike) -> None:
+  """Write a pytree of arrays to ``path`` as an ``.npz`` file, atomically.
+
+  Each leaf is stored under its path's keys joined by ``/`` (for the nested
+  dicts of :func:`functional`, e.g. ``layer1_0/conv1/kernel``), the format
+  :func:`load_init_params` reads.  Dtypes NumPy cannot store (bfloat16) are
+  written as float32.  The file is written beside ``path`` and moved into
+  place with ``os.replace``.
+  """
+  named, _ = _flatten_named(params, "save_params")
+  path = os.fspath(path)
+  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz",
+                             dir=os.path.dirname(os.path.abspath(path)))
+  try:
+    with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w") as zf:
+      for key, leaf in named.items():
+        arr = np.asarray(jax.device_get(leaf))
+        if arr.dtype.kind not in "biufc":
+          arr = arr.astype(np.float32)
+        with zf.open(key + ".npy", "w", force_zip64=True) as f:
+          np.lib.format.write_array(f, arr, allow_pickle=False)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def load_init_params(params: PyTree, path: str | os.PathLike, *,
+                     keep_mismatched: tuple[str, ...] = ("classifier",)) -> PyTree:
+  """``params`` with every array replaced by the one of the same name in ``path``.
+
+  ``path`` is an ``.npz`` file as :func:`save_params` writes it: one array per
+  leaf, named by its path's keys joined by ``/``.  Each array is converted to
+  its leaf's dtype; the result has ``params``' structure.  Works on any
+  pytree of arrays: call it once for the params and once for the state
+  (BatchNorm statistics) of :func:`functional`, with a file each.
+
+  Raises ``ValueError`` (naming the first few keys) when a leaf of ``params``
+  is missing from the file, when the file has a key ``params`` lacks, or when
+  an array's shape differs from its leaf's.  The exception: the leaves under
+  a prefix in ``keep_mismatched`` (default ``("classifier",)``, the head,
+  whose class count changes between pre-training and the target task) keep
+  their values in ``params`` -- the fresh initialisation -- when *every* one
+  of them mismatches the file; if only some of them do, it is an error.
+  """
+  named, treedef = _flatten_named(params, "load_init_params")
+  path = os.fspath(path)
+  with np.load(path, allow_pickle=False) as npz:
+    loaded = {k: npz[k] for k in npz.files}
+  missing = named.keys() - loaded.keys()
+  unknown = loaded.keys() - named.keys()
+  if missing:
+    raise ValueError(f"load_init_params: {path} lacks {len(missing)} key(s) of the "
+                     f"model: {_first(missing)}")
+  if unknown:
+    raise ValueError(f"load_init_params: {path} has {len(unknown)} key(s) the model "
+                     f"lacks: {_first(unknown)}")
+  bad = {k for k, leaf in named.items() if tuple(loaded[k].shape) != tuple(jnp.shape(leaf))}
+  keep = set()
+  for prefix in keep_mismatched:
+    group = {k for k in named if k == prefix or k.startswith(prefix + "/")}
+    if group and group <= bad:
+      keep |= group
+  bad -= keep
+  if bad:
+    shown = sorted(bad)[:5]
+    detail = "; ".join(f"{k}: file {tuple(loaded[k].shape)}, model {tuple(jnp.shape(named[k]))}"
+                       for k in shown)
+    more = f" (and {len(bad) - len(shown)} more)" if len(bad) > len(shown) else ""
+    raise ValueError(f"load_init_params: shape mismatch in {path}: {detail}{more}")
+  out = [named[k] if k in keep else jnp.asarray(loaded[k], dtype=jnp.result_type(named[k]))
+         for k in named]
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 MODELS: dict[str, type[nnx.Module]] = {
     "cnn": CNN,
     "mlp": MLP,
@@ -561,6 +762,7 @@ MODELS: dict[str, type[nnx.Module]] = {
     "resnet32": ResNet32,
     "resnet20": ResNet20,
     "resnet20_narrow": ResNet20Narrow,
+    "resnet50": ResNet50,
 }
 
 

@@ -435,20 +435,24 @@ def instance_dependent(labels, rate: float, key, images, num_classes: int,
 
 
 def real_noise(labels, noisy_labels, num_classes: int):
-  """Real (human) label noise: use the given ``noisy_labels`` as they are.
+  """Real (human or web) label noise: use the given ``noisy_labels`` as they are.
 
   ``noisy_labels`` must be aligned with ``labels`` (e.g. a set from
-  ``Dataset.noisy_label_sets``). Returns ``(noisy_labels int32, mask bool)``
-  with ``mask = noisy != labels``.
+  ``Dataset.noisy_label_sets``). ``labels`` may be −1 where the true label is unknown
+  (Clothing1M knows it for a few per cent of its images). Returns ``(noisy_labels
+  int32, mask bool)`` with ``mask = (labels >= 0) & (noisy != labels)``: corrupted
+  where that is known.
   """
   num_classes = _check_num_classes(num_classes)
-  y = _check_labels(labels, num_classes)
+  y = np.asarray(labels)
+  known = y >= 0
+  _check_labels(y[known], num_classes)
   noisy = _check_labels(noisy_labels, num_classes, "real_noisy_labels")
   if noisy.shape != y.shape:
     raise ValueError(
         f"real_noisy_labels must have the shape of labels {y.shape}, got {noisy.shape}"
     )
-  return noisy.astype(np.int32), noisy != y
+  return noisy.astype(np.int32), known & (noisy != y)
 
 
 # --------------------------------------------------------------------------
@@ -505,6 +509,7 @@ NOISE_KINDS = (
     "instance",
     "cifar10n",
     "cifar100n",
+    "clothing1m",
 )
 
 _RATE_KINDS = ("symmetric", "symmetric-inclusive", "asymmetric", "pairflip", "instance")
@@ -543,7 +548,8 @@ def parse_noise_spec(spec: str) -> NoiseSpec:
 
   Valid forms: ``none``; ``symmetric:R`` (exclusive), ``symmetric-inclusive:R``,
   ``asymmetric:R``, ``pairflip:R``, ``instance:R`` with R in [0, 1);
-  ``cifar10n:aggre|random1|random2|random3|worse``; ``cifar100n:noisy``.
+  ``cifar10n:aggre|random1|random2|random3|worse``; ``cifar100n:noisy``;
+  ``clothing1m:noisy``.
   Case and surrounding whitespace are ignored. Raises ``ValueError`` (one
   line, listing the valid forms) on an unknown kind, a malformed string or a
   bad rate / label set.
@@ -619,7 +625,8 @@ def apply_noise(
   :func:`symmetric_inclusive`, :func:`asymmetric` (with
   ``ASYMMETRIC_MAPS[dataset]``), :func:`pairflip`,
   :func:`instance_dependent` (``instance``; needs ``images``, aligned with
-  ``labels``) or :func:`real_noise` (``cifar10n:K`` / ``cifar100n:K``; needs
+  ``labels``) or :func:`real_noise` (``cifar10n:K`` / ``cifar100n:K`` /
+  ``clothing1m:noisy``; needs
   ``real_noisy_labels``: an aligned label array, or a dict such as
   ``Dataset.noisy_label_sets`` keyed by ``K`` or the published name; without
   them, or with ``dataset`` another CIFAR-N set, the error names the dataset

@@ -19,7 +19,7 @@ METHOD_ARGS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight", 
 
 def test_every_config_file_is_covered():
   shipped = {p.name for p in CONFIGS.glob("*.py")}
-  assert set(ARGS) | {"fashion_mnist.py"} == shipped
+  assert set(ARGS) | {"fashion_mnist.py", "clothing1m.py"} == shipped
 
 
 @pytest.mark.parametrize("name,arg", [(n, a) for n, args in ARGS.items() for a in args])
@@ -42,6 +42,18 @@ def test_fashion_mnist_ebomlc_reference_arm():
   assert config.method == "ebomlc" and config.ebomlc_sign == "reference"
   assert config.clean_size == 1000
   assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").ebomlc_sign == "descend"
+
+
+@pytest.mark.parametrize("method", ["fbr", "sgd", "mlc"])
+def test_clothing1m_config_is_the_fbr_authors_recipe(method):
+  config = load_config(f"{CONFIGS / 'clothing1m.py'}:{method}")
+  assert config.method == method and config.dataset == "clothing1m"
+  assert (config.model, config.batch_size, config.learning_rate, config.weight_decay,
+          config.epochs, config.lr_boundaries) == ("resnet50", 64, 0.01, 5e-4, 10,
+                                                   (0.5, 0.7, 0.9))
+  assert config.train_size // config.batch_size == 2000 and config.train_balanced
+  assert config.crop_size == 224 and config.noise == "clothing1m:noisy"
+  assert config.clean_size == (2000 if method != "sgd" else 0)
 
 
 def test_bad_arg_and_missing_file():

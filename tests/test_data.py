@@ -131,8 +131,11 @@ def test_missing_data_error(tmp_path, no_tfds, monkeypatch):
 
 def test_unknown_dataset():
   with pytest.raises(ValueError, match="valid: cifar10, cifar100, cifar100_n, cifar10_n, "
-                                       "fashion_mnist, mnist"):
+                                       "clothing1m, fashion_mnist, mnist"):
     load_dataset("imagenet")
+  # Clothing1M exists only prepared: the error says how to prepare it.
+  with pytest.raises(FileNotFoundError, match="jaxnoisy prepare clothing1m ROOT"):
+    load_dataset("clothing1m")
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="Debian dataset-fashion-mnist not installed")
@@ -374,13 +377,13 @@ def test_splits_validation(kwargs, name):
 
 def test_dataset_info_consistent():
   assert set(DATASET_INFO) == {"mnist", "fashion_mnist", "cifar10", "cifar100",
-                               "cifar10_n", "cifar100_n"}
+                               "cifar10_n", "cifar100_n", "clothing1m"}
   for name, info in DATASET_INFO.items():
     assert info.name == name
     assert len(info.class_names) == info.num_classes == len(set(info.class_names))
     assert len(info.mean) == len(info.std) == info.image_shape[-1]
-    assert info.augment == name.startswith("cifar")
-    assert info.tfds_name == name
+    assert info.augment == (name.startswith("cifar") or name == "clothing1m")
+    assert info.tfds_name == ("" if name == "clothing1m" else name)
   assert DATASET_INFO["mnist"].mean == (0.1307,) and DATASET_INFO["mnist"].std == (0.3081,)
   assert DATASET_INFO["cifar10"].mean == (0.4914, 0.4822, 0.4465)
   assert DATASET_INFO["cifar100"].std == (0.2673, 0.2564, 0.2762)

@@ -132,3 +132,21 @@ def test_saner_bases_report_gives_saners_gain_over_its_base(tmp_path):
   assert "| saner_fsam | 2 | 84.00 ± 1.41 | 84.00 ± 1.41 | 20.0 ± 0.0 | +3.00 |" in text
   assert "| vasso | 0 | — | — | — | — |" in text
   assert (tmp_path / "results" / "saner_bases_asymmetric_0.4.png").is_file()
+
+
+def test_bench_stream_writes_its_numbers_as_json(tmp_path):
+  import math
+  out = tmp_path / "bench_stream.json"
+  subprocess.run(
+      [sys.executable, "experiments/bench_stream.py", "--steps", "3", "--rounds", "1",
+       "--sizes", "32", "--threads", "2", "--num-devices", "1", "--out", str(out)],
+      cwd=ROOT, capture_output=True, text=True, check=True, timeout=600)
+  result = json.loads(out.read_text())
+  assert {"commit", "machine", "cpus", "devices", "command", "pipeline", "step"} <= set(result)
+  assert set(result["pipeline"]) == {"32"}
+  numbers = [*result["pipeline"]["32"].values(), result["step"]["device_ms"],
+             result["step"]["stream_ms"]]
+  assert all(math.isfinite(v) and v > 0 for v in numbers)
+  assert math.isfinite(result["step"]["stream_share"]) and result["step"]["goal"] == 0.05
+  assert isinstance(result["step"]["goal_met"], bool)
+  assert "--sizes 32" in result["command"]

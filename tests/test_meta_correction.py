@@ -504,6 +504,9 @@ def test_corrected_accuracy():
   none = jax.jit(jaxnoisy.corrected_accuracy)(soft, true, np.zeros(4, bool))
   assert np.isnan(none["corrected_accuracy_noisy"])
   assert float(none["corrected_accuracy_clean"]) == 0.75
+  # An unknown true label (−1, Clothing1M) is in neither group.
+  unknown = jaxnoisy.corrected_accuracy(soft, np.array([0, 2, -1, 0]), np.zeros(4, bool))
+  assert float(unknown["corrected_accuracy_clean"]) == pytest.approx(2 / 3, rel=1e-6)
 
 
 # --- validation -----------------------------------------------------------------------

@@ -156,9 +156,9 @@ def test_train_flag_must_be_static_bool():
 
 def test_make_model_unknown_name():
   with pytest.raises(ValueError, match="preact_resnet18"):
-    M.make_model("resnet50", 10, (32, 32, 3), seed=0)
+    M.make_model("resnet152", 10, (32, 32, 3), seed=0)
   assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "preact_resnet32", "resnet18",
-                           "resnet34", "resnet32", "resnet20", "resnet20_narrow"}
+                           "resnet34", "resnet32", "resnet20", "resnet20_narrow", "resnet50"}
 
 
 def test_seed_determinism():
@@ -502,3 +502,161 @@ def test_resnet_option_b_grads():
   assert jax.tree.structure(grads) == jax.tree.structure(f.params)
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
   assert all(np.abs(np.asarray(g)).sum() > 0 for g in jax.tree.leaves(grads))
+
+
+# --------------------------------------------------------------------------- ResNet-50
+
+def _resnet50_count(num_classes):
+  """torchvision's resnet50 has 25,557,032 parameters for 1,000 classes; swap the head."""
+  return 25_557_032 - (2048 * 1000 + 1000) + 2048 * num_classes + num_classes
+
+
+def test_resnet50_structure_and_count():
+  for c in (10, 14):
+    params, state = jax.eval_shape(lambda: M.make_model("resnet50", c, (32, 32, 3), 0)[1:])
+    _check_pure_dict(params)
+    assert M.count_params(params) == _resnet50_count(c)
+  assert M.count_params(params) == 23_536_718  # Clothing1M, documented
+  params224 = _abstract_params("resnet50", (224, 224, 3), num_classes=14)
+  assert M.count_params(params224) == 23_536_718  # the count does not depend on the input
+  # documented in the module docstring's table (10 classes): only the stem sees in_channels
+  assert M.count_params(_abstract_params("resnet50", (28, 28, 1))) == 23_522_250
+  assert M.count_params(_abstract_params("resnet50", (32, 32, 3))) == 23_528_522
+  # 1 stem BN + 3 per block (16 blocks) + 4 shortcut BNs, each with running mean and var
+  assert len(jax.tree.leaves(state)) == 2 * (1 + 3 * 16 + 4)
+  assert params["stem"]["kernel"].shape == (7, 7, 3, 64) and "bias" not in params["stem"]
+  assert {k for k in params if k.startswith("layer")} == {
+      f"layer{s}_{b}" for s, n in enumerate((3, 4, 6, 3), start=1) for b in range(n)}
+  for s, (cin, w) in enumerate(((64, 64), (256, 128), (512, 256), (1024, 512)), start=1):
+    blk = params[f"layer{s}_0"]
+    assert blk["conv1"]["kernel"].shape == (1, 1, cin, w)
+    assert blk["conv2"]["kernel"].shape == (3, 3, w, w)
+    assert blk["conv3"]["kernel"].shape == (1, 1, w, 4 * w)
+    assert blk["bn3"]["scale"].shape == (4 * w,)
+    assert blk["shortcut_conv"]["kernel"].shape == (1, 1, cin, 4 * w)  # layer1_0: 64 -> 256
+    assert "shortcut_conv" not in params[f"layer{s}_1"]
+  assert params["classifier"]["kernel"].shape == (2048, 14)
+  # v1.5: the stride is on the 3x3 convolution
+  model = nnx.eval_shape(lambda: M.ResNet50(10, 3, rngs=nnx.Rngs(0)))
+  assert model.layer2_0.conv1.strides == (1, 1) and model.layer2_0.conv2.strides == (2, 2)
+  assert model.layer2_0.shortcut_conv.strides == (2, 2)
+  assert model.layer1_0.conv2.strides == (1, 1) and model.stem.strides == (2, 2)
+
+
+def test_resnet50_forward():
+  # 32x32 -> stem 16 -> max-pool 8 -> stages 8/4/2/1
+  f = M.functional(_filled(nnx.eval_shape(lambda: M.ResNet50(14, 3, rngs=nnx.Rngs(0)))))
+  x = _x((32, 32, 3), 2) * 2.0 + 1.0
+  logits, feats, new_state = jax.jit(
+      lambda p, s, x: f.apply(p, s, x, train=True))(f.params, f.state, x)
+  assert logits.shape == (2, 14) and feats.shape == (2, 2048)
+  head = f.params["classifier"]
+  np.testing.assert_allclose(logits, feats @ head["kernel"] + head["bias"], rtol=1e-4, atol=1e-4)
+  assert np.isfinite(np.asarray(logits)).all()
+  assert (np.asarray(feats) >= 0).all()  # pooled after the last ReLU
+  assert jax.tree.structure(new_state) == jax.tree.structure(f.state)
+
+
+def test_bottleneck_block():
+  call = nnx.jit(lambda m, x: m(x))
+  block = _filled(nnx.eval_shape(lambda: M.Bottleneck(8, 4, 2, rngs=nnx.Rngs(0))))
+  assert block.has_shortcut
+  block.conv3.kernel[...] = 0.0
+  block.eval()  # initial statistics: each BN is x / sqrt(1 + eps); residual branch is 0
+  x = _x((5, 5, 8), 2, seed=6)
+  w = np.asarray(block.shortcut_conv.kernel[...])[0, 0]
+  expect = np.einsum("nhwc,cd->nhwd", np.asarray(x)[:, ::2, ::2, :], w) / np.sqrt(1 + 1e-5)
+  y = call(block, x)
+  assert y.shape == (2, 3, 3, 16)
+  np.testing.assert_allclose(y, np.maximum(expect, 0), rtol=1e-5, atol=1e-5)
+  same = _filled(nnx.eval_shape(lambda: M.Bottleneck(16, 4, 1, rngs=nnx.Rngs(0))))
+  assert not same.has_shortcut and not hasattr(same, "shortcut_conv")
+  same.conv3.kernel[...] = 0.0
+  same.eval()
+  x = _x((3, 3, 16), 2, seed=7)
+  np.testing.assert_allclose(call(same, x), nnx.relu(x), rtol=1e-6, atol=1e-6)  # identity
+
+
+# --------------------------------------------------------------------------- parameter files
+
+def _narrow(num_classes, seed):
+  return M.functional(_filled(nnx.eval_shape(
+      lambda: M.ResNet20Narrow(num_classes, 1, rngs=nnx.Rngs(0))), seed=seed))
+
+
+def _assert_trees_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_save_load_round_trip(tmp_path):
+  src, dst = _narrow(10, seed=1), _narrow(10, seed=2)
+  M.save_params(src.params, tmp_path / "params.npz")
+  M.save_params(src.state, tmp_path / "state.npz")
+  assert sorted(tmp_path.iterdir()) == [tmp_path / "params.npz", tmp_path / "state.npz"]
+  with np.load(tmp_path / "params.npz") as npz:
+    assert "layer1_0/conv1/kernel" in npz.files and "classifier/bias" in npz.files
+    assert len(npz.files) == len(jax.tree.leaves(src.params))
+  assert not np.array_equal(dst.params["stem"]["kernel"], src.params["stem"]["kernel"])
+  params = M.load_init_params(dst.params, tmp_path / "params.npz")
+  _assert_trees_equal(params, src.params)
+  assert all(isinstance(v, jax.Array) and v.dtype == jnp.float32
+             for v in jax.tree.leaves(params))
+  _assert_trees_equal(M.load_init_params(dst.state, tmp_path / "state.npz"), src.state)
+  # converted to the target's dtype
+  half = jax.tree.map(lambda v: v.astype(jnp.bfloat16), dst.params)
+  loaded = M.load_init_params(half, tmp_path / "params.npz")
+  assert all(v.dtype == jnp.bfloat16 for v in jax.tree.leaves(loaded))
+  # models without BatchNorm have an empty state
+  M.save_params({}, tmp_path / "empty.npz")
+  assert M.load_init_params({}, tmp_path / "empty.npz") == {}
+
+
+def test_load_init_params_errors(tmp_path):
+  f = _narrow(10, seed=1)
+  path = tmp_path / "p.npz"
+  params = jax.tree.map(np.asarray, f.params)
+  missing = {**params, "layer2_1": {k: v for k, v in params["layer2_1"].items() if k != "bn2"}}
+  M.save_params(missing, path)
+  with pytest.raises(ValueError, match="layer2_1/bn2/bias"):
+    M.load_init_params(f.params, path)
+  M.save_params({**params, "extra": {"w": np.zeros(3)}}, path)
+  with pytest.raises(ValueError, match="extra/w"):
+    M.load_init_params(f.params, path)
+  wrong = {**params,
+           "layer3_2": {**params["layer3_2"], "conv1": {"kernel": np.zeros((3, 3, 32, 16))}}}
+  M.save_params(wrong, path)
+  with pytest.raises(ValueError, match=r"layer3_2/conv1/kernel: file \(3, 3, 32, 16\), "
+                                       r"model \(3, 3, 32, 32\)"):
+    M.load_init_params(f.params, path)
+  # state is checked the same way: a params file lacks the running statistics
+  M.save_params(f.params, path)
+  with pytest.raises(ValueError, match="lacks 38 key.*bn_stem/mean"):
+    M.load_init_params(f.state, path)
+  # a head with only one of its arrays mismatched (another feature width) is an error
+  head = {**params, "classifier": {**params["classifier"], "kernel": np.zeros((16, 10))}}
+  M.save_params(head, path)
+  with pytest.raises(ValueError, match="classifier/kernel"):
+    M.load_init_params(f.params, path)
+  # ... and without keep_mismatched so is a new class count
+  M.save_params(_narrow(7, seed=1).params, path)
+  with pytest.raises(ValueError, match="classifier/bias"):
+    M.load_init_params(f.params, path, keep_mismatched=())
+
+
+def test_load_init_params_new_head(tmp_path):
+  src, dst = _narrow(10, seed=1), _narrow(7, seed=2)  # pre-trained on 10 classes, target 7
+  M.save_params(src.params, tmp_path / "p.npz")
+  params = M.load_init_params(dst.params, tmp_path / "p.npz")
+  assert jax.tree.structure(params) == jax.tree.structure(dst.params)
+  np.testing.assert_array_equal(params["layer3_2"]["conv2"]["kernel"],
+                                src.params["layer3_2"]["conv2"]["kernel"])
+  np.testing.assert_array_equal(params["stem"]["kernel"], src.params["stem"]["kernel"])
+  # the head keeps its fresh values
+  assert params["classifier"]["kernel"].shape == (32, 7)
+  np.testing.assert_array_equal(params["classifier"]["kernel"], dst.params["classifier"]["kernel"])
+  np.testing.assert_array_equal(params["classifier"]["bias"], dst.params["classifier"]["bias"])
+  assert not np.array_equal(params["classifier"]["kernel"],
+                            src.params["classifier"]["kernel"][:, :7])
+  rest = lambda p: {k: v for k, v in p.items() if k != "classifier"}
+  _assert_trees_equal(rest(params), rest(src.params))

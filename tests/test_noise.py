@@ -445,3 +445,15 @@ def test_importing_noise_does_not_load_the_loaders():
   assert "jaxnoisy.noise" in out and "jaxnoisy.dataset_info" in out
   loaded = [m for m in out if m == "jaxnoisy.data" or m.startswith("jaxnoisy.data.")]
   assert not loaded, f"importing jaxnoisy.noise loaded {loaded}"
+
+
+def test_real_noise_counts_corruption_only_where_the_truth_is_known():
+  """Clothing1M: −1 marks an unknown true label; such an example is never 'corrupted'."""
+  true = np.array([0, -1, 2, -1, 3], np.int32)
+  web = np.array([1, 1, 2, 0, 3], np.int32)
+  out, mask = noise.apply_noise("clothing1m:noisy", true, jax.random.key(0), 14,
+                                dataset="clothing1m", real_noisy_labels={"noisy": web})
+  np.testing.assert_array_equal(out, web)
+  np.testing.assert_array_equal(mask, [True, False, False, False, False])
+  with pytest.raises(ValueError, match=r"labels must be in \[0, 14\)"):
+    noise.real_noise(np.array([0, 15]), web[:2], 14)

@@ -10,6 +10,7 @@ import pytest
 from jaxnoisy.data import arrayrecord, datasets
 from jaxnoisy.data.stream import BatchStream, RecordImages, batch_positions
 from jaxnoisy.train.trainer import NoisyData, Trainer, prepare_data, train
+from test_prepare import clothing  # noqa: F401  (the tiny Clothing1M layout)
 from test_trainer import CtrlC, TOY, final_params, toy_data
 
 
@@ -134,3 +135,72 @@ def test_prepared_data_dir_loads_lazily_with_the_noise_of_the_arrays(tmp_path):
     datasets.load_dataset("mnist", data_dir=str(tmp_path / "p"))
   info = json.loads((tmp_path / "p" / "info.json").read_text())
   assert info["splits"]["train"]["num_examples"] == 300
+
+
+def test_crop_size_windows_and_center_crop():
+  """Random crop_size windows lie inside the image, vary, and repeat with the key;
+  center_crop is torchvision's central window."""
+  from jaxnoisy.data.augment import augment_batch, center_crop
+  images = np.arange(6 * 10 * 12 * 2, dtype=np.int32).reshape(6, 10, 12, 2)
+  out = np.asarray(augment_batch(jax.random.key(0), images, crop_padding=0, crop_size=7,
+                                 flip=False))
+  again = np.asarray(augment_batch(jax.random.key(0), images, crop_padding=0, crop_size=7,
+                                   flip=False))
+  np.testing.assert_array_equal(out, again)
+  offsets = set()
+  for x, crop in zip(images, out):
+    dy, dx = divmod(int(crop[0, 0, 0] - x[0, 0, 0]) // 2, 12)  # value = (y·12 + x)·2 + c
+    assert 0 <= dy <= 3 and 0 <= dx <= 5
+    np.testing.assert_array_equal(crop, x[dy:dy + 7, dx:dx + 7])
+    offsets.add((dy, dx))
+  assert len(offsets) > 1
+  np.testing.assert_array_equal(center_crop(images, 7), images[:, 2:9, 2:9])  # round(1.5)=2
+  with pytest.raises(ValueError, match=r"crop_size must be in \[1, 10\], got 11"):
+    center_crop(images, 11)
+
+
+def test_clothing1m_trains_streamed_from_its_published_layout(clothing, tmp_path):
+  """The tiny Clothing1M layout, prepared, trains a method with a clean subset on the
+  stream path: noisy web labels, unknown true labels, clean_val as the clean set,
+  clean_test as the test set, random crops of the stored images."""
+  from jaxnoisy.train.config import TrainConfig
+  root, expected = clothing
+  arrayrecord.prepare_clothing1m(root, tmp_path / "prepared", image_size=20, shards=2)
+  config = TrainConfig(method="l2rw", dataset="clothing1m", data_dir=str(tmp_path / "prepared"),
+                       noise="clothing1m:noisy", model="cnn", crop_size=16, epochs=2,
+                       batch_size=4, heldout_size=2, clean_size=4, clean_batch_size=4,
+                       learning_rate=0.01, num_devices=2, input_path="stream",
+                       eval_batch_size=8)
+  data = prepare_data(config)
+  keys, noisy, clean = expected["noisy_train"]
+  noisy, clean = np.asarray(noisy), np.asarray(clean)
+  assert sorted(data.train_labels.tolist() + data.heldout_labels.tolist()) == \
+      sorted(noisy.tolist())
+  known = clean >= 0
+  assert data.noise_summary["true_labels_known"] == known.mean()
+  assert (data.train_corrupted == ((data.train_true >= 0) &
+                                   (data.train_true != data.train_labels))).all()
+  np.testing.assert_array_equal(data.clean_labels, expected["clean_val"][2])
+  np.testing.assert_array_equal(data.test_labels, expected["clean_test"][2])
+  assert Trainer(config, data).streamed
+  result = train(config, str(tmp_path / "run"), data=data, progress=False)
+  assert len(result["metrics"]) == 2 and 0 <= result["metrics"][-1]["test_accuracy"] <= 1
+  with pytest.raises(ValueError, match="use its own noisy labels: --noise clothing1m:noisy"):
+    prepare_data(config.replace(noise="symmetric:0.4"))
+
+
+def test_init_params_start_training_from_saved_weights_with_a_fresh_head(tmp_path):
+  """--init-params: every weight from the file but a head of another class count."""
+  from jaxnoisy import models
+  source = models.make_model("cnn", 7, (28, 28, 1), seed=5)  # "pre-trained", 7 classes
+  models.save_params({"params": source.params, "state": source.state}, tmp_path / "w.npz")
+  t = Trainer(TOY.replace(init_params=str(tmp_path / "w.npz")), toy_data())
+  fresh = models.make_model("cnn", 10, (28, 28, 1), seed=TOY.seed)
+  start = jax.tree.map(lambda a: np.asarray(a)[0], t.initial_state.params)
+  for name in start:
+    want = (fresh if name == "classifier" else source).params[name]
+    for a, b in zip(jax.tree.leaves(start[name]), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b, err_msg=name)
+  with pytest.raises(ValueError, match="lacks"):
+    models.save_params({"params": {}, "state": {}}, tmp_path / "empty.npz")
+    Trainer(TOY.replace(init_params=str(tmp_path / "empty.npz")), toy_data())

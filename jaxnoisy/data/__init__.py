@@ -8,8 +8,12 @@ Layers, each importing only those above it:
 * :mod:`jaxnoisy.data.readers` (IDX, restricted pickles, CIFAR pickles),
   :mod:`jaxnoisy.data.tfds_io` (TFDS read / prepare) and
   :mod:`jaxnoisy.data.cifar_n` (CIFAR-N label files, alignment): file formats;
+* :mod:`jaxnoisy.data.arrayrecord`: datasets prepared as ArrayRecord files
+  (``jaxnoisy prepare``: image folders, Clothing1M's layout, label lists), and
+  :mod:`jaxnoisy.data.stream`: their lazy images and the grain batch stream of the
+  streaming input path;
 * :mod:`jaxnoisy.data.datasets`: the loader, :func:`load_dataset`, with each
-  dataset's sources in one table.
+  dataset's sources in one table (a prepared ``data_dir`` is read lazily).
 """
 
 from jaxnoisy.dataset_info import (

@@ -86,9 +86,12 @@ class Dataset:
   were read from (e.g. ``"idx:/usr/share/datasets/fashion-mnist"``).
 
   Optional fields: ``train_coarse_labels``/``test_coarse_labels`` (int32,
-  CIFAR-100's super-classes); ``noisy_label_sets`` (CIFAR-N: a dict from the
-  noise-spec key, e.g. ``"worse"`` or ``"noisy"``, to an int32 array of
-  human labels aligned with ``train_images``).
+  CIFAR-100's super-classes); ``noisy_label_sets`` (CIFAR-N, Clothing1M: a dict from
+  the noise-spec key, e.g. ``"worse"`` or ``"noisy"``, to an int32 array of
+  human labels aligned with ``train_images``; with them ``train_labels`` may be −1
+  where the true label is unknown); ``clean_images``/``clean_labels`` (a clean
+  training set the benchmark supplies, e.g. Clothing1M's ``clean_val``: the methods'
+  clean subset is drawn from it instead of from the training set).
   """
 
   name: str
@@ -106,6 +109,8 @@ class Dataset:
   noisy_label_sets: dict[str, np.ndarray] | None = dataclasses.field(
       default=None, repr=False
   )
+  clean_images: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  clean_labels: np.ndarray | None = dataclasses.field(default=None, repr=False)
 
   def __post_init__(self):
     if len(self.class_names) != self.num_classes:
@@ -121,6 +126,8 @@ class Dataset:
             f"{split}_images must be uint8 (N, H, W, C), got {images.dtype} "
             f"{images.shape}"
         )
+      if split == "train" and self.noisy_label_sets is not None:  # −1: unknown
+        labels = np.where(labels == -1, np.int32(0), labels)
       _check_label_array(f"{split}_labels", labels, images.shape[0], self.num_classes)
       coarse = getattr(self, f"{split}_coarse_labels")
       if coarse is not None:
@@ -135,6 +142,11 @@ class Dataset:
         _check_label_array(
             f"noisy_label_sets[{key!r}]", labels, self.num_train, self.num_classes
         )
+    if (self.clean_images is None) != (self.clean_labels is None):
+      raise ValueError("clean_images and clean_labels must be given together")
+    if self.clean_images is not None:
+      _check_label_array("clean_labels", self.clean_labels, self.clean_images.shape[0],
+                         self.num_classes)
 
   @property
   def image_shape(self) -> tuple[int, ...]:
@@ -645,25 +657,56 @@ _LOADERS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def _load_clothing1m(data_dir=None, **_) -> Dataset:
+  raise DataNotFoundError(
+      "clothing1m is read from a prepared directory: run 'jaxnoisy prepare clothing1m "
+      "ROOT --out DIR --image-size 256', then pass --data-dir DIR"
+      + (f" (got {data_dir}, which is not one)" if data_dir else ""))
+
+
+_LOADERS["clothing1m"] = _load_clothing1m
+
+# A prepared dataset's roles -> the split names that fill them, in order of preference
+# (Clothing1M's noisy_train / clean_val / clean_test).
+PREPARED_SPLITS = {"train": ("train", "noisy_train"), "test": ("test", "clean_test"),
+                   "clean": ("clean_val",)}
+
+
 def load_prepared(name: str, path) -> Dataset:
   """Dataset ``name`` as prepared in ArrayRecord files under ``path`` (``jaxnoisy
-  prepare``): its ``train`` and ``test`` splits with their clean labels, the images
-  lazy (:class:`jaxnoisy.data.stream.RecordImages`, read when used)."""
+  prepare``), its images lazy (:class:`jaxnoisy.data.stream.RecordImages`, read when
+  used). Splits by role (:data:`PREPARED_SPLITS`): the training set (its clean labels,
+  −1 where unknown, and its noisy labels as the label set ``noisy`` when every example
+  has one — Clothing1M's web labels), the test set (clean labels) and, when present, a
+  given clean set (Clothing1M's ``clean_val``, as in the FBR authors' loader)."""
   prepared = _arrayrecord.open_prepared(path)
   if prepared.info["name"] != name:
     raise ValueError(f"data_dir {path} holds dataset {prepared.info['name']!r}, not {name!r}")
-  missing = [s for s in ("train", "test") if s not in prepared.info["splits"]]
-  if missing:
-    raise ValueError(f"data_dir {path} must hold the splits train and test, missing "
-                     f"{', '.join(missing)}")
-  arrays = {}
-  for split in ("train", "test"):
-    clean = prepared.labels(split)[1]
-    if (clean < 0).any():
-      raise ValueError(f"split {split!r} of {path}: {int((clean < 0).sum())} examples have "
-                       "no clean label; this trainer draws the noise from clean labels")
-    arrays[f"{split}_images"] = _stream.RecordImages(prepared, split)
-    arrays[f"{split}_labels"] = clean
+  found = {role: next((s for s in names if s in prepared.info["splits"]), None)
+           for role, names in PREPARED_SPLITS.items()}
+  for role in ("train", "test"):
+    if found[role] is None:
+      raise ValueError(f"data_dir {path} must hold a {role} split (one of "
+                       f"{', '.join(PREPARED_SPLITS[role])}), has "
+                       f"{', '.join(prepared.info['splits'])}")
+  noisy, true = prepared.labels(found["train"])
+  arrays = dict(train_images=_stream.RecordImages(prepared, found["train"]),
+                train_labels=true)
+  if (noisy >= 0).all():
+    arrays["noisy_label_sets"] = {"noisy": noisy}
+  elif (true < 0).any():
+    raise ValueError(f"split {found['train']!r} of {path}: {int((true < 0).sum())} examples "
+                     "have no clean label and some no noisy label; training needs every "
+                     "clean label (synthetic noise) or every noisy label (the given ones)")
+  for role, prefix in (("test", "test"), ("clean", "clean")):
+    if found[role] is None:
+      continue
+    labels = prepared.labels(found[role])[1]
+    if (labels < 0).any():
+      raise ValueError(f"split {found[role]!r} of {path}: {int((labels < 0).sum())} "
+                       "examples have no clean label")
+    arrays[f"{prefix}_images"] = _stream.RecordImages(prepared, found[role])
+    arrays[f"{prefix}_labels"] = labels
   return _make_dataset(name, arrays, f"arrayrecord:{path}")
 
 

@@ -809,11 +809,12 @@ def corrected_accuracy(corrected, true_labels, corrupted) -> dict:
 
   Returns ``{"corrected_accuracy_noisy", "corrected_accuracy_clean"}``: the fraction
   of corrupted (``corrupted`` True) and of clean examples whose argmax_c corrected_c
-  equals the true label; NaN for an empty group. Jit-able.
+  equals the true label; NaN for an empty group. Examples whose true label is unknown
+  (−1) are in neither group. Jit-able.
 
   Args:
     corrected: soft labels, shape (n, C).
-    true_labels: shape (n,).
+    true_labels: shape (n,), −1 where unknown.
     corrupted: bool mask (n,), True where the given label is wrong.
   """
   corrected = jnp.asarray(corrected)
@@ -825,4 +826,6 @@ def corrected_accuracy(corrected, true_labels, corrupted) -> dict:
     n = jnp.sum(mask).astype(dtype)
     return jnp.where(n > 0, jnp.sum(hit & mask).astype(dtype) / jnp.maximum(n, 1), jnp.nan)
 
-  return {"corrected_accuracy_noisy": rate(bad), "corrected_accuracy_clean": rate(~bad)}
+  known = jnp.asarray(true_labels) >= 0
+  return {"corrected_accuracy_noisy": rate(bad & known),
+          "corrected_accuracy_clean": rate(~bad & known)}

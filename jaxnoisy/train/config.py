@@ -35,6 +35,10 @@ class RunConfig:
   noise: str = hp("symmetric:0.4", "noise spec, e.g. none, symmetric:0.4, "
                   "symmetric-inclusive:0.4, asymmetric:0.4, pairflip:0.45, instance:0.4")
   model: str = hp("cnn", "the network", choices=tuple(MODELS))
+  init_params: Optional[str] = hp(None, "start from these weights: an .npz of "
+                                  "{'params': ..., 'state': ...} as models.save_params "
+                                  "writes it (e.g. ImageNet weights); a classifier of "
+                                  "another class count keeps its fresh initialisation")
   epochs: int = hp(10, "training epochs", low=1)
   batch_size: int = hp(128, "examples per noisy step", low=1)
   learning_rate: float = hp(0.05, "SGD's learning rate", low=0.0, low_open=True,
@@ -56,7 +60,12 @@ class RunConfig:
                                      "accelerators, one after another on CPU)")
   augment: Optional[bool] = hp(None, "random crop + flip (default: on for CIFAR, off for "
                                "MNIST-like)")
+  crop_size: Optional[int] = hp(None, "the model's input: random crop×crop windows of the "
+                                "stored images in training (no padding), central ones "
+                                "elsewhere (Clothing1M: 224 of 256)", low=1)
   train_size: Optional[int] = hp(None, "train on a random subset of this size", low=1)
+  train_balanced: bool = hp(False, "train_size: at most train_size/classes examples of "
+                            "each noisy label (the FBR authors' Clothing1M subset)")
   heldout_size: int = hp(5000, "noisy held-out split for model selection", low=0)
   clean_size: int = hp(0, "clean subset (true labels) for the methods that learn from "
                        "one", low=0)
@@ -146,6 +155,8 @@ class _Config:
                          f"at least one value, got {self.sweep!r}")
       for _, replica in self.replicas():
         replica.validate()
+    if self.train_balanced and self.train_size is None:
+      raise ValueError("train_balanced needs train_size (the size of the balanced subset)")
     if self.input_path == "stream" and (self.seeds > 1 or self.sweep):
       raise ValueError("input_path must be device or auto when training replicas (seeds="
                        f"{self.seeds}, sweep={self.sweep!r}): the stream reads one order")

@@ -118,8 +118,9 @@ def _weights_state(value: float):
 
 
 def _weight_metrics(method_state, data):
-  return reweight.weight_diagnostics(method_state["weights"],
-                                     jnp.asarray(data.train_corrupted))
+  known = data.train_true >= 0  # noisy or clean is known only there (Clothing1M)
+  return reweight.weight_diagnostics(method_state["weights"][known],
+                                     jnp.asarray(data.train_corrupted[known]))
 
 
 def l2rw_gradients(config, spec: ModelSpec):

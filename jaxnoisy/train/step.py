@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from jaxnoisy.data.augment import augment_batch
+from jaxnoisy.data.augment import augment_batch, center_crop
 from jaxnoisy.train.interface import PhaseEnd, StepInputs, cross_entropy_loss
 
 REPLICA_AXIS = "replica"
@@ -103,21 +103,32 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
   return jax.random.permutation(jax.random.fold_in(key, epoch), n)
 
 
-def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False):
+def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False,
+                  crop: Optional[int] = None):
   """The training batch of images ``x`` (uint8) with example indices ``idx``: randomly
-  cropped (padding 4) and flipped when ``augment`` (keyed: reproducible), normalized;
+  cropped (padding 4; with ``crop``, a ``crop``-sized window, no padding) and flipped
+  when ``augment`` (keyed: reproducible), else center-cropped to ``crop``; normalized;
   the labels gathered by index. Returns ``(x, y, idx)``."""
   if augment:
-    x = augment_batch(key, x)
+    x = augment_batch(key, x, crop_padding=4 if crop is None else 0, crop_size=crop)
+  else:
+    x = center_crop(x, crop)
   return normalize(x, mean, std), labels[idx], idx
 
 
 def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
-                 augment: bool = False):
+                 augment: bool = False, crop: Optional[int] = None):
   """Batch ``index`` of the epoch on the device-resident path: the example indices are
   a slice of the permutation, the images gathered on device; then :func:`prepare_batch`."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
-  return prepare_batch(images[idx], labels, idx, key, mean=mean, std=std, augment=augment)
+  return prepare_batch(images[idx], labels, idx, key, mean=mean, std=std, augment=augment,
+                       crop=crop)
+
+
+def model_input(setup: "StepSetup", images):
+  """Images as the model sees them outside training augmentation (clean batches,
+  phases, evaluation): center-cropped to ``setup.crop``, normalized."""
+  return normalize(center_crop(images, setup.crop), setup.mean, setup.std)
 
 
 def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool,
@@ -158,6 +169,7 @@ class StepSetup(NamedTuple):
   mean: tuple
   std: tuple
   vmap_replicas: bool
+  crop: Optional[int] = None  # the model's input size, cropped from larger stored images
 
 
 def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, clean_y,
@@ -249,7 +261,7 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     aug_key = jax.random.fold_in(key, 2**31 - 2)
-    norm = dict(mean=setup.mean, std=setup.std, augment=augment)
+    norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop)
     if streamed:  # the pipeline's images and example indices
       batch = prepare_batch(perm_or_images, labels, index_or_idx, aug_key, **norm)
     else:
@@ -261,12 +273,11 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
       cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
                                (clean_batch_size,), replace=False)
-      clean_x, clean_y = normalize(clean_images[cidx], setup.mean, setup.std), \
-          clean_labels[cidx]
+      clean_x, clean_y = model_input(setup, clean_images[cidx]), clean_labels[cidx]
       if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
         clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:
-      clean_x, clean_y = normalize(clean_images, setup.mean, setup.std), clean_labels
+      clean_x, clean_y = model_input(setup, clean_images), clean_labels
     update_fn = update
     if per_device_ascent:  # nested in the shard_map over replicas: its context mesh
       update_fn = jax.shard_map(
@@ -314,7 +325,7 @@ def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
     idx = jax.lax.dynamic_slice_in_dim(perm, b * size, size)
     batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(
-        (normalize(clean_images[idx], setup.mean, setup.std), clean_labels[idx], idx),
+        (model_input(setup, clean_images[idx]), clean_labels[idx], idx),
         batch_sharded)
     step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, 2**31 - 1), state.phase_step)
     inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
@@ -334,7 +345,7 @@ def make_phase_finish(setup: StepSetup, finish_fn: Callable):
     apply_eval = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=False)[:2]
     method_state = finish_fn(hyper)(PhaseEnd(
         apply_eval, state.params, state.method_state,
-        normalize(clean_images, setup.mean, setup.std), clean_labels, state.step))
+        model_input(setup, clean_images), clean_labels, state.step))
     return state._replace(method_state=method_state)
 
   return replicate(finish, setup.mesh, (0, 0, 0), vmap_replicas=setup.vmap_replicas)
@@ -356,7 +367,7 @@ def make_evaluate(setup: StepSetup, *, chunk: int, num_sets: int):
 
     def counts(block):
       x, y, ids = block
-      x = jax.lax.with_sharding_constraint(normalize(x, setup.mean, setup.std), batch_sharded)
+      x = jax.lax.with_sharding_constraint(model_input(setup, x), batch_sharded)
       logits = setup.apply(state.params, state.model_state, x, train=False)[0]
       hit = (jnp.argmax(logits, axis=-1) == y)[:, None]
       return jnp.sum(hit & (ids[:, None] == jnp.arange(num_sets)), axis=0, dtype=jnp.int32)

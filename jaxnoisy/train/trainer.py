@@ -29,6 +29,7 @@ from jaxnoisy import noise as noise_lib
 from jaxnoisy.data import stream as stream_lib
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
+from jaxnoisy.dataset_info import REAL_NOISE_DATASETS
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import ModelSpec
 from jaxnoisy.train.methods import METHODS
@@ -65,40 +66,75 @@ def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None
   """Loads the dataset, corrupts the training labels, splits off held-out and clean sets.
 
   The noise is drawn on the whole training set from the seed (so it does not depend on
-  the split sizes); the clean subset keeps its true labels; ``train_size`` then keeps
-  a random subset of the remaining noisy training examples.
+  the split sizes); the clean subset keeps its true labels (drawn from the dataset's
+  own clean set when it has one, Clothing1M's); ``train_size`` then keeps a random
+  subset of the remaining noisy training examples (``train_balanced``: at most
+  ⌈train_size / classes⌉ of each noisy label). Where true labels are unknown (−1,
+  Clothing1M) only the dataset's own noisy labels can be used, and corruption,
+  memorization and the realised noise are measured where the true label is known.
   """
   if dataset is None:
     dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir,
                                     tfds_data_dir=config.tfds_data_dir)
   true = np.asarray(dataset.train_labels, np.int32)
+  known = true >= 0
+  kind = noise_lib.parse_noise_spec(config.noise).kind
+  if not known.all() and kind not in REAL_NOISE_DATASETS:
+    own = [f"{k}:noisy" for k, d in REAL_NOISE_DATASETS.items() if d == dataset.name]
+    raise ValueError(f"noise {config.noise} is drawn from the true labels, unknown for "
+                     f"{int((~known).sum())} training examples of {dataset.name}; use "
+                     f"its own noisy labels: --noise {' or '.join(own) or '(none)'}")
   noisy, corrupted = noise_lib.apply_noise(
       config.noise, true, noise_key(config.seed), dataset.num_classes, dataset=dataset.name,
       images=dataset.train_images, real_noisy_labels=dataset.noisy_label_sets)
   noisy, corrupted = np.asarray(noisy, np.int32), np.asarray(corrupted, bool)
+  given_clean = dataset.clean_images is not None
   splits = data_lib.make_splits(len(true), heldout_size=config.heldout_size,
-                                clean_size=config.clean_size, seed=config.seed)
-  train_idx = splits.train
-  if config.train_size is not None:
-    if config.train_size > len(train_idx):
-      raise ValueError(f"train_size must be in [1, {len(train_idx)}], got {config.train_size}")
-    rng = np.random.default_rng(config.seed + 1)
-    train_idx = np.sort(rng.choice(train_idx, config.train_size, replace=False))
+                                clean_size=0 if given_clean else config.clean_size,
+                                seed=config.seed)
+  if given_clean:
+    if config.clean_size > len(dataset.clean_labels):
+      raise ValueError(f"clean_size must be in [0, {len(dataset.clean_labels)}] (the "
+                       f"dataset's clean set), got {config.clean_size}")
+    rng = np.random.default_rng(config.seed + 2)
+    pick = np.sort(rng.choice(len(dataset.clean_labels), config.clean_size, replace=False))
+    clean_images, clean_labels = dataset.clean_images[pick], dataset.clean_labels[pick]
+  else:
+    clean_images, clean_labels = dataset.train_images[splits.clean], true[splits.clean]
+  train_idx = _train_subset(config, splits.train, noisy, dataset.num_classes)
   return NoisyData(
       train_images=dataset.train_images[train_idx], train_labels=noisy[train_idx],
       train_true=true[train_idx], train_corrupted=corrupted[train_idx],
       heldout_images=dataset.train_images[splits.heldout],
       heldout_labels=noisy[splits.heldout],
-      clean_images=dataset.train_images[splits.clean], clean_labels=true[splits.clean],
+      clean_images=clean_images, clean_labels=np.asarray(clean_labels, np.int32),
       test_images=dataset.test_images, test_labels=np.asarray(dataset.test_labels, np.int32),
       num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std,
       noise_summary={
           "spec": config.noise,
-          "realised_rate": float(noise_lib.noise_rate(true, noisy)),
-          "realised_rate_train": float(corrupted[train_idx].mean()),
+          "true_labels_known": float(known.mean()),
+          "realised_rate": float(noise_lib.noise_rate(true[known], noisy[known])),
+          "realised_rate_train": float(corrupted[train_idx].sum() /
+                                       max(known[train_idx].sum(), 1)),
           "transition_matrix": noise_lib.transition_matrix(
-              true, noisy, dataset.num_classes).round(4).tolist(),
+              true[known], noisy[known], dataset.num_classes).round(4).tolist(),
       })
+
+
+def _train_subset(config: TrainConfig, train_idx: np.ndarray, noisy: np.ndarray,
+                  num_classes: int) -> np.ndarray:
+  """The training examples kept: all, or ``train_size`` of them drawn from the seed."""
+  if config.train_size is None:
+    return train_idx
+  if config.train_size > len(train_idx):
+    raise ValueError(f"train_size must be in [1, {len(train_idx)}], got {config.train_size}")
+  rng = np.random.default_rng(config.seed + 1)
+  if not config.train_balanced:
+    return np.sort(rng.choice(train_idx, config.train_size, replace=False))
+  cap = -(-config.train_size // num_classes)
+  kept = [rng.permutation(train_idx[noisy[train_idx] == c])[:cap] for c in range(num_classes)]
+  kept = np.concatenate(kept)
+  return np.sort(rng.permutation(kept)[:config.train_size])
 
 
 def _streams(config: TrainConfig, images, replicas: int) -> bool:
@@ -188,9 +224,18 @@ class Trainer:
         method.check_data(config, d)
     self.method = method
     self.streamed = _streams(config, data.train_images, len(self.replicas))
-    shape = data.train_images.shape[1:]
-    models = [models_lib.make_model(config.model, data.num_classes, shape, seed=c.seed)
+    shape = data.train_images.shape[1:]  # as stored
+    if config.crop_size is not None and config.crop_size > min(shape[:2]):
+      raise ValueError(f"crop_size must be in [1, {min(shape[:2])}] (the stored images are "
+                       f"{shape[0]}×{shape[1]}), got {config.crop_size}")
+    crop = config.crop_size
+    input_shape = shape if crop is None else (crop, crop, shape[2])  # as the model sees them
+    models = [models_lib.make_model(config.model, data.num_classes, input_shape, seed=c.seed)
               for _, c in self.replicas]
+    if config.init_params is not None:  # pre-trained weights (the head may stay fresh)
+      models = [m._replace(**models_lib.load_init_params(
+          {"params": m.params, "state": m.state}, config.init_params,
+          keep_mismatched=("params/classifier",))) for m in models]
     self.apply = models[0].apply
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
     swept = config.sweep[0] if config.sweep else None
@@ -207,7 +252,7 @@ class Trainer:
     method_fn = lambda make: lambda hyper: make(config.replace(**hyper), self.spec)
 
     features = jax.eval_shape(
-        lambda p, s: self.apply(p, s, jnp.zeros((1, *shape)), train=False)[1],
+        lambda p, s: self.apply(p, s, jnp.zeros((1, *input_shape)), train=False)[1],
         models[0].params, models[0].state)
     # The clean subset is used only by methods that learn from it.
     clean = slice(None) if method.needs_clean else slice(0, 0)
@@ -237,7 +282,7 @@ class Trainer:
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas)
+                               self.vmap_replicas, crop)
     make = lambda gradients, warmup: step_lib.make_train_step(
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
