@@ -17,6 +17,7 @@ run rebuilds the stream at that step and needs no iterator state of its own.
 
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -32,6 +33,11 @@ class RecordImages:
   boolean mask or a slice returns another :class:`RecordImages` (nothing read);
   ``np.asarray`` reads and decodes the selected examples; :meth:`read` reads given
   positions. The split must hold fixed-size images (``prepare --image-size``).
+
+  Records are read with array_record's own reader, one per shard and per thread
+  (grain's threads read batches side by side): a batch costs half of what grain's
+  ``ArrayRecordDataSource.__getitems__`` takes on 2 CPU cores, which starts a thread
+  pool per call.
   """
 
   def __init__(self, prepared: arrayrecord.Prepared, split: str, index=None):
@@ -44,14 +50,21 @@ class RecordImages:
     self.index = np.arange(n) if index is None else np.asarray(index, np.int64)
     self.shape = (len(self.index), *image["shape"])
     self.dtype, self.ndim = np.dtype(np.uint8), 4
-    self._source = None
+    self._thread = threading.local()
 
-  @property
-  def source(self):
-    """The split's grain ``ArrayRecordDataSource`` (opened on first use)."""
-    if self._source is None:
-      self._source = self.prepared.source(self.split)
-    return self._source
+  def _readers(self) -> tuple[list, np.ndarray]:
+    """This thread's readers of the split's shards and each shard's first record."""
+    if getattr(self._thread, "readers", None) is None:
+      from array_record.python.array_record_module import ArrayRecordReader
+      readers = [ArrayRecordReader(f, "readahead_buffer_size:0")
+                 for f in self.prepared.files(self.split)]
+      counts = [r.num_records() for r in readers]
+      n = self.prepared.info["splits"][self.split]["num_examples"]
+      if sum(counts) != n:
+        raise ValueError(f"split {self.split!r} of {self.prepared.path} has {sum(counts)} "
+                         f"records, info.json says {n}")
+      self._thread.readers = readers, np.cumsum([0, *counts[:-1]])
+    return self._thread.readers
 
   def __len__(self) -> int:
     return self.shape[0]
@@ -65,14 +78,22 @@ class RecordImages:
 
   def read(self, positions) -> np.ndarray:
     """The decoded images at ``positions`` (of this view), uint8 ``(len, H, W, C)``."""
-    keys = self.index[np.asarray(positions, np.int64)].tolist()
-    out = np.empty((len(keys), *self.shape[1:]), np.uint8)
-    if not keys:  # the source's batched read refuses an empty one
-      return out
-    records = self.source.__getitems__(keys)
-    for i, record in enumerate(records):
-      out[i] = self.prepared.decode(record)
-    return out
+    keys = self.index[np.asarray(positions, np.int64)]
+    if not len(keys):
+      return np.empty((0, *self.shape[1:]), np.uint8)
+    readers, starts = self._readers()
+    shard = np.searchsorted(starts, keys, side="right") - 1
+    records = [b""] * len(keys)
+    for s in np.unique(shard):
+      where = np.flatnonzero(shard == s)
+      for i, record in zip(where, readers[s].read((keys[where] - starts[s]).tolist())):
+        records[i] = record
+    # Raw records of one fixed shape: the batch is their bytes back to back (one copy).
+    data = b"".join(records)
+    if len(data) != len(keys) * int(np.prod(self.shape[1:])):
+      raise ValueError(f"split {self.split!r} of {self.prepared.path}: records are not "
+                       f"{self.shape[1:]} uint8 images")
+    return np.frombuffer(data, np.uint8).reshape(len(keys), *self.shape[1:]).copy()
 
   def __array__(self, dtype=None, copy=None):
     images = self.read(np.arange(len(self)))
