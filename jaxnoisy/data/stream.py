@@ -93,7 +93,7 @@ class RecordImages:
     if len(data) != len(keys) * int(np.prod(self.shape[1:])):
       raise ValueError(f"split {self.split!r} of {self.prepared.path}: records are not "
                        f"{self.shape[1:]} uint8 images")
-    return np.frombuffer(data, np.uint8).reshape(len(keys), *self.shape[1:]).copy()
+    return np.frombuffer(data, np.uint8).reshape(len(keys), *self.shape[1:])  # read-only
 
   def __array__(self, dtype=None, copy=None):
     images = self.read(np.arange(len(self)))
