@@ -150,3 +150,35 @@ def test_bench_stream_writes_its_numbers_as_json(tmp_path):
   assert math.isfinite(result["step"]["stream_share"]) and result["step"]["goal"] == 0.05
   assert isinstance(result["step"]["goal_met"], bool)
   assert "--sizes 32" in result["command"]
+
+
+def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_path):
+  import importlib.util
+  table = experiment("fashion_mnist_table")
+  bn_resnet = experiment("bn_resnet")
+  spec = importlib.util.spec_from_file_location("fm_config", "experiments/configs/fashion_mnist.py")
+  config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(config)
+  assert bn_resnet.ARMS == list(config.RESNET_ARMS)
+  assert {config.get_config(a).model for a in bn_resnet.ARMS} == {"resnet20_narrow"}
+  root = tmp_path / "runs"
+  norms = {"ncsam_grad_norm": 2.0, "ncsam_noise_grad_norm": 4.0,
+           "ncsam_compensation_over_rho": 1.5}
+  for arm, extra in (("resnet_sam", {}), ("resnet_ncsam", norms)):
+    for seed, acc in enumerate((0.80, 0.82)):
+      run = table.run_dir(str(root), "instance:0.4", arm, seed)
+      os.makedirs(run)
+      with open(os.path.join(run, "summary.json"), "w") as f:
+        json.dump({"test_accuracy": acc, "best_test_accuracy": acc,
+                   "memorization": 0.3, "wall_seconds": 60.0}, f)
+      with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+        for scale in (10.0, 1.0 + seed):  # the last epoch's norms are reported
+          f.write(json.dumps({"test_accuracy": acc, "memorization": 0.3,
+                              **{k: v * scale for k, v in extra.items()}}) + "\n")
+  out = tmp_path / "results" / "BN_RESNET.md"
+  bn_resnet.report(str(root), bn_resnet.ARMS, ["instance:0.4"], [0, 1, 2], str(out))
+  text = out.read_text()
+  assert "| resnet_sam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | — | — | — |" in text
+  assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 |" in text
+  assert "| resnet_sgd | 0 |" in text
+  assert (tmp_path / "results" / "bn_resnet_instance_0.4.png").is_file()

@@ -10,7 +10,10 @@ SANER and NCSAM ρ = 0.1 (the label-noise value), ASAM ρ = 1.0; SANER a = 0.5 o
 first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of epochs;
 F-SAM and VaSSO ρ = 0.1 with their code's σ, λ, θ. ARG ``saner_fsam`` (``_vasso``,
 ``_asam``, ``_gsam``) is SANER over that base, with the base's settings (ρ included);
-ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign.
+ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign. ARG
+``resnet_<arm>`` (``RESNET_ARMS``) is the same protocol with the batch-norm ResNet-20 at
+half width (68k parameters) instead of the CNN: issue 16's test of the sharpness-aware
+claims in their papers' architecture family (``experiments/bn_resnet.py``).
 
     jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
         --noise symmetric:0.4 --seed 0 --out runs/fm_saner
@@ -32,6 +35,14 @@ PER_METHOD = {
 SANER_OVER = {f"saner_{base}": base for base in ("asam", "gsam", "fsam", "vasso")}
 # Other arms: a method with settings of its own.
 VARIANTS = {"ebomlc_reference": ("ebomlc", dict(ebomlc_sign="reference"))}
+# The batch-norm ResNet protocol: the table's lr and weight decay until SGD's
+# memorization curve on it says otherwise (experiments/bn_resnet.py, first step).
+RESNET = dict(model="resnet20_narrow")
+RESNET_ARMS = {"resnet_sgd": ("sgd", {}), "resnet_sam_rho0.05": ("sam", dict(rho=0.05)),
+               "resnet_sam": ("sam", {}), "resnet_saner": ("saner", {}),
+               "resnet_ncsam_kappa0.03": ("ncsam", dict(kappa=0.03)),
+               "resnet_ncsam": ("ncsam", {})}
+VARIANTS.update({arm: (m, {**RESNET, **over}) for arm, (m, over) in RESNET_ARMS.items()})
 
 
 def get_config(arg=None) -> TrainConfig:
@@ -46,8 +57,7 @@ def get_config(arg=None) -> TrainConfig:
     raise ValueError(f"fashion_mnist: ARG must be a method ({', '.join(sorted(METHODS))}) "
                      f"or one of {', '.join([*SANER_OVER, *VARIANTS])}, got {method!r}")
   clean = dict(clean_size=1000, clean_batch_size=100) if METHODS[method].needs_clean else {}
-  return TrainConfig(
-      method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
-      epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9, weight_decay=5e-4,
-      schedule="cosine", train_size=15000, heldout_size=5000,
-      **clean, **{**PER_METHOD.get(method, {}), **over})
+  base = dict(method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
+              epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9,
+              weight_decay=5e-4, schedule="cosine", train_size=15000, heldout_size=5000)
+  return TrainConfig(**{**base, **clean, **PER_METHOD.get(method, {}), **over})
