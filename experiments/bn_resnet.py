@@ -16,9 +16,7 @@ Usage:
       [--report-only]
 """
 
-import argparse
 import os
-import platform
 import statistics
 import sys
 
@@ -40,38 +38,14 @@ def norm_cells(runs) -> str:
 
 
 def report(root, arms, noises, seeds, out_path):
-  from jaxnoisy.train.trainer import write_atomic
-  directory = os.path.dirname(out_path) or "."
-  os.makedirs(directory, exist_ok=True)
-  lines = ["# SAM, SANER and NCSAM with a batch-norm ResNet on Fashion-MNIST", "",
-           f"Produced by `python experiments/bn_resnet.py --runs {root}` (report at commit "
-           f"{table.git_commit()}; runs trained at commit(s) {{commits}}; "
-           f"{platform.machine()}, {os.cpu_count()} CPU cores). Settings: "
-           f"`{table.CONFIG}:ARM` (ResNet-20 at half width; the CNN's rows are in "
-           "RESULTS.md). Test accuracy in %, mean ± std over the seeds that finished (n); "
-           "memorization at the last epoch; NCSAM's gradient norms at the last epoch "
-           "(s‖g*‖/ρ > 1: the projection onto the ρ-ball leaves ε mostly along g*).", ""]
-  commits, curves = set(), {}
-  for noise in noises:
-    lines += [f"## Noise: `{noise}`", "",
-              "| arm | n | test acc. (last) | test acc. (chosen) | memorization "
-              "| ‖g‖ | ‖g*‖ | s‖g*‖/ρ |", "|---|---|---|---|---|---|---|---|"]
-    for arm in arms:
-      found = [r for r in (table.load(table.run_dir(root, noise, arm, s)) for s in seeds) if r]
-      for s in seeds:
-        commits.update(table.run_commits(table.run_dir(root, noise, arm, s)))
-      if not found:
-        lines.append(f"| {arm} | 0 | — | — | — | — | — | — |")
-        continue
-      runs = [rows for _, rows in found]
-      lines.append(f"| {arm} | {len(found)} | {table.summary_cells([s for s, _ in found])} "
-                   f"| {norm_cells(runs)} |")
-      curves.setdefault(noise, {})[arm] = runs
-    lines.append("")
-  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
-  for path in table.plot_curves(curves, directory, "bn_resnet", arm_style):
-    lines.append(f"![{os.path.basename(path)}]({os.path.relpath(path, directory)})")
-  write_atomic(out_path, "\n".join(lines) + "\n")
+  table.arm_report(
+      root, arms, noises, seeds, out_path, script="bn_resnet.py",
+      title="SAM, SANER and NCSAM with a batch-norm ResNet on Fashion-MNIST",
+      about="ResNet-20 at half width; the CNN's rows are in RESULTS.md. NCSAM's gradient "
+            "norms at the last epoch (s‖g*‖/ρ > 1: the projection onto the ρ-ball leaves "
+            "ε mostly along g*).",
+      columns=["‖g‖", "‖g*‖", "s‖g*‖/ρ"], cells=lambda arm, runs, means: norm_cells(runs),
+      prefix="bn_resnet", style=arm_style)
 
 
 def arm_style(arm) -> dict:
@@ -82,24 +56,11 @@ def arm_style(arm) -> dict:
 
 
 def main() -> int:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--arms", default=",".join(ARMS))
-  parser.add_argument("--noise", default=",".join(NOISE))
-  parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--runs", default="runs/bn_resnet")
-  parser.add_argument("--results", default="experiments/results/BN_RESNET.md")
-  parser.add_argument("--report-only", action="store_true")
-  args = parser.parse_args()
-  arms, noises = args.arms.split(","), args.noise.split(",")
-  bad = [a for a in arms if a not in ARMS] + [n for n in noises if n not in table.NOISE]
-  if bad:
-    parser.error(f"--arms/--noise must be among {ARMS} / {table.NOISE}, got {bad}")
-  seeds = [int(s) for s in args.seeds.split(",")]
-  if not args.report_only:
-    table.train_missing(args.runs, noises, arms, seeds)
-  report(args.runs, ARMS, noises, seeds, args.results)
-  print(f"wrote {args.results}")
-  return 0
+  # The report always lists every arm, so that a partial protocol shows what is missing.
+  return table.arm_main(
+      __doc__, arms=ARMS, default_arms=ARMS, noises=NOISE, runs="runs/bn_resnet",
+      results="experiments/results/BN_RESNET.md",
+      report_fn=lambda root, _, noises, seeds, out: report(root, ARMS, noises, seeds, out))
 
 
 if __name__ == "__main__":

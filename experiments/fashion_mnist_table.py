@@ -212,6 +212,70 @@ def plot_curves(curves, directory, prefix="results", style=None):
   return paths
 
 
+def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, columns, cells,
+               prefix, style):
+  """The report of other config arms (saner_bases.py, bn_resnet.py) under ``root``: per
+  noise setting one row per arm, ``| arm | n | last | chosen | memorization |`` then
+  ``cells(arm, runs, means)`` under the extra ``columns`` (``runs``: the arm's metrics
+  rows per seed; ``means``: mean last accuracy of the arms before it), and a plot."""
+  from jaxnoisy.train.trainer import write_atomic
+  directory = os.path.dirname(out_path) or "."
+  os.makedirs(directory, exist_ok=True)
+  lines = [f"# {title}", "",
+           f"Produced by `python experiments/{script} --runs {root} --arms "
+           f"{','.join(arms)}` (report at commit {git_commit()}; runs trained at commit(s) "
+           "{commits}; " f"{platform.machine()}, {os.cpu_count()} CPU cores). Settings: "
+           f"`{CONFIG}:ARM`. Test accuracy in %, mean ± std over the seeds that finished "
+           f"(n); memorization at the last epoch. {about}", ""]
+  commits, curves = set(), {}
+  blank = " | ".join(["—"] * (3 + len(columns)))
+  for noise in noises:
+    lines += [f"## Noise: `{noise}`", "",
+              "| arm | n | test acc. (last) | test acc. (chosen) | memorization | "
+              + " | ".join(columns) + " |", "|---" * (5 + len(columns)) + "|"]
+    means = {}
+    for arm in arms:
+      found = [r for r in (load(run_dir(root, noise, arm, s)) for s in seeds) if r]
+      for s in seeds:
+        commits.update(run_commits(run_dir(root, noise, arm, s)))
+      if not found:
+        lines.append(f"| {arm} | 0 | {blank} |")
+        continue
+      sums, runs = [s for s, _ in found], [rows for _, rows in found]
+      means[arm] = statistics.mean(s["test_accuracy"] for s in sums) * 100
+      lines.append(f"| {arm} | {len(found)} | {summary_cells(sums)} | "
+                   f"{cells(arm, runs, means)} |")
+      curves.setdefault(noise, {})[arm] = runs
+    lines.append("")
+  lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
+  for path in plot_curves(curves, directory, prefix, style):
+    lines.append(f"![{os.path.basename(path)}]({os.path.relpath(path, directory)})")
+  write_atomic(out_path, "\n".join(lines) + "\n")
+
+
+def arm_main(doc, *, arms, default_arms, noises, runs, results, report_fn) -> int:
+  """The command line of an arm script: train what is missing, then ``report_fn(runs
+  root, arms, noises, seeds, results path)`` (its report covers all of ``arms``)."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument("--arms", default=",".join(default_arms))
+  parser.add_argument("--noise", default=",".join(noises))
+  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--runs", default=runs)
+  parser.add_argument("--results", default=results)
+  parser.add_argument("--report-only", action="store_true")
+  args = parser.parse_args()
+  chosen, noise = args.arms.split(","), args.noise.split(",")
+  bad = [a for a in chosen if a not in arms] + [n for n in noise if n not in NOISE]
+  if bad:
+    parser.error(f"--arms/--noise must be among {arms} / {NOISE}, got {bad}")
+  seeds = [int(s) for s in args.seeds.split(",")]
+  if not args.report_only:
+    train_missing(args.runs, noise, chosen, seeds)
+  report_fn(args.runs, chosen, noise, seeds, args.results)
+  print(f"wrote {args.results}")
+  return 0
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--noise", default=",".join(NOISE))
