@@ -31,7 +31,9 @@ def describe(dataset: Dataset, spec, key) -> dict:
   ``class_names``, ``noise`` (the normalised spec), ``noise_rate`` (realised
   fraction of changed labels), ``num_corrupted``, ``transition_matrix``
   (``T[c][k] = P(noisy = k | clean = c)``, nested lists) and
-  ``noisy_label_sets`` (names of the real-noise label sets, if any).
+  ``noisy_label_sets`` (names of the real-noise label sets, if any). Where true labels
+  are unknown (−1, Clothing1M) the rate and the matrix are over the known ones, and
+  ``true_labels_known`` says their share.
   """
   spec = noise_lib.parse_noise_spec(spec)
   clean = np.asarray(dataset.train_labels, np.int32)
@@ -39,7 +41,8 @@ def describe(dataset: Dataset, spec, key) -> dict:
       spec, clean, key, dataset.num_classes, dataset=dataset.name,
       images=dataset.train_images, real_noisy_labels=dataset.noisy_label_sets,
   )
-  matrix = noise_lib.transition_matrix(clean, noisy, dataset.num_classes)
+  known = clean >= 0
+  matrix = noise_lib.transition_matrix(clean[known], noisy[known], dataset.num_classes)
   return {
       "name": dataset.name,
       "source": dataset.source,
@@ -49,7 +52,8 @@ def describe(dataset: Dataset, spec, key) -> dict:
       "num_classes": dataset.num_classes,
       "class_names": list(dataset.class_names),
       "noise": str(spec),
-      "noise_rate": noise_lib.noise_rate(clean, noisy),
+      "noise_rate": noise_lib.noise_rate(clean[known], noisy[known]),
+      "true_labels_known": float(known.mean()),
       "num_corrupted": int(mask.sum()),
       "transition_matrix": matrix.tolist(),
       "noisy_label_sets": sorted(dataset.noisy_label_sets or {}),

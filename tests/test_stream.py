@@ -187,6 +187,11 @@ def test_clothing1m_trains_streamed_from_its_published_layout(clothing, tmp_path
   assert len(result["metrics"]) == 2 and 0 <= result["metrics"][-1]["test_accuracy"] <= 1
   with pytest.raises(ValueError, match="use its own noisy labels: --noise clothing1m:noisy"):
     prepare_data(config.replace(noise="symmetric:0.4"))
+  from jaxnoisy.describe import describe  # jaxnoisy data describe: over the known truths
+  info = describe(datasets.load_dataset("clothing1m", data_dir=str(tmp_path / "prepared")),
+                  "clothing1m:noisy", jax.random.key(0))
+  assert info["true_labels_known"] == known.mean()
+  assert info["noise_rate"] == (noisy[known] != clean[known]).mean()
 
 
 def test_init_params_start_training_from_saved_weights_with_a_fresh_head(tmp_path):
