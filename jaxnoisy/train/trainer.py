@@ -27,9 +27,9 @@ from jaxnoisy import data as data_lib
 from jaxnoisy import models as models_lib
 from jaxnoisy import noise as noise_lib
 from jaxnoisy.data import stream as stream_lib
+from jaxnoisy.dataset_info import REAL_NOISE_DATASETS
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import step as step_lib
-from jaxnoisy.dataset_info import REAL_NOISE_DATASETS
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import ModelSpec
 from jaxnoisy.train.methods import METHODS
