@@ -111,19 +111,24 @@ def test_table_plot_draws_every_method_with_its_own_line():
   assert len(set(looks)) == len(table.METHODS) == 13
 
 
+def fake_run(run, acc, memorization, rows):
+  """A finished run: its summary (last = chosen accuracy) and per-epoch metrics rows."""
+  os.makedirs(run)
+  with open(os.path.join(run, "summary.json"), "w") as f:
+    json.dump({"test_accuracy": acc, "best_test_accuracy": acc,
+               "memorization": memorization, "wall_seconds": 60.0}, f)
+  with open(os.path.join(run, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
 def test_saner_bases_report_gives_saners_gain_over_its_base(tmp_path):
   table = experiment("fashion_mnist_table")
   saner_bases = experiment("saner_bases")
   root = tmp_path / "runs"
   for arm, accs in (("fsam", (0.80, 0.82)), ("saner_fsam", (0.83, 0.85))):
     for seed, acc in enumerate(accs):
-      run = table.run_dir(str(root), "asymmetric:0.4", arm, seed)
-      os.makedirs(run)
-      with open(os.path.join(run, "summary.json"), "w") as f:
-        json.dump({"test_accuracy": acc, "best_test_accuracy": acc,
-                   "memorization": 0.2, "wall_seconds": 60.0}, f)
-      with open(os.path.join(run, "metrics.jsonl"), "w") as f:
-        f.write(json.dumps({"test_accuracy": acc, "memorization": 0.2}) + "\n")
+      fake_run(table.run_dir(str(root), "asymmetric:0.4", arm, seed), acc, 0.2,
+               [{"test_accuracy": acc, "memorization": 0.2}])
   out = tmp_path / "results" / "SANER_BASES.md"
   saner_bases.report(str(root), ["fsam", "saner_fsam", "vasso"], ["asymmetric:0.4"],
                      [0, 1, 2], str(out))
@@ -166,15 +171,10 @@ def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_pat
            "ncsam_compensation_over_rho": 1.5}
   for arm, extra in (("resnet_sam", {}), ("resnet_ncsam", norms)):
     for seed, acc in enumerate((0.80, 0.82)):
-      run = table.run_dir(str(root), "instance:0.4", arm, seed)
-      os.makedirs(run)
-      with open(os.path.join(run, "summary.json"), "w") as f:
-        json.dump({"test_accuracy": acc, "best_test_accuracy": acc,
-                   "memorization": 0.3, "wall_seconds": 60.0}, f)
-      with open(os.path.join(run, "metrics.jsonl"), "w") as f:
-        for scale in (10.0, 1.0 + seed):  # the last epoch's norms are reported
-          f.write(json.dumps({"test_accuracy": acc, "memorization": 0.3,
-                              **{k: v * scale for k, v in extra.items()}}) + "\n")
+      fake_run(table.run_dir(str(root), "instance:0.4", arm, seed), acc, 0.3,
+               [{"test_accuracy": acc, "memorization": 0.3,
+                 **{k: v * scale for k, v in extra.items()}}
+                for scale in (10.0, 1.0 + seed)])  # the last epoch's norms are reported
   out = tmp_path / "results" / "BN_RESNET.md"
   bn_resnet.report(str(root), bn_resnet.ARMS, ["instance:0.4"], [0, 1, 2], str(out))
   text = out.read_text()
