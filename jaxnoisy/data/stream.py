@@ -34,10 +34,9 @@ class RecordImages:
   ``np.asarray`` reads and decodes the selected examples; :meth:`read` reads given
   positions. The split must hold fixed-size images (``prepare --image-size``).
 
-  Records are read with array_record's own reader, one per shard and per thread
-  (grain's threads read batches side by side): a batch costs half of what grain's
-  ``ArrayRecordDataSource.__getitems__`` takes on 2 CPU cores, which starts a thread
-  pool per call.
+  Records are read with array_record's own reader, one per shard and per thread, kept
+  open (grain's threads read batches side by side), rather than through grain's
+  ``ArrayRecordDataSource.__getitems__``, which starts a thread pool on every call.
   """
 
   def __init__(self, prepared: arrayrecord.Prepared, split: str, index=None):
