@@ -159,8 +159,8 @@ def ncsam_gradients(logits_fn: Callable, params, labels, key, flip_rate, *,
     separate forward pass over the examples of S alone, ``subset_logits_fn(params,
     index)`` with ``index`` the (⌊r·B⌋,) int32 positions of S in the batch. With
     batch norm z' uses S's own batch statistics, so g* differs from ``"shared"``;
-    without it the two agree (the backward pass then covers |S| examples, not B).
-    |S| is a static shape here, so ``flip_rate`` must be a concrete number. The aux
+    without it the two agree (the backward pass then covers :math:`|S|` examples, not B).
+    :math:`|S|` is a static shape here, so ``flip_rate`` must be a concrete number. The aux
     of the subset pass is dropped: running statistics come from the full batch, as
     in SAM's second pass.
 
@@ -190,7 +190,7 @@ def ncsam_gradients(logits_fn: Callable, params, labels, key, flip_rate, *,
     flip_rate: r ∈ [0, 1] (paper: 0.4 best).
     has_aux: whether ``logits_fn`` (and ``subset_logits_fn``) return ``(logits, aux)``.
     noise_forward: ``"shared"`` or ``"subset"``, see above.
-    subset_logits_fn: ``(params, index) -> logits`` (|S|, C) of the examples
+    subset_logits_fn: ``(params, index) -> logits`` (⌊r·B⌋, C) of the examples
       ``index``; required with ``noise_forward="subset"``, rejected otherwise.
     label_smoothing: λ ∈ [0, 1] on g*'s targets (authors' code: 0.1; paper: 0).
 

@@ -563,10 +563,11 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
   advancing the momentum buffer twice per iteration — a state leak not reproduced.
   Like MLC's ``hmlc_K_mix`` the reference puts the first half of each clean batch in f
   and the second in g: pass them as ``clean_batch`` and ``clean_train_batch``.
+  ``logits_fn``, ``params``, ``lcn_apply``, ``lcn_params``, ``batch``, ``clean_batch``,
+  ``momentum_buffer``, ``momentum``, ``weight_decay`` and ``clean_train_batch`` are as
+  in :func:`mlc_step`.
 
   Args:
-    logits_fn, params, lcn_apply, lcn_params, batch, clean_batch, momentum_buffer,
-      momentum, weight_decay, clean_train_batch: as in :func:`mlc_step`.
     key: optional PRNG key for the LCN; ``jax.random.split(key, T + 1)`` gives the k-th
       key to the LCN evaluation at ŵ_k (ŵ_0 = w) and the last to the one at ŵ.
     inner_lr: η > 0, the inner step size (the trainer's current learning rate).
@@ -684,7 +685,7 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
 
   The clean batch is split in halves, G (its first ⌊m/2⌋ examples) and C (the rest).
   Upper f(w, φ) = :func:`ebomlc_upper_loss` on G. Lower
-  ℓ(w, φ) = (B·ℓ_noisy(w, φ) + |C|·CE_C(w)) / (B + |C|). With
+  ℓ(w, φ) = (B·ℓ_noisy(w, φ) + :math:`|C|`·CE_C(w)) / (B + :math:`|C|`). With
   D_v(g) = μ·buf + g + λv (:func:`sgd_direction` at v; buffer read, not advanced):
 
   .. math::

@@ -211,10 +211,10 @@ def fbr_weights(scores) -> jax.Array:
   As ``update_weight`` (``ratio=None``, ``clipmax=1``) followed by the zeroing in
   ``reweight_feature`` of the authors' code. So, when some d_k < 0: w_i = 0 for every
   d_i ≤ 0 (d_i = 0 included: 1/2 is zeroed), and
-  w_i = min(1, 1/2 + d_i / (2 min_{d_k<0} |d_k|)) for d_i > 0. When no d_i is negative
+  w_i = min(1, 1/2 + d_i / (2 min_{d_k<0} :math:`|d_k|`)) for d_i > 0. When no d_i is negative
   every weight is 1, zeros included. A NaN score gives a NaN weight, as in the code.
-  ηd_i is computed as d_i / (2 min|d_k|), equal to the code's (1/(2 min|d_k|))·d_i up
-  to one rounding; the score of smallest |d_k| then lands exactly on 1/2 − 1/2 = 0.
+  ηd_i is computed as d_i / (2 min :math:`|d_k|`), equal to the code's
+  (1/(2 min :math:`|d_k|`))·d_i up to one rounding; the score of smallest :math:`|d_k|` then lands exactly on 1/2 − 1/2 = 0.
 
   Args:
     scores: d from :func:`fbr_scores`, shape (B,).

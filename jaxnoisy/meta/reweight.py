@@ -451,8 +451,10 @@ def weight_auc(weights, corrupted) -> jax.Array:
 def weight_diagnostics(weights, corrupted, threshold=0.5) -> dict:
   r"""How well weights separate clean from corrupted examples.
 
-  "Kept" means w ≥ ``threshold``; precision = |kept ∩ clean| / |kept|, recall =
-  |kept ∩ clean| / |clean|. Any ratio with an empty denominator is NaN.
+  "Kept" means w ≥ ``threshold``; precision = :math:`|\text{kept} \cap \text{clean}| /
+  |\text{kept}|`, recall =
+  :math:`|\text{kept} \cap \text{clean}| / |\text{clean}|`. Any ratio with an empty
+  denominator is NaN.
 
   Args:
     weights: shape (n,).

@@ -85,12 +85,14 @@ class PhaseEnd(NamedTuple):
 class EpochPhase(NamedTuple):
   """A method's program run at the start of every epoch, before its noisy batches.
 
-  steps: ``(config, spec) -> int`` steps of the phase per epoch; each is a training step
-    on a batch of the clean subset (``batch_size`` examples, reshuffled every pass),
-    run through the same optimizer and learning rate as the noisy steps.
-  gradients: ``(config, spec) -> (StepInputs -> Gradients)`` of a phase step.
-  finish: ``(config, spec) -> (PhaseEnd -> method_state)``: after the last step (e.g.
-    the clean subset's features in eval mode).
+  Attributes:
+    steps: ``(config, spec) -> int`` steps of the phase per epoch; each is a training step
+      on a batch of the clean subset (``batch_size`` examples, reshuffled every pass),
+      run through the same optimizer and learning rate as the noisy steps.
+    gradients: ``(config, spec) -> (StepInputs -> Gradients)`` of a phase step.
+    finish: ``(config, spec) -> (PhaseEnd -> method_state)``: after the last step (e.g.
+      the clean subset's features in eval mode).
+
   The state records how many phase steps of the epoch are done, so a run interrupted
   inside the phase resumes there.
   """
@@ -121,24 +123,25 @@ def identity_transform(config, axis, steps_per_epoch) -> optax.GradientTransform
 class Method(NamedTuple):
   """How the trainer runs a method.
 
-  transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
-    first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
-  gradients: ``(config, spec: ModelSpec) -> (StepInputs -> Gradients)``.
-  description: one line for ``--help``.
-  hparams: the hyper-parameter records (frozen dataclasses of
-    :func:`jaxnoisy.train.hparams.hp` fields) the method reads from the config.
-  warmup_epochs: ``config -> number of initial epochs`` run with ``warmup_gradients``
-    and ``warmup=True`` passed to the transform (which then acts as the warm-up
-    optimizer; see ``sam_methods.during_warmup``).
-  init_state: ``(config, key, spec: ModelSpec) -> method state`` (default: {}).
-  epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
-  state_metrics: ``opt_state -> dict`` of scalars read after every step (averaged over
-    the epoch and logged), e.g. SANER's group fractions.
-  epoch_phase: an :class:`EpochPhase` run before the noisy batches of every epoch.
-  check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
-    ``ValueError`` before anything compiles when the data cannot serve the method.
-  needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
-  sam_family: whether per-device ascent applies.
+  Attributes:
+    transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
+      first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
+    gradients: ``(config, spec: ModelSpec) -> (StepInputs -> Gradients)``.
+    description: one line for ``--help``.
+    hparams: the hyper-parameter records (frozen dataclasses of
+      :func:`jaxnoisy.train.hparams.hp` fields) the method reads from the config.
+    warmup_epochs: ``config -> number of initial epochs`` run with ``warmup_gradients``
+      and ``warmup=True`` passed to the transform (which then acts as the warm-up
+      optimizer; see ``sam_methods.during_warmup``).
+    init_state: ``(config, key, spec: ModelSpec) -> method state`` (default: {}).
+    epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
+    state_metrics: ``opt_state -> dict`` of scalars read after every step (averaged over
+      the epoch and logged), e.g. SANER's group fractions.
+    epoch_phase: an :class:`EpochPhase` run before the noisy batches of every epoch.
+    check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
+      ``ValueError`` before anything compiles when the data cannot serve the method.
+    needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
+    sam_family: whether per-device ascent applies.
   """
 
   transform: Callable[["TrainConfig", Optional[str], int], optax.GradientTransformation]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from jaxnoisy.train import fbr_method, meta_methods, sam_methods
 from jaxnoisy.train.interface import Method
 
+#: Every method the trainer runs, by its ``--method`` name.
 METHODS: dict[str, Method] = {
     **sam_methods.METHODS,
     **meta_methods.METHODS,
