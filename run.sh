@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # jaxnoisy's two set-up commands:
 #   bash run.sh main   # SGD, SAM and the seed methods on real Fashion-MNIST, 40% instance noise
-#   bash run.sh test   # the test suite
-# Each creates (or reuses) the virtual environment .venv, installs jaxnoisy into it, and
-# installs Debian's dataset-fashion-mnist when it is missing and apt-get can be used.
+#   bash run.sh test   # the test suite (it builds the docs too, warnings as errors)
+# Each creates (or reuses) the virtual environment .venv, installs jaxnoisy into it (with
+# its test and docs extras), and installs Debian's dataset-fashion-mnist when it is
+# missing and apt-get can be used. And:
+#   bash run.sh docs   # the documentation site, into docs/_build/html
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV=.venv
@@ -14,7 +16,7 @@ ensure_venv() {
   local stamp="$VENV/.jaxnoisy-installed"
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[test]"
+    "$VENV/bin/python" -m pip install -q -e ".[test,docs]"
     touch "$stamp"
   fi
 }
@@ -48,8 +50,13 @@ case "${1:-}" in
     shift
     exec "$VENV/bin/python" -m pytest tests "$@"
     ;;
+  docs)
+    ensure_venv
+    shift
+    exec "$VENV/bin/python" -m sphinx -W -b html docs docs/_build/html "$@"
+    ;;
   *)
-    echo "usage: bash run.sh main|test" >&2
+    echo "usage: bash run.sh main|test|docs" >&2
     exit 2
     ;;
 esac

@@ -500,6 +500,7 @@ def noise_rate(clean_labels, noisy_labels) -> float:
 # Noise specs.
 # --------------------------------------------------------------------------
 
+#: The kinds a noise spec (``KIND`` or ``KIND:ARG``) may name.
 NOISE_KINDS = (
     "none",
     "symmetric",

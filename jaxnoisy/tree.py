@@ -47,10 +47,11 @@ def global_norm(tree) -> jax.Array:
 
 
 def scaled_norm(tree) -> jax.Array:
-  r"""The global L2 norm without overflow: :math:`m \lVert x / m \rVert`, m = max|x|.
+  r"""The global L2 norm without overflow: :math:`m \lVert x / m \rVert`, :math:`m = \max|x|`.
 
-  Equal to :func:`global_norm` up to rounding, but finite wherever max|x| is (a plain
-  sum of squares overflows float32 from |x| ≈ 1.8e19). 0 for a zero or empty tree.
+  Equal to :func:`global_norm` up to rounding, but finite wherever :math:`\max|x|` is (a
+  plain sum of squares overflows float32 from :math:`|x| \approx 1.8 \times 10^{19}`).
+  0 for a zero or empty tree.
   """
   dtype = accumulation_dtype(tree)
   leaves = [jnp.asarray(x).astype(dtype) for x in jax.tree.leaves(tree)]

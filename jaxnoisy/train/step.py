@@ -139,10 +139,10 @@ def replicate(step: Callable, mesh: Mesh, in_axes: tuple, *, vmap_replicas: bool
   ``jax.shard_map`` over REPLICA_AXIS gives each device group its own replicas, which
   it runs with ``jax.vmap`` — or, with ``vmap_replicas=False``, one after another in the
   same program. On XLA:CPU vmapped convolutions become grouped convolutions, slower than
-  separate steps (README: "Many seeds, a sweep"), also when a vmap over the whole replica
-  axis was left to the partitioner; with one replica per group the local vmap has size 1
-  and the convolutions stay plain. The first argument (the state) is donated unless
-  ``donate=False``; every output has a leading replica axis.
+  separate steps (docs/scale.md: "Many seeds and a sweep"), also when a vmap over the
+  whole replica axis was left to the partitioner; with one replica per group the local
+  vmap has size 1 and the convolutions stay plain. The first argument (the state) is
+  donated unless ``donate=False``; every output has a leading replica axis.
   """
   def local_step(*args):  # this device group's replicas
     if vmap_replicas:
