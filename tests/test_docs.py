@@ -106,3 +106,11 @@ def test_site_builds_warning_free_with_every_public_name_and_its_math(tmp_path):
       unrendered.append(name)
   assert not unrendered, f"math not rendered for {unrendered}"
   assert (out / "_images" / "main_job.png").exists()  # the results pages carry the plots
+
+  # The configuration reference lists every field of TrainConfig by its flag.
+  import dataclasses
+  from jaxnoisy.train.config import TrainConfig
+  reference = (out / "api" / "trainer.html").read_text()
+  unlisted = [f.name for f in dataclasses.fields(TrainConfig)
+              if f">--{f.name.replace('_', '-')}</span></code>" not in reference]
+  assert not unlisted, f"fields missing from the configuration reference: {unlisted}"

@@ -29,9 +29,14 @@ def _allowed(meta) -> str:
 
 
 def _default(field) -> str:
+  """The default as the flag takes it (a tuple comma-separated; unset: none)."""
   value = field.default_factory() if field.default_factory is not dataclasses.MISSING \
       else field.default
-  return f"`{value!r}`"
+  if value is None:
+    return "(unset)"
+  if isinstance(value, (tuple, list)):
+    value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+  return f"`{value}`"
 
 
 def _flags(field) -> str:
