@@ -50,12 +50,14 @@ def public_names() -> set[str]:
   import jaxnoisy
   from jaxnoisy import meta, noise, tree
 
-  names = {f"jaxnoisy.{n}" for n in jaxnoisy.__all__ if n not in meta.__all__ and n != "tree"}
+  # jaxnoisy.global_norm is listed where it lives, as jaxnoisy.tree.global_norm.
+  names = {f"jaxnoisy.{n}" for n in jaxnoisy.__all__
+           if n not in meta.__all__ and n not in ("tree", "global_norm")}
   names |= {f"jaxnoisy.meta.{n}" for n in meta.__all__}
   names |= {f"jaxnoisy.noise.{n}" for n in noise.__all__}
   names |= {f"jaxnoisy.tree.{n}" for n, f in vars(tree).items()
             if inspect.isfunction(f) and f.__module__ == tree.__name__
-            and not n.startswith("_") and n != "global_norm"}
+            and not n.startswith("_")}
   names |= {"jaxnoisy.train.config.TrainConfig", "jaxnoisy.train.config.load_config",
             "jaxnoisy.train.interface.Method", "jaxnoisy.train.methods.METHODS"}
   return names
