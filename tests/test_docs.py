@@ -43,6 +43,14 @@ def test_readme_markers_the_docs_include_exist():
       assert text.index(start) < text.index(end), (page, start)
 
 
+def test_every_results_report_is_a_docs_page():
+  included = "".join(page.read_text() for page in pages())
+  reports = sorted((ROOT / "experiments" / "results").glob("*.md"))
+  assert reports
+  for report in reports:
+    assert f"experiments/results/{report.name}" in included, f"{report.name} is in no page"
+
+
 def public_names() -> set[str]:
   """Every name the API reference must list, as the reference spells it."""
   import inspect
