@@ -138,6 +138,8 @@ class Method(NamedTuple):
   check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
     ``ValueError`` before anything compiles when the data cannot serve the method.
   needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
+  clean_passes_per_epoch: its clean batches restart their passes over the clean subset
+    every epoch (MW-Net's loader) instead of running on across epochs.
   sam_family: whether per-device ascent applies.
   """
 
@@ -153,4 +155,5 @@ class Method(NamedTuple):
   epoch_phase: Optional[EpochPhase] = None
   check_data: Optional[Callable[["TrainConfig", Any], None]] = None
   needs_clean: bool = False
+  clean_passes_per_epoch: bool = False
   sam_family: bool = False

@@ -327,7 +327,8 @@ METHODS: dict[str, Method] = {
                             hparams=(MetaReweightHparams,), init_state=_weights_state(1.0),
                             epoch_metrics=_weight_metrics, needs_clean=True),
     "mwnet": Method(identity_transform, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019)",
-                    init_state=_mwnet_init, epoch_metrics=_weight_metrics, needs_clean=True),
+                    init_state=_mwnet_init, epoch_metrics=_weight_metrics, needs_clean=True,
+                    clean_passes_per_epoch=True),  # the authors' iter() per epoch
     "mlc": Method(identity_transform, _correction_gradients(_mlc), "MLC (Zheng et al. 2021)",
                   hparams=(MLCHparams,), init_state=_correction_init,
                   epoch_metrics=_correction_metrics, needs_clean=True),

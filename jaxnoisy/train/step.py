@@ -116,6 +116,26 @@ def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False,
   return normalize(x, mean, std), labels[idx], idx
 
 
+def clean_batch_indices(key: jax.Array, position, *, num_clean: int, batch_size: int):
+  """The example indices of clean batch number ``position`` (``position`` ≥ 0).
+
+  The clean subset is read in passes, pass p a permutation drawn from
+  ``fold_in(key, p)``, the batches back to back over the passes: batch k holds items
+  k·b … k·b + b − 1 of that endless sequence, so every clean example is in every pass
+  once and a batch that crosses the end of a pass takes the rest of it and the start of
+  the next (L2RW's ``DataSet.next_batch``; the torch loaders of MLC, EBOMLC and MW-Net
+  yield a smaller last batch instead, the same batches when b divides the subset).
+  A pure function of (key, position): a resumed run reads the same batches.
+  """
+  m, b = num_clean, batch_size
+  # p·m + o = position·b without overflowing int32: position = q·m + r.
+  q, r = jnp.divmod(position, m)
+  first, offset = q * b + (r * b) // m, (r * b) % m
+  slots = offset + jnp.arange(b)  # < 2m, as b ≤ m
+  perm = lambda p: jax.random.permutation(jax.random.fold_in(key, p), m)
+  return jnp.where(slots < m, perm(first)[slots % m], perm(first + 1)[slots % m])
+
+
 def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
                  augment: bool = False, crop: Optional[int] = None):
   """Batch ``index`` of the epoch on the device-resident path: the example indices are
@@ -206,7 +226,7 @@ def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase
 def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int,
                     clean_batch_size: int, per_device_ascent: bool, augment: bool = False,
                     warmup: bool = False, state_metrics: Optional[Callable] = None,
-                    streamed: bool = False):
+                    streamed: bool = False, clean_epoch_steps: Optional[int] = None):
   """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``, or
   with ``streamed=True`` ``step(state, data, images, idx, key, progress, hyper)``.
 
@@ -224,7 +244,12 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
 
   ``gradients_fn(hyper) -> (StepInputs -> Gradients)`` is the method's gradient of one
   replica (under a sweep it receives that replica's traced values). ``augment`` turns
-  on random crops and flips of the training batch (CIFAR). ``warmup=True`` builds the
+  on random crops and flips of the training batch (CIFAR) and of the clean batch. The
+  clean batch of noisy step s is :func:`clean_batch_indices` at position s (passes over
+  the clean subset that run on across epochs, as the MLC and EBOMLC authors'
+  ``DataIterator``), or, with ``clean_epoch_steps``, at position s mod
+  ``clean_epoch_steps`` with a key of the epoch's own (passes restarted every epoch, as
+  MW-Net's ``iter(train_meta_loader)``). ``warmup=True`` builds the
   step of a method's warm-up epochs: the transform receives ``warmup=True``.
   ``state_metrics(opt_state) -> dict`` adds the method's metrics read from its state.
 
@@ -258,6 +283,7 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
         state.phase_step), step_increment=1, state_metrics=state_metrics, **extra)
 
   def step(state, data, perm_or_images, index_or_idx, key, progress, hyper):
+    clean_key = jax.random.fold_in(key, 2**31 - 4)  # the clean passes' (not the step's)
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     aug_key = jax.random.fold_in(key, 2**31 - 2)
@@ -270,10 +296,15 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     # Inside the shard_map over replicas: the context mesh (REPLICA_AXIS manual).
     batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
-    if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
-      cidx = jax.random.choice(jax.random.fold_in(key, 2**31 - 1), clean_labels.shape[0],
-                               (clean_batch_size,), replace=False)
-      clean_x, clean_y = model_input(setup, clean_images[cidx]), clean_labels[cidx]
+    if clean_labels.shape[0]:  # the clean batch of this step (meta methods)
+      position = state.step
+      if clean_epoch_steps is not None:  # passes restarted every epoch
+        epoch, position = jnp.divmod(state.step, clean_epoch_steps)
+        clean_key = jax.random.fold_in(clean_key, epoch)
+      cidx = clean_batch_indices(clean_key, position, num_clean=clean_labels.shape[0],
+                                 batch_size=clean_batch_size)
+      clean_x, clean_y, _ = prepare_batch(clean_images[cidx], clean_labels, cidx,
+                                          jax.random.fold_in(key, 2**31 - 1), **norm)
       if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
         clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:

@@ -287,7 +287,8 @@ class Trainer:
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
         per_device_ascent=config.per_device_ascent, warmup=warmup,
-        state_metrics=method.state_metrics, streamed=self.streamed)
+        state_metrics=method.state_metrics, streamed=self.streamed,
+        clean_epoch_steps=self.steps_per_epoch if method.clean_passes_per_epoch else None)
     self.train_step = make(method.gradients, False)
     # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
     self.warmup_step = make(method.warmup_gradients, True) if self.warmup_epochs else None
