@@ -77,9 +77,10 @@ def _data():
   return d._replace(clean_images=clean, clean_labels=np.arange(M, dtype=np.int32) % 10)
 
 
-def _seen(monkeypatch, tmp_path, method, augment=False, cut=None):
+def _seen(monkeypatch, tmp_path, method, augment=False, cut=None, padding_mode="constant"):
   monkeypatch.setitem(methods.METHODS, method, _spy(methods.METHODS[method]))
-  cfg = TOY.replace(method=method, epochs=2, clean_batch_size=BC, augment=augment)
+  cfg = TOY.replace(method=method, epochs=2, clean_batch_size=BC, augment=augment,
+                    padding_mode=padding_mode)
   out, data = str(tmp_path / f"{method}{augment}"), _data()
   if cut is not None:
     with pytest.raises(KeyboardInterrupt):
@@ -111,10 +112,14 @@ def test_mwnet_restarts_its_passes_every_epoch(monkeypatch, tmp_path):
   assert not np.array_equal(epochs[0], epochs[1])
 
 
-def test_clean_batches_are_augmented_with_augment(monkeypatch, tmp_path):
-  ids, changed = _seen(monkeypatch, tmp_path, "mlc", augment=True)
+@pytest.mark.parametrize("padding_mode", ["constant", "reflect"])
+def test_clean_batches_are_augmented_with_augment(monkeypatch, tmp_path, padding_mode):
+  """Each clean image is one grey level: zero padding shows in the shifted crops of
+  every batch; mirrored padding (--padding-mode reflect) of such an image is invisible."""
+  ids, changed = _seen(monkeypatch, tmp_path, "mlc", augment=True,
+                       padding_mode=padding_mode)
   assert _passes_ok(ids.reshape(-1))  # the same passes (the centre pixel survives)
-  assert changed.all()  # zero padding has entered some crops of every batch
+  assert changed.all() if padding_mode == "constant" else not changed.any()
 
 
 def test_resume_reads_the_same_clean_batches(monkeypatch, tmp_path):

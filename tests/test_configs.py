@@ -37,6 +37,15 @@ def test_fashion_mnist_config_per_method(method):
                                                 "mwnet", "mlc", "bome_mlc", "ebomlc"})
 
 
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_paper_configs_pad_crops_as_their_authors(name):
+  """Reflection in EBOMLC's code (its MW-Net loader), zeros in torchvision's
+  RandomCrop(padding=4) of the SAM, SANER and FBR codes."""
+  want = "reflect" if name == "ebomlc_cifar.py" else "constant"
+  for arg in ARGS[name]:
+    assert load_config(f"{CONFIGS / name}:{arg}").padding_mode == want
+
+
 def test_fashion_mnist_ebomlc_reference_arm():
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc_reference")
   assert config.method == "ebomlc" and config.ebomlc_sign == "reference"

@@ -104,13 +104,14 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
 
 
 def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False,
-                  crop: Optional[int] = None):
+                  crop: Optional[int] = None, padding_mode: str = "constant"):
   """The training batch of images ``x`` (uint8) with example indices ``idx``: randomly
-  cropped (padding 4; with ``crop``, a ``crop``-sized window, no padding) and flipped
-  when ``augment`` (keyed: reproducible), else center-cropped to ``crop``; normalized;
-  the labels gathered by index. Returns ``(x, y, idx)``."""
+  cropped (padding 4 with ``padding_mode``; with ``crop``, a ``crop``-sized window, no
+  padding) and flipped when ``augment`` (keyed: reproducible), else center-cropped to
+  ``crop``; normalized; the labels gathered by index. Returns ``(x, y, idx)``."""
   if augment:
-    x = augment_batch(key, x, crop_padding=4 if crop is None else 0, crop_size=crop)
+    x = augment_batch(key, x, crop_padding=4 if crop is None else 0, crop_size=crop,
+                      padding_mode=padding_mode)
   else:
     x = center_crop(x, crop)
   return normalize(x, mean, std), labels[idx], idx
@@ -137,12 +138,13 @@ def clean_batch_indices(key: jax.Array, position, *, num_clean: int, batch_size:
 
 
 def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
-                 augment: bool = False, crop: Optional[int] = None):
+                 augment: bool = False, crop: Optional[int] = None,
+                 padding_mode: str = "constant"):
   """Batch ``index`` of the epoch on the device-resident path: the example indices are
   a slice of the permutation, the images gathered on device; then :func:`prepare_batch`."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
   return prepare_batch(images[idx], labels, idx, key, mean=mean, std=std, augment=augment,
-                       crop=crop)
+                       crop=crop, padding_mode=padding_mode)
 
 
 def model_input(setup: "StepSetup", images):
@@ -190,6 +192,7 @@ class StepSetup(NamedTuple):
   std: tuple
   vmap_replicas: bool
   crop: Optional[int] = None  # the model's input size, cropped from larger stored images
+  padding_mode: str = "constant"  # of the random crops' padding (augment.PADDING_MODES)
 
 
 def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, clean_y,
@@ -287,7 +290,8 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     aug_key = jax.random.fold_in(key, 2**31 - 2)
-    norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop)
+    norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop,
+                padding_mode=setup.padding_mode)
     if streamed:  # the pipeline's images and example indices
       batch = prepare_batch(perm_or_images, labels, index_or_idx, aug_key, **norm)
     else:

@@ -282,7 +282,7 @@ class Trainer:
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas, crop)
+                               self.vmap_replicas, crop, config.padding_mode)
     make = lambda gradients, warmup: step_lib.make_train_step(
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
