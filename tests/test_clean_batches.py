@@ -14,7 +14,7 @@ import pytest
 from jaxnoisy.train import interface, methods
 from jaxnoisy.train.step import clean_batch_indices
 from jaxnoisy.train.trainer import train
-from tests.test_trainer import TOY, CtrlC, toy_data
+from test_trainer import TOY, CtrlC, toy_data
 
 
 @pytest.mark.parametrize("m,b", [(10, 4), (10, 10), (12, 5), (1000, 100)])

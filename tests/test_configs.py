@@ -63,6 +63,7 @@ def test_clothing1m_config_is_the_fbr_authors_recipe(method):
   assert config.train_size // config.batch_size == 2000 and config.train_balanced
   assert config.crop_size == 224 and config.noise == "clothing1m:noisy"
   assert config.clean_size == (2000 if method != "sgd" else 0)
+  assert config.fbr_clean_batch_size == 128  # the clean passes' own batch (train_steps)
 
 
 def test_bad_arg_and_missing_file():

@@ -257,7 +257,7 @@ def test_mlc_chain_with_torch_amsgrad_over_three_steps():
   AMSGrad in NumPy, w by SGD with momentum in NumPy."""
   from jaxnoisy.train import meta_methods, step as step_lib
   from jaxnoisy.train.config import TrainConfig
-  from tests.test_amsgrad import torch_rule
+  from test_amsgrad import torch_rule
 
   lr, meta_lr, m = 0.3, 0.05, 4
   config = TrainConfig(method="mlc", meta_lr=meta_lr, momentum=MU, weight_decay=WD)

@@ -325,50 +325,55 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
                    vmap_replicas=setup.vmap_replicas)
 
 
-def phase_batch_size(num_clean: int, batch_size: int, n_data: int) -> tuple[int, int]:
-  """``(batches per pass, batch size)`` of a phase's passes over the clean subset.
-
-  The passes use ``ceil(m / batch_size)`` equal batches (at most ``batch_size``, a
-  multiple of the data-parallel devices), so a pass covers the subset but for fewer
-  than ``batches + n_data`` examples left out at random (the authors' loader keeps a
-  smaller last batch; static shapes need equal ones).
-  """
+def phase_batches(num_clean: int, batch_size: int) -> tuple[int, int]:
+  """``(batches per pass, size of the last)`` of a phase's passes over the clean subset:
+  ``ceil(m / batch_size)`` batches, all of ``batch_size`` but the last, which holds the
+  rest (``DataLoader(shuffle=True, drop_last=False)``: every example in every pass)."""
   batches = -(-num_clean // batch_size)
-  size = (num_clean // batches) // n_data * n_data
-  if size < 1:
-    raise ValueError(f"clean_size must be at least the {n_data} devices per replica for a "
-                     f"phase over the clean subset, got {num_clean}")
-  return batches, size
+  return batches, num_clean - (batches - 1) * batch_size
 
 
 def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
                     batch_size: int):
-  """Returns the jitted ``phase_step(state, data, key, hyper)`` of a method's per-epoch
-  phase: the step ``state.phase_step`` of the epoch on a batch of the clean subset
-  (pass p = phase_step // batches, reshuffled per epoch and pass), through the same
-  optimizer as the noisy steps; it advances ``phase_step``, not ``step``."""
+  """Returns ``phase_step(state, data, key, hyper, index)``: step ``index`` (the host's
+  count of ``state.phase_step``) of a method's per-epoch phase, on a batch of the clean
+  subset (pass p = index // batches, reshuffled per epoch and pass; batches of
+  :func:`phase_batches`), through the same optimizer as the noisy steps; it advances
+  ``phase_step``, not ``step``. The full batches and the smaller last one of a pass are
+  two jitted programs, each compiled once."""
   n_data = setup.mesh.shape[DATA_AXIS]
-  batches, size = phase_batch_size(num_clean, batch_size, n_data)
+  batches, last = phase_batches(num_clean, batch_size)
 
-  def step(state, data, key, hyper):
-    tx, _ = setup.build(hyper)
-    _, _, clean_images, clean_labels = data
-    # state.step is the epoch's first noisy step: keys of this epoch's phase.
-    epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), 2**31 - 3)
-    pass_index, b = jnp.divmod(state.phase_step, batches)
-    perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
-    idx = jax.lax.dynamic_slice_in_dim(perm, b * size, size)
-    batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
-    x, y, idx = jax.lax.with_sharding_constraint(
-        (model_input(setup, clean_images[idx]), clean_labels[idx], idx),
-        batch_sharded)
-    step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, 2**31 - 1), state.phase_step)
-    inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
-    out = gradients_fn(hyper)(inp)
-    return _apply_update(tx, state, inp, out, lambda t: t,
-                         phase_step=state.phase_step + 1, step_increment=0)
+  def make(size: int):
+    def step(state, data, key, hyper):
+      tx, _ = setup.build(hyper)
+      _, _, clean_images, clean_labels = data
+      # state.step is the epoch's first noisy step: keys of this epoch's phase.
+      epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), 2**31 - 3)
+      pass_index, b = jnp.divmod(state.phase_step, batches)
+      perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
+      idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, size)
+      x, y = model_input(setup, clean_images[idx]), clean_labels[idx]
+      if size % n_data == 0:  # sharded like the noisy batch (else whole on each device)
+        batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
+        x, y, idx = jax.lax.with_sharding_constraint((x, y, idx), batch_sharded)
+      step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, 2**31 - 1),
+                                    state.phase_step)
+      inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
+      out = gradients_fn(hyper)(inp)
+      return _apply_update(tx, state, inp, out, lambda t: t,
+                           phase_step=state.phase_step + 1, step_increment=0)
 
-  return replicate(step, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas)
+    return replicate(step, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas)
+
+  full = make(batch_size) if batches > 1 or last == batch_size else None
+  rest = make(last) if last != batch_size else full
+
+  def phase_step(state, data, key, hyper, index: int):
+    program = rest if index % batches == batches - 1 else full
+    return program(state, data, key, hyper)
+
+  return phase_step
 
 
 def make_phase_finish(setup: StepSetup, finish_fn: Callable):

@@ -298,7 +298,7 @@ class Trainer:
     if self.phase_steps:
       self.phase_step = step_lib.make_phase_step(
           setup, method_fn(phase.gradients), num_clean=num_clean,
-          batch_size=config.batch_size)
+          batch_size=min(phase.batch_size(config), num_clean))
     self.phase_finish = step_lib.make_phase_finish(setup, method_fn(phase.finish)) \
         if phase else None
     # Host-side reads of sharded arrays run as one jitted program each, which the
@@ -397,8 +397,9 @@ class Trainer:
     the clean subset, then its ``finish``; returns (state, its step metrics)."""
     history = []
     try:
-      for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
-        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper)
+      for k in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper,
+                                         k)
         state = self.sync(state)
         history.append(metrics)
         if progress is not None:
