@@ -27,11 +27,12 @@ How the phase boundaries are located is written on the page (:func:`boundaries`)
 
 Usage:
   python experiments/meta_phases.py [--noise symmetric:0.4,instance:0.4] [--seeds 0,1,2]
-      [--train-size 4000] [--epochs 50] [--runs experiments/results/runs/meta_phases]
+      [--train-size 2000] [--epochs 50] [--runs experiments/results/runs/meta_phases]
       [--report-only]
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -47,9 +48,9 @@ NOISE = ["symmetric:0.4", "instance:0.4"]
 RUNS = "experiments/results/runs/meta_phases"
 RESULTS = "experiments/results/META_PHASES.md"
 # The size of every run (the same for all, stated on the page): CPU is scarce here.
-DEFAULTS = {"train_size": 4000, "epochs": 50, "clean_size": 1000, "heldout_size": 1000,
-            "learning_rate": 0.05, "probe_every": 20, "probe_batches": 2,
-            "param_scale": 0.02}
+DEFAULTS = {"train_size": 2000, "epochs": 50, "clean_size": 1000, "heldout_size": 1000,
+            "learning_rate": 0.05}
+PROBES = {"probe_every": 8, "probe_batches": 2, "param_scale": 0.02}
 # Fractions of the largest zero share of corrupted weights that open and close the
 # filtering phase, and of the clean loss's total fall that marks its plateau.
 FILTER_OPEN, FILTER_CLOSE, LOSS_PLATEAU = 0.1, 0.9, 0.9
@@ -110,7 +111,7 @@ def make_probe(trainer, config, num_classes, param_scale):
   return jax.jit(probe)
 
 
-def train_run(config, out_dir, sizes, dataset=None) -> dict:
+def train_run(config, out_dir, probes, dataset=None) -> dict:
   """Trains one run with a probe every ``probe_every`` steps; writes its records."""
   import jax
   import numpy as np
@@ -124,11 +125,11 @@ def train_run(config, out_dir, sizes, dataset=None) -> dict:
   trainer = Trainer(config, data)
   n_classes = data.num_classes
   check_fbr_clean_set(data.clean_labels, n_classes)
-  probe = make_probe(trainer, config, n_classes, sizes["param_scale"])
+  probe = make_probe(trainer, config, n_classes, probes["param_scale"])
   weight_stats = jax.jit(phases.weight_phase_stats)
   os.makedirs(out_dir, exist_ok=True)
   write_atomic(os.path.join(out_dir, "config.json"), json.dumps(
-      {"train_config": {k: v for k, v in vars(config).items()}, "sizes": sizes}, indent=1,
+      {"train_config": dataclasses.asdict(config), "probes": probes}, indent=1,
       default=str) + "\n")
 
   mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
@@ -136,7 +137,7 @@ def train_run(config, out_dir, sizes, dataset=None) -> dict:
   all_clean_x, all_clean_y = norm(data.clean_images), data.clean_labels
   rng = np.random.default_rng(config.seed + 100)   # the probes' own batches
   key = jax.random.key(config.seed + 100)          # and perturbations
-  nb, bs = sizes["probe_batches"], config.batch_size
+  nb, bs = probes["probe_batches"], config.batch_size
   cb = min(config.clean_batch_size, len(all_clean_y) // 2)
   spe, total = trainer.steps_per_epoch, trainer.total_steps
   rows, step_metrics, state, previous = [], {}, trainer.initial_state, None
@@ -170,7 +171,8 @@ def train_run(config, out_dir, sizes, dataset=None) -> dict:
     if step >= total:
       break
     epoch, begin = divmod(step, spe)
-    state, means = trainer.run_epoch(state, epoch, begin, min(spe, begin + sizes["probe_every"]))
+    state, means = trainer.run_epoch(state, epoch, begin,
+                                     min(spe, begin + probes["probe_every"]))
     step_metrics = means[0]
 
   final = trainer.evaluate(state)[0]
@@ -376,7 +378,10 @@ def report(root, noises, seeds, out_path) -> str:
   found = {n: [r for r in (load_run(run_dir(root, n, s)) for s in seeds) if r] for n in noises}
   commits = sorted({c for n in noises for s in seeds
                     for c in table.run_commits(run_dir(root, n, s))})
-  sizes = next((cfg["sizes"] for runs in found.values() for _, _, cfg in runs), DEFAULTS)
+  saved = next((cfg for runs in found.values() for _, _, cfg in runs), None)
+  c, p = ((saved["train_config"], saved["probes"]) if saved
+          else ({**DEFAULTS, "batch_size": 128, "clean_batch_size": 100, "weight_lr": 100.0,
+                 "momentum": 0.9, "weight_decay": 5e-4, "model": "cnn"}, PROBES))
   cpu = sum(s["cpu_seconds"] for runs in found.values() for s, _, _ in runs)
   lines = [
       "# Seed 002's three phases of meta-reweighting, observed on Fashion-MNIST", "",
@@ -385,16 +390,17 @@ def report(root, noises, seeds, out_path) -> str:
       f"commit(s) {', '.join(commits) or '—'}; {platform.machine()}, {os.cpu_count()} CPU "
       f"cores, one host device per run, {cpu / 60:.1f} CPU minutes for all runs).", "",
       f"Setting, the same for every run (sized to the shared 2-core machine): "
-      f"`meta_reweight` on a random {sizes['train_size']:,}-example subset of the noisy "
-      f"training set, {sizes['clean_size']:,} clean examples, CNN, batch 128, clean batch "
-      f"100, {sizes['epochs']} epochs at a constant learning rate {sizes['learning_rate']} "
-      "(no decay: a shrinking step would stop the weights for its own reason), weight step "
-      "α = 100 (the trainer's default), momentum 0.9, weight decay 5e-4. Every "
-      f"{sizes['probe_every']} steps: the weights of the whole training set, and on "
-      f"{sizes['probe_batches']} fresh batches of 128 the diagnostics of "
+      f"`meta_reweight` on a random {c['train_size']:,}-example subset of the noisy "
+      f"training set, {c['clean_size']:,} clean examples, model `{c['model']}`, batch "
+      f"{c['batch_size']}, clean batch {c['clean_batch_size']}, {c['epochs']} epochs at a "
+      f"constant learning rate {c['learning_rate']} (no decay: a shrinking step would stop "
+      f"the weights for its own reason), weight step α = {c['weight_lr']:g} (the trainer's "
+      f"default), momentum {c['momentum']}, weight decay {c['weight_decay']:g}. After every "
+      f"{p['probe_every']} steps (and at each epoch's end): the weights of the whole "
+      f"training set, and on {p['probe_batches']} fresh batches the diagnostics of "
       "`jaxnoisy.meta.phases` (coupling a_i = ⟨∇l_i, ∇L_clean⟩, the exact "
       "meta-direction −∂L_val/∂w, sign flips under a parameter perturbation of relative "
-      f"size {sizes['param_scale']} and under a resampled clean batch) and FBR's scores d "
+      f"size {p['param_scale']} and under a resampled clean batch) and FBR's scores d "
       "on the same states (the clean-side resample of FBR is a bootstrap of the clean "
       "subset). Each weight is updated only when its example is in a batch, once per "
       "epoch.", "",
@@ -471,7 +477,7 @@ def main(argv=None) -> int:
   parser.add_argument("--runs", default=RUNS)
   parser.add_argument("--results", default=RESULTS)
   parser.add_argument("--report-only", action="store_true")
-  for name, value in DEFAULTS.items():
+  for name, value in {**DEFAULTS, **PROBES}.items():
     parser.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
   args = parser.parse_args(argv)
   noises = args.noise.split(",")
@@ -483,11 +489,12 @@ def main(argv=None) -> int:
   except ValueError:
     parser.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
   sizes = {name: getattr(args, name) for name in DEFAULTS}
-  for name in ("train_size", "epochs", "clean_size", "probe_every", "probe_batches"):
-    if sizes[name] < 1:
-      parser.error(f"--{name.replace('_', '-')} must be >= 1, got {sizes[name]}")
-  if not sizes["param_scale"] >= 0:
-    parser.error(f"--param-scale must be >= 0, got {sizes['param_scale']}")
+  probes = {name: getattr(args, name) for name in PROBES}
+  for name, value in (*sizes.items(), *probes.items()):
+    if name != "param_scale" and not value > 0:
+      parser.error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+  if not probes["param_scale"] >= 0:
+    parser.error(f"--param-scale must be >= 0, got {probes['param_scale']}")
   if not args.report_only:
     from jaxnoisy.train.devices import use_cpu_cores
     use_cpu_cores(1)
@@ -497,7 +504,7 @@ def main(argv=None) -> int:
         if load_run(out) is None:
           config = run_config(noise, seed, sizes)  # validated before anything compiles
           print(f"training {out}", flush=True)
-          train_run(config, out, sizes)
+          train_run(config, out, probes)
   report(args.runs, noises, seeds, args.results)
   print(f"wrote {args.results}")
   return 0
