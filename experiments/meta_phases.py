@@ -228,7 +228,8 @@ def boundaries(rows) -> dict:
   - the clean loss has plateaued at the first probe with L ≤ L(0) − 0.9·(L(0) − min L)
     (``loss_plateau``);
   - ``z_slope_last``: z's rise per epoch over the last quarter of the run (a filtering
-    that has stopped has slope ≈ 0).
+    that has stopped has slope ≈ 0; a negative one means corrupted examples come back);
+    ``z_end``: z at the last probe.
 
   Returns also ``clean_loss_at_filter_end`` = L(filter_end) and, for each phase
   (``align``, ``filter``, ``post``) and each quantity of :data:`WINDOW_KEYS`, its mean
@@ -247,8 +248,8 @@ def boundaries(rows) -> dict:
   last = [(e, v) for e, v in zip(ep, z) if e >= ep[-1] * 0.75]
   slope = ((last[-1][1] - last[0][1]) / (last[-1][0] - last[0][0])
            if len(last) > 1 and last[-1][0] > last[0][0] else float("nan"))
-  out = {"z_max": z_max, "filter_start": start, "filter_end": end, "loss_plateau": plateau,
-         "clean_loss_start": loss[0], "clean_loss_min": min(loss),
+  out = {"z_max": z_max, "z_end": z[-1], "filter_start": start, "filter_end": end, "loss_plateau": plateau,
+         "clean_loss_start": loss[0], "clean_loss_min": min(loss), "clean_loss_end": loss[-1],
          "clean_loss_at_filter_end": (loss[ep.index(end)] if not math.isnan(end)
                                       else float("nan")),
          "z_slope_last": slope,
@@ -267,7 +268,7 @@ def verdict(b) -> dict:
   - ``alignment``: before filtering the coupling ranks clean above corrupted examples
     (AUC > 0.5) with most clean examples pushed up and most corrupted ones down;
   - ``order``: alignment, then filtering, then a post-filtering phase of ≥ 2 probes
-    in which z has stopped rising (last-quarter slope < 0.01 per epoch);
+    in which z has stopped rising (last-quarter slope < 0.01 per epoch; it may fall);
   - ``plateau_with_filter``: the filtering closes within one epoch of the clean loss's
     plateau;
   - ``coupling_vanishes``: the coupling's magnitude after filtering is below half of
@@ -291,7 +292,7 @@ def verdict(b) -> dict:
 STATEMENTS = {
     "alignment": "alignment first (the coupling separates clean from corrupted examples "
                  "by sign before any weight reaches zero)",
-    "order": "three phases in order, the filtering levelled off before the end",
+    "order": "three phases in order, the filtering stopped before the end",
     "plateau_with_filter": "the filtering stops where the clean loss plateaus",
     "coupling_vanishes": "the coupling vanishes after the filtering",
     "sensitivity_rises": "the filtering becomes perturbation-sensitive after it",
@@ -310,15 +311,18 @@ def plain_statements(bs, vs) -> list:
       f"phase in that order. Filtering opens at epoch {_fmt(m('filter_start'), 1)} and "
       f"reaches 90% of its extent at epoch {_fmt(m('filter_end'), 1)}, when "
       f"{_fmt(100 * FILTER_CLOSE * m('z_max'), 1)}% of the corrupted examples have weight "
-      f"0 (at most {_fmt(100 * m('z_max'), 1)}%); over the last quarter of training z "
-      f"{'still rises' if slope >= 0.01 else 'changes'} by {_fmt(100 * slope, 2)} points "
-      "per epoch.",
+      f"0 (at most {_fmt(100 * m('z_max'), 1)}%, at the end {_fmt(100 * m('z_end'), 1)}%); "
+      f"over the last quarter of training z "
+      f"{'still rises' if slope >= 0.002 else 'falls' if slope <= -0.002 else 'changes'} by "
+      f"{_fmt(100 * abs(slope), 2)} points per epoch.",
       f"**Where the filtering stops.** At a clean-subset loss of "
       f"{_fmt(m('clean_loss_at_filter_end'), 3)} (it starts at "
       f"{_fmt(m('clean_loss_start'), 3)} and is never lower than "
-      f"{_fmt(m('clean_loss_min'), 3)}); the clean loss has made 90% of its fall by epoch "
-      f"{_fmt(m('loss_plateau'), 1)} ({held('plateau_with_filter')}/{n} runs within one "
-      "epoch of the filtering's end).",
+      f"{_fmt(m('clean_loss_min'), 3)}, at the end {_fmt(m('clean_loss_end'), 3)}); the "
+      f"clean loss has made 90% of its fall by epoch {_fmt(m('loss_plateau'), 1)} "
+      f"({held('plateau_with_filter')}/{n} runs within one epoch of the filtering's end). "
+      f"‖∇L_clean‖ is {_fmt(m('align_clean_grad_norm'), 2)} in alignment and "
+      f"{_fmt(m('post_clean_grad_norm'), 2)} after filtering.",
       f"**Coupling.** Its RMS is {_fmt(m('align_coupling_magnitude'), 3)} in alignment, "
       f"{_fmt(m('filter_coupling_magnitude'), 3)} in filtering and "
       f"{_fmt(m('post_coupling_magnitude'), 3)} after it (below half its alignment size in "
@@ -488,7 +492,8 @@ def report(root, noises, seeds, out_path) -> str:
               f"| filtering opens (z ≥ {FILTER_OPEN}·max z) | {col('filter_start')} |",
               f"| filtering closes (z ≥ {FILTER_CLOSE}·max z) | {col('filter_end')} |",
               f"| clean loss plateaus | {col('loss_plateau')} |",
-              f"| max z (corrupted at 0) | {col('z_max', 3)} |",
+              f"| max z (corrupted at 0) / z at the end | {col('z_max', 3)} / "
+              f"{col('z_end', 3)} |",
               f"| z's rise per epoch, last quarter | {col('z_slope_last', 3)} |",
               f"| clean loss: start / min | {col('clean_loss_start', 3)} / "
               f"{col('clean_loss_min', 3)} |",
@@ -512,7 +517,7 @@ def report(root, noises, seeds, out_path) -> str:
               "(`experiments/meta_phases.py:verdict` gives the tests):", "",
               f"- alignment (coupling AUC > 0.5, most clean a_i > 0 and most corrupted "
               f"a_i < 0 before filtering): {yes('alignment')}",
-              f"- the three phases in the paper's order, with z levelled off at the end: "
+              f"- the three phases in the paper's order, z no longer rising at the end: "
               f"{yes('order')}",
               f"- filtering closes within one epoch of the clean-loss plateau: "
               f"{yes('plateau_with_filter')}",

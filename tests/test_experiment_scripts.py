@@ -209,6 +209,7 @@ def test_meta_phases_boundaries_and_verdict_on_known_curves():
   # fallen by 90% of 2.3 − 0.35 at L ≤ 0.545 (epoch 4).
   assert (b["filter_start"], b["filter_end"], b["loss_plateau"]) == (3.0, 5.0, 4.0)
   assert b["clean_loss_at_filter_end"] == 0.4 and b["z_slope_last"] == 0.0
+  assert b["z_max"] == b["z_end"] == 0.9
   assert b["post_probes"] == 4
   assert b["align_coupling_auc"] == pytest.approx(0.8)
   assert b["filter_coupling_auc"] == pytest.approx(0.9)
