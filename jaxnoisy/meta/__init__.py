@@ -1,5 +1,6 @@
 """Meta-learning methods guided by a small clean subset: pure step functions."""
 
+from jaxnoisy.meta.amsgrad import TorchAMSGradState, torch_amsgrad
 from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet,
                                       MLCResult, bome_lambda, bome_mlc_step,
                                       corrected_accuracy, ebomlc_beta, ebomlc_step,
@@ -30,4 +31,5 @@ __all__ = [
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
     "clean_loss_and_gradient", "coupling", "perturb_params", "phase_diagnostics",
     "score_summary", "sign_flip_share", "weight_phase_stats",
+    "TorchAMSGradState", "torch_amsgrad",
 ]

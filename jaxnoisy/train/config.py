@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from jaxnoisy.data.augment import PADDING_MODES
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
-from jaxnoisy.models import MODELS
+from jaxnoisy.models import COMPUTE_DTYPES, MODELS
 from jaxnoisy.noise import parse_noise_spec
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
@@ -35,6 +36,9 @@ class RunConfig:
   noise: str = hp("symmetric:0.4", "noise spec, e.g. none, symmetric:0.4, "
                   "symmetric-inclusive:0.4, asymmetric:0.4, pairflip:0.45, instance:0.4")
   model: str = hp("cnn", "the network", choices=tuple(MODELS))
+  compute_dtype: str = hp("float32", "what activations and matmuls compute in; "
+                         "parameters, optimizer state and the loss stay float32",
+                         choices=tuple(COMPUTE_DTYPES))
   init_params: Optional[str] = hp(None, "start from these weights: an .npz of "
                                   "{'params': ..., 'state': ...} as models.save_params "
                                   "writes it (e.g. ImageNet weights); a classifier of "
@@ -60,6 +64,10 @@ class RunConfig:
                                      "accelerators, one after another on CPU)")
   augment: Optional[bool] = hp(None, "random crop + flip (default: on for CIFAR, off for "
                                "MNIST-like)")
+  padding_mode: str = hp("constant", "the random crops' 4-pixel padding: zeros "
+                         "(constant, torchvision's RandomCrop(padding=4) of the SAM, "
+                         "SANER and FBR code) or mirrored (reflect, the MW-Net and EBOMLC "
+                         "loaders)", choices=PADDING_MODES)
   crop_size: Optional[int] = hp(None, "the model's input: random crop×crop windows of the "
                                 "stored images in training (no padding), central ones "
                                 "elsewhere (Clothing1M: 224 of 256)", low=1)
