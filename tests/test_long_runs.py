@@ -1,0 +1,306 @@
+"""Long runs on shared clusters: one writer per run directory, stopping on SIGTERM or
+Ctrl-C at the step in flight, divergence reported, a directory that stops taking writes."""
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import pytest
+
+from jaxnoisy import cli
+from jaxnoisy.train import divergence, preemption, rundir
+from jaxnoisy.train.trainer import train
+from test_fbr_method import toy_with_clean
+from test_trainer import FMNIST, TOY, final_params, toy_data
+
+# 512 examples, batch 64: 8 noisy steps per epoch, checkpoints 8 and 16.
+
+
+@pytest.fixture(scope="module")
+def full():
+  """TOY trained without interruption."""
+  with tempfile.TemporaryDirectory() as d:
+    yield train(TOY, d, data=toy_data(), progress=False)
+
+
+def assert_same_run(a, b):
+  for x, y in zip(final_params(a), final_params(b)):
+    np.testing.assert_array_equal(x, y)
+  assert [{k: v for k, v in r.items() if "seconds" not in k} for r in a["metrics"]] == \
+      [{k: v for k, v in r.items() if "seconds" not in k} for r in b["metrics"]]
+
+
+class At:
+  """A progress "bar" that calls ``action()`` once, after ``step`` steps."""
+
+  def __init__(self, step, action):
+    self.left, self.action = step, action
+
+  def update(self, n):
+    self.left -= n
+    if self.left == 0:
+      self.action()
+
+
+def sigterm():
+  os.kill(os.getpid(), signal.SIGTERM)
+
+
+def listing(directory):
+  """Every path under ``directory`` with its size and modification time."""
+  out = {}
+  for root, _, files in os.walk(directory):
+    for name in files:
+      st = os.stat(os.path.join(root, name))
+      out[os.path.join(root, name)] = (st.st_size, st.st_mtime_ns)
+  return out
+
+
+# 1. One writer per --out.
+
+@pytest.mark.parametrize("first,second", [("fresh", "resume"), ("resume", "fresh")])
+def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
+    tmp_path, capsys, first, second):
+  """A run holds --out; a second one started into it (as --resume beside a fresh run,
+  or fresh beside a resumed one) refuses in one line naming the holder, exit 4, and
+  leaves every file as it was. The first run then ends as usual."""
+  out, data = str(tmp_path / "run"), toy_data()
+  if first == "resume":  # a run stopped at step 3, resumed below
+    with pytest.raises(KeyboardInterrupt):
+      train(TOY, out, data=data, progress=At(3, sigterm))
+  seen = {}
+
+  def second_run():
+    before = listing(out)
+    argv = ["train", "--out", out, "--epochs", "1", "--no-progress"]
+    seen["status"] = cli.main(argv + (["--resume"] if second == "resume" else []))
+    seen["err"] = capsys.readouterr().err
+    seen["unchanged"] = listing(out) == before
+
+  train(TOY, out, data=data, progress=At(10, second_run), resume=first == "resume")
+  assert seen["status"] == cli.EXIT_LOCKED and seen["unchanged"], seen
+  lines = seen["err"].strip().splitlines()
+  assert len(lines) == 1 and f"--out {out} is in use by pid {os.getpid()}" in lines[0]
+  assert "Traceback" not in seen["err"]
+  assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):
+  """The holder is killed with -9 while it holds the lock: its pid stays in the file,
+  but the kernel released the lock, so --resume starts and ends as the full run."""
+  out, data = str(tmp_path / "run"), toy_data()
+  with pytest.raises(KeyboardInterrupt):
+    train(TOY, out, data=data, progress=At(5, sigterm))
+  holder = subprocess.run(
+      [sys.executable, "-c", "import os, signal, sys; from jaxnoisy.train import rundir; "
+       "rundir._acquire(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)", out],
+      env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True)
+  assert holder.returncode == -signal.SIGKILL, holder.stderr
+  assert json.loads((tmp_path / "run" / rundir.LOCK_NAME).read_text())["pid"] != os.getpid()
+  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+
+
+# 2. Preemption loses at most the step in flight.
+
+@pytest.mark.parametrize("at", [11, 8])  # mid-epoch; the epoch's last step
+def test_sigterm_checkpoints_the_step_and_resume_ends_as_uninterrupted(tmp_path, full, at):
+  out, data = str(tmp_path / "run"), toy_data()
+  handler = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(preemption.Stopped) as stopped:
+    train(TOY, out, data=data, progress=At(at, sigterm))
+  assert stopped.value.exit_status == 128 + signal.SIGTERM and stopped.value.checkpoint == at
+  assert f"stopped by SIGTERM: checkpoint {at} is in" in str(stopped.value)
+  assert sorted(int(p) for p in os.listdir(tmp_path / "run" / "checkpoints")) == \
+      sorted({8, at})
+  assert signal.getsignal(signal.SIGTERM) is handler  # restored
+  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+
+
+def test_sigterm_inside_fbrs_phase_resumes_exactly(tmp_path):
+  """Epoch 1 starts with FBR's clean passes (steps 9 and 10 here): stopped after 9."""
+  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.0)
+  data = toy_with_clean()
+  whole = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  with pytest.raises(preemption.Stopped) as stopped:
+    train(cfg, str(tmp_path / "cut"), data=data, progress=At(9, sigterm))
+  assert stopped.value.checkpoint == 9
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  assert_same_run(whole, resumed)
+  np.testing.assert_array_equal(whole["state"].method_state["weights"],
+                                resumed["state"].method_state["weights"])
+
+
+def test_ctrl_c_stops_after_the_step_and_a_second_one_at_once(tmp_path):
+  out, data = str(tmp_path / "run"), toy_data()
+  ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
+  with pytest.raises(preemption.Stopped) as stopped:
+    train(TOY, out, data=data, progress=At(3, ctrl_c))
+  assert stopped.value.exit_status == 130 and stopped.value.checkpoint == 3
+  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+  def twice():
+    ctrl_c()
+    ctrl_c()
+
+  with pytest.raises(KeyboardInterrupt):
+    train(TOY, out, data=data, progress=At(2, twice), resume=True)
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST),
+                    reason="needs the Debian package dataset-fashion-mnist")
+def test_cli_on_sigterm_says_so_in_one_line_and_exits_143(tmp_path):
+  """A real SIGTERM from outside, as a scheduler sends it; then --resume finishes."""
+  out = tmp_path / "run"
+  argv = ["train", "--method", "sgd", "--train-size", "512", "--heldout-size", "256",
+          "--epochs", "20", "--batch-size", "64", "--num-devices", "1", "--no-progress",
+          "--no-tensorboard", "--out", str(out)]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.Popen([sys.executable, "-m", "jaxnoisy.cli", *argv], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    while not (out / "checkpoints" / "8").exists() and proc.poll() is None:
+      with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert proc.returncode == 143, err
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("jaxnoisy: stopped by SIGTERM: checkpoint ")
+  assert lines[0].endswith("continue with the same command plus --resume")
+  assert cli.main(argv + ["--resume"]) == 0
+  assert len((out / "metrics.jsonl").read_text().splitlines()) == 20
+
+
+# 3. Divergence is reported, not trained through.
+
+DIVERGES = TOY.replace(method="sgd", learning_rate=200.0, schedule="constant")  # NaN in epoch 2
+
+
+def test_a_nonfinite_run_stops_in_one_line_and_summary_records_it(tmp_path):
+  out = tmp_path / "run"
+  with pytest.raises(divergence.Diverged) as diverged:
+    train(DIVERGES.replace(epochs=4), str(out), data=toy_data(), progress=False)
+  message = str(diverged.value)
+  assert len(message.splitlines()) == 1
+  assert message.startswith("sgd diverged: non-finite training loss or parameters in "
+                            "epoch 2 (steps 9-16); last finite checkpoint: checkpoint 8 in ")
+  assert "--learning-rate (now 200)" in message
+  summary = json.loads((out / "summary.json").read_text())
+  assert summary["status"] == "diverged" and "test_accuracy" not in summary
+  assert summary["diverged"]["epoch"] == 1 and summary["diverged"]["steps"] == [9, 16]
+  assert summary["epochs_finished"] == 1
+  assert sorted(os.listdir(out / "checkpoints")) == ["8"]  # the NaN state is not saved
+  assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_on_nonfinite_continue_trains_through_and_records_the_epoch(tmp_path):
+  result = train(DIVERGES.replace(on_nonfinite="continue"), str(tmp_path / "run"),
+                 data=toy_data(), progress=False)
+  assert np.isnan(result["metrics"][1]["train_loss"])
+  assert result["summary"]["status"] == "finished"
+  assert result["summary"]["nonfinite"]["epoch"] == 1
+
+
+def test_a_diverged_replica_is_named(tmp_path):
+  """A learning-rate sweep: only the large value diverges; the run names it."""
+  cfg = DIVERGES.replace(sweep=("learning_rate", (0.02, 200.0)), epochs=2)
+  with pytest.raises(divergence.Diverged, match=r"sgd diverged \(replica "
+                     r"learning_rate200_seed0\): .* epoch 2 "):
+    train(cfg, str(tmp_path / "run"), data=[toy_data()] * 2, progress=False)
+
+
+@pytest.mark.skipif(not os.path.exists(FMNIST),
+                    reason="needs the Debian package dataset-fashion-mnist")
+def test_cli_divergence_exits_3_and_compare_shows_it(tmp_path, capsys):
+  out = str(tmp_path / "run")
+  status = cli.main(["train", "--method", "sgd", "--train-size", "256", "--heldout-size",
+                     "128", "--epochs", "2", "--batch-size", "64", "--learning-rate", "1e6",
+                     "--no-progress", "--no-tensorboard", "--out", out])
+  err = capsys.readouterr().err.strip()
+  assert status == cli.EXIT_DIVERGED and len(err.splitlines()) == 1, err
+  assert err.startswith("jaxnoisy: sgd diverged: ") and "epoch 1 (steps 1-4)" in err
+  assert cli.main(["compare", out]) == 0
+  assert "| run | sgd | symmetric:0.4 | diverged at epoch 1 |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,value", [("--on-nonfinite", "ignore")])
+def test_bad_new_flags_are_one_line(tmp_path, capsys, flag, value):
+  with pytest.raises(SystemExit) as exc:
+    cli.main(["train", "--out", str(tmp_path / "x"), flag, value])
+  assert exc.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and flag in err and "stop" in err
+  with pytest.raises(ValueError, match=r"on_nonfinite must be one of \['stop', 'continue'\]"):
+    TOY.replace(on_nonfinite="ignore").validate()
+
+
+# 4. A directory that stops accepting writes.
+
+class ReadOnly:
+  """``directory`` stops accepting writes: made read-only, and as root (whom file modes
+  do not bind) the process's effective user becomes nobody until :meth:`undo`."""
+
+  def __init__(self, directory):
+    self.directory = directory
+
+  def __call__(self):
+    os.chmod(self.directory, 0o555)
+    if os.getuid() == 0:
+      os.seteuid(65534)
+
+  def undo(self):
+    if os.getuid() == 0:
+      os.seteuid(0)
+    os.chmod(self.directory, 0o755)
+
+
+@pytest.fixture
+def shared_tmp():
+  """A directory that the nobody user can reach and write (see :class:`ReadOnly`)."""
+  with tempfile.TemporaryDirectory(dir="/tmp") as d:
+    os.chmod(d, 0o777)
+    yield d
+
+
+@pytest.mark.parametrize("where,what", [("run", "metrics.jsonl"),
+                                        ("checkpoints", "checkpoint 16")])
+def test_a_directory_that_stops_taking_writes_ends_in_one_line(shared_tmp, full, where,
+                                                               what):
+  """Mid-epoch 1 the run directory (or just its checkpoints) turns read-only: the
+  epoch's write fails with one line naming it and the directory, checkpoint 8 stays
+  and a --resume once it is writable again ends as the uninterrupted run."""
+  out, data = os.path.join(shared_tmp, "run"), toy_data()
+  os.makedirs(os.path.join(out, "checkpoints"))
+  os.chmod(out, 0o777)
+  block = ReadOnly(out if where == "run" else os.path.join(out, "checkpoints"))
+  try:
+    with pytest.raises(rundir.WriteFailed) as failed:
+      train(TOY, out, data=data, progress=At(12, block))
+  finally:
+    block.undo()
+  message = str(failed.value)
+  assert len(message.splitlines()) == 1 and message.startswith(f"could not write {what} to ")
+  assert "checkpoint 8 is intact" in message and "then rerun with --resume" in message
+  assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["8"]
+  assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
+  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+
+
+def test_cli_out_that_cannot_be_written_is_one_line(shared_tmp, capsys):
+  block = ReadOnly(shared_tmp)
+  block()
+  try:
+    status = cli.main(["train", "--out", os.path.join(shared_tmp, "run"), "--epochs", "1"])
+  finally:
+    block.undo()
+  err = capsys.readouterr().err.strip()
+  assert status == cli.EXIT_WRITE_FAILED and len(err.splitlines()) == 1, err
+  assert "cannot write to --out" in err and "Permission denied" in err
