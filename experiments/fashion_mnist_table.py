@@ -176,7 +176,7 @@ def report(root, seeds, out_path):
       wall += sum(s["wall_seconds"] for s, _ in found)
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, method, s)))
-      secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found if rows]
+      secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in finished]
       lines.append(
           f"| {method} | {count_cell(finished, diverged)} "
           f"| {summary_cells([s for s, _ in finished])} "

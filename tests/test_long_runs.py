@@ -1,13 +1,14 @@
 """Long runs on shared clusters: one writer per run directory, stopping on SIGTERM or
 Ctrl-C at the step in flight, divergence reported, a directory that stops taking writes."""
 
-import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -153,30 +154,33 @@ def test_ctrl_c_stops_after_the_step_and_a_second_one_at_once(tmp_path):
 
 @pytest.mark.skipif(not os.path.exists(FMNIST),
                     reason="needs the Debian package dataset-fashion-mnist")
-def test_cli_on_sigterm_says_so_in_one_line_and_exits_143(tmp_path):
-  """A real SIGTERM from outside, as a scheduler sends it; then --resume finishes."""
+def test_two_processes_agree_on_the_step_when_one_gets_sigterm(tmp_path):
+  """A real SIGTERM reaches process 1 only: both stop at the step JAX's preemption
+  service agreed on, save it together, say so in one line and exit 143."""
+  from test_multiprocess import cli as start, final_checkpoint
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
   out = tmp_path / "run"
-  argv = ["train", "--method", "sgd", "--train-size", "512", "--heldout-size", "256",
-          "--epochs", "20", "--batch-size", "64", "--num-devices", "1", "--no-progress",
-          "--no-tensorboard", "--out", str(out)]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  proc = subprocess.Popen([sys.executable, "-m", "jaxnoisy.cli", *argv], env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  procs = [start(out, "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                 "--process-id", str(i), "--epochs", "200", "--no-tensorboard")
+           for i in range(2)]
   try:
-    while not (out / "checkpoints" / "8").exists() and proc.poll() is None:
-      with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(0.05)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    while not (out / "checkpoints" / "8").exists() and procs[1].poll() is None:
+      time.sleep(0.05)
+    procs[1].send_signal(signal.SIGTERM)
+    logs = [p.communicate(timeout=300)[0] for p in procs]
   finally:
-    if proc.poll() is None:
-      proc.kill()
-  assert proc.returncode == 143, err
-  lines = err.strip().splitlines()
-  assert len(lines) == 1 and lines[0].startswith("jaxnoisy: stopped by SIGTERM: checkpoint ")
-  assert lines[0].endswith("continue with the same command plus --resume")
-  assert cli.main(argv + ["--resume"]) == 0
-  assert len((out / "metrics.jsonl").read_text().splitlines()) == 20
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  last = [log.strip().splitlines()[-1] for log in logs]
+  assert [p.returncode for p in procs] == [143, 143], logs
+  assert last[0] == last[1] and last[0].startswith("jaxnoisy: stopped by SIGTERM: checkpoint ")
+  assert not any("Traceback" in log or "sync point" in log for log in logs), logs
+  step = int(last[0].split("checkpoint ")[1].split()[0])
+  assert step > 8 and (out / "checkpoints" / str(step)).is_dir()
+  assert len(final_checkpoint(out)) > 5  # the agreed step restores
 
 
 # 3. Divergence is reported, not trained through.
@@ -229,6 +233,37 @@ def test_cli_divergence_exits_3_and_compare_shows_it(tmp_path, capsys):
   assert err.startswith("jaxnoisy: sgd diverged: ") and "epoch 1 (steps 1-4)" in err
   assert cli.main(["compare", out]) == 0
   assert "| run | sgd | symmetric:0.4 | diverged at epoch 1 |" in capsys.readouterr().out
+
+
+def test_table_counts_a_diverged_run_apart(tmp_path, monkeypatch):
+  """Two finished seeds and one diverged: the mean is over the two, the n column says
+  what happened to the third, and training goes on past a run that exits 3."""
+  from test_experiment_scripts import experiment, fake_run
+  table = experiment("fashion_mnist_table")
+  root = str(tmp_path / "runs")
+  for seed, acc in ((0, 0.80), (1, 0.84)):
+    fake_run(table.run_dir(root, "symmetric:0.6", "fbr", seed), acc, 0.1,
+             [{"test_accuracy": acc, "memorization": 0.1, "epoch_seconds": 2.0}])
+  diverged = table.run_dir(root, "symmetric:0.6", "fbr", 2)
+  os.makedirs(diverged)
+  with open(os.path.join(diverged, "summary.json"), "w") as f:
+    json.dump({"status": "diverged", "diverged": {"epoch": 9}, "wall_seconds": 60.0}, f)
+  with open(os.path.join(diverged, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"test_accuracy": 0.5, "memorization": 0.2, "epoch_seconds": 4.0}))
+  out = tmp_path / "RESULTS.md"
+  table.report(root, [0, 1, 2], str(out))
+  assert "| fbr | 2 of 3 finished, 1 diverged at epoch 10 | 82.00 ± 2.83 | 82.00 ± 2.83 " \
+         "| 10.0 ± 0.0 | 2.0 |" in out.read_text()
+  calls = []
+  monkeypatch.setattr(table, "git_commit", lambda: "ccccccc")
+  monkeypatch.setattr(table.subprocess, "run", lambda cmd: calls.append(cmd) or
+                      subprocess.CompletedProcess(cmd, cli.EXIT_DIVERGED))
+  table.train_missing(root, ["none"], ["sgd"], [0, 1])
+  assert len(calls) == 2  # the first run diverged: the second still ran
+  monkeypatch.setattr(table.subprocess, "run",
+                      lambda cmd: subprocess.CompletedProcess(cmd, 1))
+  with pytest.raises(subprocess.CalledProcessError):
+    table.train_missing(root, ["none"], ["sam"], [0])
 
 
 @pytest.mark.parametrize("flag,value", [("--on-nonfinite", "ignore")])

@@ -15,8 +15,17 @@ Ctrl-C is passed on as a SIGTERM to the process itself, so it takes the same pat
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+
+
+class _QuietSyncPoint(logging.Filter):
+  """Orbax logs a warning each time it sees the agreed step; the trainer's own line
+  says it once."""
+
+  def filter(self, record):
+    return "Reached preemption sync point" not in record.getMessage()
 
 
 class Stopped(KeyboardInterrupt):
@@ -50,6 +59,9 @@ class Listener:
     import jax
     self.manager, self.step = manager, first_step
     self.multiprocess = jax.process_count() > 1
+    absl = logging.getLogger("absl")
+    if not any(isinstance(f, _QuietSyncPoint) for f in absl.filters):
+      absl.addFilter(_QuietSyncPoint())
     self.signum = None  # the signal that asked to stop
     self.stopping = False  # a call answered True: the loop stops after this step
     self._previous = {}

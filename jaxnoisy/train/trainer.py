@@ -753,7 +753,8 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
     if hasattr(bar, "close"):
       bar.close()
     if tb is not None:
-      tb.close()
+      with contextlib.suppress(OSError):  # a full disk: the write that failed says so
+        tb.close()
   manager.wait_until_finished()
 
   run_info = _run_info(trainer, step_seconds, time.perf_counter() - t0)
