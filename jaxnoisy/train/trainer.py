@@ -235,7 +235,8 @@ class Trainer:
                        f"{shape[0]}×{shape[1]}), got {config.crop_size}")
     crop = config.crop_size
     input_shape = shape if crop is None else (crop, crop, shape[2])  # as the model sees them
-    models = [models_lib.make_model(config.model, data.num_classes, input_shape, seed=c.seed)
+    models = [models_lib.make_model(config.model, data.num_classes, input_shape, seed=c.seed,
+                                    compute_dtype=config.compute_dtype)
               for _, c in self.replicas]
     if config.init_params is not None:  # pre-trained weights (the head may stay fresh)
       models = [m._replace(**models_lib.load_init_params(
