@@ -323,3 +323,24 @@ def test_cli_out_that_cannot_be_written_is_one_line(shared_tmp, capsys):
   err = capsys.readouterr().err.strip()
   assert status == cli.EXIT_WRITE_FAILED and len(err.splitlines()) == 1, err
   assert "cannot write to --out" in err and "Permission denied" in err
+
+
+def test_tensorboard_events_on_a_full_disk_fail_in_the_calling_thread(tmp_path):
+  """A file-size limit stands in for a full disk: the write raises OSError where the
+  trainer catches it (tensorboardX's writer thread died there, and the next scalar then
+  blocked for ever on its queue)."""
+  code = """
+import resource, signal, sys
+from jaxnoisy.train.tensorboard import TensorBoard
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit: EFBIG instead
+tb = TensorBoard(sys.argv[1], ["seed0"])
+resource.setrlimit(resource.RLIMIT_FSIZE, (200, resource.RLIM_INFINITY))
+try:
+  for step in range(100):
+    tb.scalars(0, step, {"train_loss": 1.0})
+except OSError as e:
+  print("OSError", e.errno)
+"""
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "PYTHONPATH": os.getcwd()})
+  assert out.stdout.strip() == "OSError 27" and "Traceback" not in out.stderr, out

@@ -673,15 +673,28 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
                dynamic_ncols=True)
   elif progress:
     bar = progress
-  tb = TensorBoard(out_dir, labels, steps_done(state)) \
-      if config.tensorboard and primary else None
+  tb = None
+  if config.tensorboard and primary:
+    try:
+      tb = TensorBoard(out_dir, labels, steps_done(state))
+    except OSError as e:
+      raise rundir.unwritable("TensorBoard events", os.path.join(out_dir, "tb"), e,
+                              manager.latest_step()) from None
+
+  def log(r, step, values, prefix):
+    try:
+      tb.scalars(r, step, values, prefix)
+    except OSError as e:
+      raise rundir.unwritable("TensorBoard events", tb.dirs[r], e,
+                              manager.latest_step()) from None
+
   on_step = None
   if config.tensorboard and config.log_every:
     def on_step(step, metrics):
       if step % config.log_every == 0:
         losses = step_lib.to_host(metrics["train_loss"])  # every process: may gather
         for r in range(len(replicas) if tb is not None else 0):
-          tb.scalars(r, step, {"train_loss": float(losses[r])}, prefix="step/")
+          log(r, step, {"train_loss": float(losses[r])}, "step/")
   t0 = time.perf_counter() - meta["elapsed_seconds"]
   history = history_from_record(meta)  # the resumed epoch's steps before the stop
   step_seconds: list[float] = []
@@ -721,8 +734,8 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
           if primary:
             write(p, _metrics_text(rows[r]))
           if tb is not None:
-            tb.scalars(r, steps_done(state), {k: v for k, v in rows[r][-1].items()
-                                              if k not in ("epoch", "step")}, prefix="epoch/")
+            log(r, steps_done(state), {k: v for k, v in rows[r][-1].items()
+                                       if k not in ("epoch", "step")}, "epoch/")
         checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
         if hasattr(bar, "set_postfix"):
           row = rows[0][-1]
