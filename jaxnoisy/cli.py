@@ -193,6 +193,10 @@ def cmd_train(args) -> int:
   except rundir.WriteFailed as e:
     print(f"jaxnoisy: error: {e}", file=sys.stderr)
     return EXIT_WRITE_FAILED
+  except KeyboardInterrupt:  # before the first step or after the last: nothing to save
+    print(f"jaxnoisy: interrupted outside training; --resume continues from the newest "
+          f"checkpoint in {os.path.join(args.out, 'checkpoints')}, if any", file=sys.stderr)
+    return 130
   s = result["summary"]
   keys = ("method", "test_accuracy", "best_test_accuracy", "memorization", "ms_per_step",
           "wall_seconds")

@@ -1,6 +1,7 @@
 """Long runs on shared clusters: one writer per run directory, stopping on SIGTERM or
 Ctrl-C at the step in flight, divergence reported, a directory that stops taking writes."""
 
+import errno
 import json
 import os
 import signal
@@ -92,6 +93,30 @@ def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
   assert len(lines) == 1 and f"--out {out} is in use by pid {os.getpid()}" in lines[0]
   assert "Traceback" not in seen["err"]
   assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_a_file_system_without_locks_warns_and_runs(tmp_path, monkeypatch, capsys):
+  def no_locks(fd, op):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+  monkeypatch.setattr(rundir.fcntl, "flock", no_locks)
+  with rundir.hold(str(tmp_path / "run")):
+    pass
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "cannot lock run.lock (No locks available)" in err
+
+
+def test_ctrl_c_before_training_is_one_line(tmp_path, monkeypatch, capsys):
+  """Ctrl-C while the data loads (before the first step): nothing to save, no traceback."""
+  def interrupted(config):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr("jaxnoisy.train.trainer.prepare_data", interrupted)
+  out = str(tmp_path / "run")
+  assert cli.main(["train", "--out", out, "--epochs", "1", "--no-progress"]) == 130
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and err.startswith("jaxnoisy: interrupted outside "
+                                                       "training; --resume continues")
 
 
 def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):

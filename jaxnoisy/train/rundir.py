@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import socket
+import sys
 
 LOCK_NAME = "run.lock"
 
@@ -41,8 +42,9 @@ def _holder(fd: int) -> str:
   return f"pid {info.get('pid')} on {info.get('host')} (started {info.get('started')})"
 
 
-def _acquire(out_dir: str) -> int:
-  """The lock's file descriptor, locked; or :class:`Locked` naming the holder."""
+def _acquire(out_dir: str) -> int | None:
+  """The lock's file descriptor, locked (None where the file system has no locks); or
+  :class:`Locked` naming the holder."""
   path = os.path.join(out_dir, LOCK_NAME)
   try:
     os.makedirs(out_dir, exist_ok=True)
@@ -52,10 +54,13 @@ def _acquire(out_dir: str) -> int:
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except OSError as e:
+    if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      os.close(fd)  # a file system without locks (some NFS set-ups): go on, and say so
+      print(f"jaxnoisy: warning: {out_dir}'s file system cannot lock {LOCK_NAME} "
+            f"({e.strerror}); make sure no other run writes there", file=sys.stderr)
+      return None
     holder = _holder(fd)
     os.close(fd)
-    if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-      raise WriteFailed(f"cannot lock {path}: {e.strerror}") from None
     raise Locked(f"--out {out_dir} is in use by {holder}: wait for that run to end or "
                  "stop it, or choose another --out") from None
   started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
