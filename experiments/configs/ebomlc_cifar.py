@@ -7,7 +7,8 @@ train-mode BatchNorm) with class embedding 128 (their README's commands); on CIF
 their code's branch for datasets other than CIFAR-10 (Δ_w → −η·D(Δ_w)). The MLC code's
 loaders resample labels over all classes (symmetric-inclusive). The mixture upper loss
 and its sign keep jaxnoisy's defaults; the code's are ``--ebomlc-mixture logits
---ebomlc-sign reference``.
+--ebomlc-sign reference``. Random crops pad by reflection, as the MW-Net loader that
+the code's ``main.py`` selects (``use_mwnet_loader``; ``data_helper_cifar.py``).
 
     jaxnoisy train --config experiments/configs/ebomlc_cifar.py:cifar10 \\
         --noise symmetric-inclusive:0.6 --out runs/ebomlc_c10_s60
@@ -27,4 +28,4 @@ def get_config(arg=None) -> TrainConfig:
       schedule="step", lr_boundaries=(80 / 120, 100 / 120), heldout_size=5000,
       clean_size=1000, clean_batch_size=100, meta_optimizer="amsgrad", meta_lr=3e-4,
       mixture_rho=0.2, xi=0.5, delta=0.25, lcn_variant="ebomlc", lcn_embed_dim=128,
-      ebomlc_delta_update=dataset != "cifar10")
+      ebomlc_delta_update=dataset != "cifar10", padding_mode="reflect")

@@ -8,7 +8,9 @@ trained by the warm-up optimizer (SGD; ``--ncsam-warmup sam`` for the paper's ot
 choice), NCSAM after, with ρ = 0.05, r_flip = 0.4, κ = 0.1 on CIFAR-10 and 0.3 on
 CIFAR-100 (the only κ the paper gives, at 20% symmetric noise; it says stronger or
 structured noise favours a larger κ). The paper's loaders resample labels over all
-classes (symmetric-inclusive). The schedule is not stated: jaxnoisy uses cosine decay.
+classes (symmetric-inclusive). The schedule is not stated: jaxnoisy uses cosine decay;
+random crops pad with zeros (no code of the algorithm: the SAM codes' torchvision
+``RandomCrop(32, padding=4)``).
 
     jaxnoisy train --config experiments/configs/ncsam_cifar.py:cifar10 \\
         --noise symmetric-inclusive:0.4 --out runs/ncsam_c10_s40
@@ -35,4 +37,4 @@ def get_config(arg=None) -> TrainConfig:
       learning_rate=0.05, momentum=0.9, weight_decay=1e-3, schedule="cosine",
       heldout_size=5000,
       rho=0.05, flip_rate=0.4, kappa=0.1 if dataset == "cifar10" else 0.3,
-      ncsam_warmup_fraction=0.25)
+      ncsam_warmup_fraction=0.25, padding_mode="constant")

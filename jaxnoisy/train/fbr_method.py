@@ -5,8 +5,9 @@ Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209; the first author's code
 yiz134/Feature_based_reweight (``trainer/train.py::train_loop``). Every epoch:
 
 1. a phase of ``fbr_clean_epochs`` passes of plain cross-entropy over the clean subset
-   (train mode, the same SGD, momentum buffer and learning rate as the noisy steps; the
-   schedule does not advance during them), then the clean subset's features in eval mode;
+   in batches of ``fbr_clean_batch_size`` (the last of a pass smaller; train mode, the
+   same SGD, momentum buffer and learning rate as the noisy steps; the schedule does
+   not advance during them), then the clean subset's features in eval mode;
 2. per noisy batch: its features in eval mode (no gradient), the scores d
    (:func:`jaxnoisy.meta.fbr_scores`) against that epoch's clean features, the weights w
    (:func:`jaxnoisy.meta.fbr_weights`, or the persistent rule), and the step on
@@ -37,6 +38,8 @@ class FBRHparams:
 
   fbr_clean_epochs: int = hp(30, "passes over the clean subset before each epoch's noisy "
                              "batches (code: 30)", low=0)
+  fbr_clean_batch_size: int = hp(128, "batch size of the clean passes, the last batch "
+                                 "of a pass smaller (code: train_steps' 128)", low=1)
   fbr_warmup_fraction: float = hp(
       11 / 150, "fraction of the epochs with weights 1/2 before reweighting starts "
       "(code: epochs 0-10 of 150)", low=0.0, high=1.0)
@@ -120,13 +123,19 @@ def _metrics(method_state, data) -> dict:
   return {**out, "zero_weight_share": jnp.mean(w == 0), "alpha0": method_state["alpha0"]}
 
 
+def _phase_batch_size(config) -> int:
+  return config.fbr_clean_batch_size
+
+
 def _phase_steps(config, spec: ModelSpec) -> int:
-  from jaxnoisy.train.step import phase_batch_size
-  return config.fbr_clean_epochs * phase_batch_size(spec.num_clean, config.batch_size, 1)[0]
+  """``fbr_clean_epochs`` passes of ⌈m / fbr_clean_batch_size⌉ batches (2,000 clean
+  examples at 128: 15 × 128 + 80, as the code's ``train_steps``)."""
+  batches = -(-spec.num_clean // min(config.fbr_clean_batch_size, spec.num_clean))
+  return config.fbr_clean_epochs * batches
 
 
 METHOD = Method(
     identity_transform, fbr_gradients, "Feature-Based Reweighting (Zhang et al.)",
     hparams=(FBRHparams,), init_state=_init, epoch_metrics=_metrics,
-    epoch_phase=EpochPhase(_phase_steps, plain_gradients, _finish), check_data=_check_data,
-    needs_clean=True)
+    epoch_phase=EpochPhase(_phase_steps, plain_gradients, _finish, _phase_batch_size),
+    check_data=_check_data, needs_clean=True)

@@ -86,11 +86,13 @@ class EpochPhase(NamedTuple):
   """A method's program run at the start of every epoch, before its noisy batches.
 
   steps: ``(config, spec) -> int`` steps of the phase per epoch; each is a training step
-    on a batch of the clean subset (``batch_size`` examples, reshuffled every pass),
+    on a batch of the clean subset (passes reshuffled every time, every example in each,
+    the last batch of a pass smaller when ``batch_size`` does not divide the subset),
     run through the same optimizer and learning rate as the noisy steps.
   gradients: ``(config, spec) -> (StepInputs -> Gradients)`` of a phase step.
   finish: ``(config, spec) -> (PhaseEnd -> method_state)``: after the last step (e.g.
     the clean subset's features in eval mode).
+  batch_size: ``config -> int``, the phase's batch size (at most the clean subset's).
   The state records how many phase steps of the epoch are done, so a run interrupted
   inside the phase resumes there.
   """
@@ -98,6 +100,7 @@ class EpochPhase(NamedTuple):
   steps: Callable[["TrainConfig", ModelSpec], int]
   gradients: Callable[["TrainConfig", ModelSpec], Callable[[StepInputs], Gradients]]
   finish: Callable[["TrainConfig", ModelSpec], Callable[[PhaseEnd], Any]]
+  batch_size: Callable[["TrainConfig"], int] = lambda config: config.batch_size
 
 
 def plain_gradients(config: "TrainConfig", spec: Optional[ModelSpec] = None):
@@ -138,6 +141,8 @@ class Method(NamedTuple):
   check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
     ``ValueError`` before anything compiles when the data cannot serve the method.
   needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
+  clean_passes_per_epoch: its clean batches restart their passes over the clean subset
+    every epoch (MW-Net's loader) instead of running on across epochs.
   sam_family: whether per-device ascent applies.
   """
 
@@ -153,4 +158,5 @@ class Method(NamedTuple):
   epoch_phase: Optional[EpochPhase] = None
   check_data: Optional[Callable[["TrainConfig", Any], None]] = None
   needs_clean: bool = False
+  clean_passes_per_epoch: bool = False
   sam_family: bool = False

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnoisy.meta import correction, reweight
+from jaxnoisy.meta.amsgrad import torch_amsgrad
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, ModelSpec, StepInputs,
                                       identity_transform)
@@ -36,7 +37,8 @@ class CorrectionHparams:
   """Label correction: the LCN's optimiser (MLC, BOME-MLC, EBOMLC)"""
 
   meta_optimizer: str = hp("amsgrad", "the label-correction network's optimiser "
-                           "(EBOMLC's code: Adam with AMSGrad)",
+                           "(the MLC and EBOMLC code: torch's Adam with AMSGrad, "
+                           "jaxnoisy.meta.torch_amsgrad)",
                            choices=("adam", "amsgrad", "sgd"))
   meta_lr: float = hp(3e-4, "the LCN's learning rate (EBOMLC's code: 3e-4)", low=0.0,
                       low_open=True)
@@ -191,11 +193,11 @@ def mwnet_gradients(config, spec: ModelSpec):
 
 
 def _meta_tx(config) -> optax.GradientTransformation:
-  """The LCN's optimiser (EBOMLC: Adam with AMSGrad, 3e-4)."""
+  """The LCN's optimiser (MLC, EBOMLC: torch's Adam with AMSGrad, 3e-4)."""
   if config.meta_optimizer == "sgd":
     return optax.sgd(config.meta_lr, momentum=0.9)
-  if config.meta_optimizer == "amsgrad":
-    return optax.amsgrad(config.meta_lr)
+  if config.meta_optimizer == "amsgrad":  # torch's convention, not optax.amsgrad's
+    return torch_amsgrad(config.meta_lr)
   return optax.adam(config.meta_lr)
 
 
@@ -325,7 +327,8 @@ METHODS: dict[str, Method] = {
                             hparams=(MetaReweightHparams,), init_state=_weights_state(1.0),
                             epoch_metrics=_weight_metrics, needs_clean=True),
     "mwnet": Method(identity_transform, mwnet_gradients, "Meta-Weight-Net (Shu et al. 2019)",
-                    init_state=_mwnet_init, epoch_metrics=_weight_metrics, needs_clean=True),
+                    init_state=_mwnet_init, epoch_metrics=_weight_metrics, needs_clean=True,
+                    clean_passes_per_epoch=True),  # the authors' iter() per epoch
     "mlc": Method(identity_transform, _correction_gradients(_mlc), "MLC (Zheng et al. 2021)",
                   hparams=(MLCHparams,), init_state=_correction_init,
                   epoch_metrics=_correction_metrics, needs_clean=True),

@@ -53,7 +53,7 @@ class FSAMHparams(SAMHparams):
 
   fsam_sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from "
                          "the ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
-  fsam_lambda: float = hp(0.9, "F-SAM's λ, the EMA's decay (code: 0.9)", low=0.0,
+  fsam_lambda: float = hp(0.6, "F-SAM's λ, the EMA's decay (authors' run.sh: 0.6)", low=0.0,
                           high=1.0, sweepable=True)
 
 
@@ -61,8 +61,8 @@ class FSAMHparams(SAMHparams):
 class VaSSOHparams(SAMHparams):
   """VaSSO (Li and Giannakis 2023)"""
 
-  vasso_theta: float = hp(0.2, "VaSSO's θ, the new gradient's weight in the EMA the "
-                          "ascent follows (lhchau/saner: 0.2; 1: SAM)", low=0.0, high=1.0,
+  vasso_theta: float = hp(0.9, "VaSSO's θ, the new gradient's weight in the EMA the "
+                          "ascent follows (authors: 0.9; 1: SAM)", low=0.0, high=1.0,
                           sweepable=True)
 
 

@@ -288,12 +288,13 @@ class Trainer:
     augment = config.augment if config.augment is not None else \
         data_lib.DATASET_INFO[config.dataset].augment
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas, crop)
+                               self.vmap_replicas, crop, config.padding_mode)
     make = lambda gradients, warmup: step_lib.make_train_step(
         setup, method_fn(gradients), batch_size=config.batch_size,
         clean_batch_size=clean_batch, augment=augment,
         per_device_ascent=config.per_device_ascent, warmup=warmup,
-        state_metrics=method.state_metrics, streamed=self.streamed)
+        state_metrics=method.state_metrics, streamed=self.streamed,
+        clean_epoch_steps=self.steps_per_epoch if method.clean_passes_per_epoch else None)
     self.train_step = make(method.gradients, False)
     # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
     self.warmup_step = make(method.warmup_gradients, True) if self.warmup_epochs else None
@@ -303,7 +304,7 @@ class Trainer:
     if self.phase_steps:
       self.phase_step = step_lib.make_phase_step(
           setup, method_fn(phase.gradients), num_clean=num_clean,
-          batch_size=config.batch_size)
+          batch_size=min(phase.batch_size(config), num_clean))
     self.phase_finish = step_lib.make_phase_finish(setup, method_fn(phase.finish)) \
         if phase else None
     # Host-side reads of sharded arrays run as one jitted program each, which the
@@ -404,8 +405,9 @@ class Trainer:
     step."""
     history = [] if history is None else history
     try:
-      for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
-        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper)
+      for k in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper,
+                                         k)
         state = self.sync(state)
         history.append(metrics)
         if progress is not None:
