@@ -23,6 +23,8 @@ from jaxnoisy._validate import check_range
 from jaxnoisy.sam import sam
 
 GROUPS = ("A", "B", "C")
+# The radius of SANER's default base, the paper's value under label noise.
+SANER_RHO = 0.1
 
 
 def _normalize_groups(groups) -> tuple:
@@ -260,8 +262,8 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     ``SANERState.base_state``.
     ``rho``, ``eps`` and ``has_aux`` only build the default base
     ``jaxnoisy.sam(rho, eps=eps, has_aux=has_aux)``; their defaults are ``None``
-    (meaning 0.1, 1e-12 and ``False``) so that passing any of them together with
-    ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
+    (meaning ``SANER_RHO`` = 0.1, 1e-12 and ``False``) so that passing any of them
+    together with ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
     them out of ``optax.inject_hyperparams``' hyper-parameters unless given.) With
     GSAM as base, "g_SAM" is GSAM's direction (lhchau/saner ``gsaner.py``); with F-SAM
     or VaSSO it is the gradient at their ε, compared, as in ``fsaner.py`` and
@@ -324,7 +326,7 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     if given:
       raise ValueError(f"saner(base=...) would ignore {', '.join(given)}: pass "
                        f"{'it' if len(given) == 1 else 'them'} to the base transform instead")
-  rho = 0.1 if rho is None else rho
+  rho = SANER_RHO if rho is None else rho
   eps = 1e-12 if eps is None else eps
   has_aux = False if has_aux is None else has_aux
   check_range("rho", rho, low=0.0, low_open=True)

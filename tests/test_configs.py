@@ -39,9 +39,9 @@ def test_fashion_mnist_config_per_method(method):
 
 def test_fashion_mnist_ebomlc_reference_arm():
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc_reference")
-  assert config.method == "ebomlc" and config.ebomlc_sign == "reference"
+  assert config.method == "ebomlc" and config.hparams.sign == "reference"
   assert config.clean_size == 1000
-  assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").ebomlc_sign == "descend"
+  assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").hparams.sign == "descend"
 
 
 @pytest.mark.parametrize("method", ["fbr", "sgd", "mlc"])
@@ -69,4 +69,5 @@ def test_flags_override_the_config(tmp_path):
        "--noise", "asymmetric:0.4", "--out", str(tmp_path)])
   config = cli.config_from_args(args)
   assert config.epochs == 3 and config.noise == "asymmetric:0.4"
-  assert config.dataset == "cifar100" and config.rho == 0.1 and config.schedule == "step"
+  assert config.dataset == "cifar100" and config.schedule == "step"
+  assert config.hparams.base.rho == 0.1

@@ -8,9 +8,9 @@ import optax
 import pytest
 
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.fbr_method import fbr_schedule
 from jaxnoisy.train.interface import ModelSpec, StepInputs
-from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.methods import build
+from jaxnoisy.train.reweight_methods import FBRHparams, fbr_schedule
 from jaxnoisy.train.step import to_host
 from jaxnoisy.train.trainer import Trainer, train
 from test_fbr import np_persistent, np_scores, np_weights
@@ -35,10 +35,11 @@ def run_step(config, step, stored):
                    num_clean=12)
   state = {"weights": jnp.asarray(stored, jnp.float32), "clean_features": jnp.asarray(PHI_V),
            "clean_labels": jnp.asarray(Y_V, jnp.int32), "alpha0": jnp.float32(0)}
-  out = METHODS["fbr"].gradients(config, spec)(StepInputs(
-      apply, PARAMS, state, jnp.asarray(X), jnp.asarray(Y), jnp.arange(8), X[:0], Y[:0],
-      jax.random.key(0), jnp.int32(step), jnp.float32(0.1),
-      lambda p, x: apply(p, x)[:2], None))
+  out = build(config, spec).gradients(StepInputs(
+      apply=apply, params=PARAMS, method_state=state, x=jnp.asarray(X), y=jnp.asarray(Y),
+      index=jnp.arange(8), clean_x=X[:0], clean_y=Y[:0], key=jax.random.key(0),
+      step=jnp.int32(step), learning_rate=jnp.float32(0.1),
+      apply_eval=lambda p, x: apply(p, x)[:2], momentum_buffer=None))
   return out
 
 
@@ -67,7 +68,7 @@ def np_ce_grad(w):
 def test_noisy_step_weights_and_gradient_equal_numpy(epoch, recompute):
   """After the warm-up: d from the eval-mode features (α₀ = 1/(C−1) before 40/150 of
   training, 0 after), w by the recomputed or persistent rule, the step on mean(w·CE)."""
-  config = TrainConfig(method="fbr", epochs=150, fbr_recompute=recompute)
+  config = TrainConfig(method="fbr", epochs=150, hparams=FBRHparams(recompute=recompute))
   stored = np.full(8, 0.5, np.float32)
   out = run_step(config, epoch, stored)
   phi = np.tanh(X.astype(np.float64) @ np.asarray(PARAMS["w1"], np.float64))
@@ -83,18 +84,19 @@ def test_noisy_step_weights_and_gradient_equal_numpy(epoch, recompute):
 
 def test_warmup_and_off_epochs_use_the_stored_weights():
   """Epochs 0–10 of 150 (the code's epoch > 10) train on the stored weights 1/2; with
-  fbr_reweight_every = 5 an epoch not divisible by 5 reuses the stored weights too."""
+  reweight_every = 5 an epoch not divisible by 5 reuses the stored weights too."""
   stored = np.linspace(0, 1, 8).astype(np.float32)
   for config, epoch in [(TrainConfig(method="fbr", epochs=150), 10),
-                        (TrainConfig(method="fbr", epochs=150, fbr_reweight_every=5), 13)]:
+                        (TrainConfig(method="fbr", epochs=150,
+                                     hparams=FBRHparams(reweight_every=5)), 13)]:
     out = run_step(config, epoch, stored)
     np.testing.assert_array_equal(out.method_state["weights"], stored)
-  assert [bool(fbr_schedule(TrainConfig(epochs=150), e)[0]) for e in (10, 11)] == [False, True]
+  assert [bool(fbr_schedule(FBRHparams(), 150, e)[0]) for e in (10, 11)] == [False, True]
 
 
 def test_fbr_trains_logs_and_runs_its_phase(tmp_path):
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.5,
-                    fbr_alpha_fraction=0.5)
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.5,
+                    alpha_fraction=0.5)
   data = toy_with_clean()
   result = train(cfg, str(tmp_path / "run"), data=data, progress=False)
   rows = result["metrics"]
@@ -115,7 +117,7 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
   the whole schedule). The first noisy step must still use lr(0): with SGD's momentum
   the update is −lr(0)·trace after the step (the old optimizer-owned schedule counted
   the phase steps too and had decayed to 0 here)."""
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=20, schedule="cosine",
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=20, schedule="cosine",
                     weight_decay=0.0)
   trainer = Trainer(cfg, toy_with_clean())
   assert trainer.phase_steps == 20 > trainer.total_steps == 12
@@ -133,7 +135,7 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
 
 def test_resume_inside_the_phase_is_bit_identical(tmp_path):
   """Ctrl-C in epoch 1's clean passes; the state records the phase step reached."""
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.0)
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.0)
   data = toy_with_clean()
   full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
   # Epoch 0: 2 passes × 1 batch (64 clean, batch 64) + 6 noisy steps; then 1 phase step.

@@ -474,19 +474,23 @@ def test_trainer_logs_the_norms_that_decide_the_projection():
   gradients the step returns and the ramp written out by hand."""
   from jaxnoisy.train.config import TrainConfig
   from jaxnoisy.train.interface import ModelSpec, StepInputs
-  from jaxnoisy.train.methods import METHODS
+  from jaxnoisy.train.methods import build
+  from jaxnoisy.train.sam_methods import NCSAMHparams
 
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 3, 16))
   params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   apply = lambda p, inputs: (inputs @ p["w"], inputs, {})
-  config = TrainConfig(method="ncsam", epochs=10, rho=0.1, kappa=0.1, flip_rate=0.4)
+  config = TrainConfig(method="ncsam", epochs=10,
+                       hparams=NCSAMHparams(rho=0.1, kappa=0.1, flip_rate=0.4))
   spec = ModelSpec(num_train=64, num_classes=3, feature_dim=4, steps_per_epoch=4,
                    num_clean=0)
-  out = METHODS["ncsam"].gradients(config, spec)(StepInputs(
-      apply, params, {}, x, y, jnp.arange(16), x[:0], y[:0], jax.random.key(1),
-      jnp.int32(9), jnp.float32(0.05), lambda p, inputs: apply(p, inputs)[:2], None))
+  out = build(config, spec).gradients(StepInputs(
+      apply=apply, params=params, method_state={}, x=x, y=y, index=jnp.arange(16),
+      clean_x=x[:0], clean_y=y[:0], key=jax.random.key(1), step=jnp.int32(9),
+      learning_rate=jnp.float32(0.05), apply_eval=lambda p, inputs: apply(p, inputs)[:2],
+      momentum_buffer=None))
   g = np.asarray(out.grads["w"], np.float64)
   g_star = np.asarray(out.extra_args["noise_grads"]["w"], np.float64)
   t = (9 // 4 + 1) / 10  # the third epoch of ten

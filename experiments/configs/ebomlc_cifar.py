@@ -15,6 +15,7 @@ and its sign keep jaxnoisy's defaults; the code's are ``--ebomlc-mixture logits
 """
 
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.correction_methods import EBOMLCHparams
 
 
 def get_config(arg=None) -> TrainConfig:
@@ -25,6 +26,7 @@ def get_config(arg=None) -> TrainConfig:
       method="ebomlc", dataset=dataset, noise="symmetric-inclusive:0.6", model="resnet32",
       epochs=120, batch_size=100, learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
       schedule="step", lr_boundaries=(80 / 120, 100 / 120), heldout_size=5000,
-      clean_size=1000, clean_batch_size=100, meta_optimizer="amsgrad", meta_lr=3e-4,
-      mixture_rho=0.2, xi=0.5, delta=0.25, lcn_variant="ebomlc", lcn_embed_dim=128,
-      ebomlc_delta_update=dataset != "cifar10")
+      clean_size=1000, clean_batch_size=100,
+      hparams=EBOMLCHparams(meta_optimizer="amsgrad", meta_lr=3e-4, mixture_rho=0.2,
+                            xi=0.5, delta=0.25, lcn_variant="ebomlc", lcn_embed_dim=128,
+                            delta_update=dataset != "cifar10"))

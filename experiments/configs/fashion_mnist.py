@@ -25,16 +25,16 @@ from jaxnoisy.train.methods import METHODS
 PER_METHOD = {
     "sam": dict(rho=0.1),
     "asam": dict(rho=1.0),
-    "gsam": dict(rho=0.1, gsam_alpha=0.1),
-    "saner": dict(rho=0.1, down_weight=0.5, saner_warmup_fraction=0.25),
-    "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, ncsam_warmup_fraction=0.25),
+    "gsam": dict(rho=0.1, alpha=0.1),
+    "saner": dict(rho=0.1, down_weight=0.5, warmup_fraction=0.25),
+    "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, warmup_fraction=0.25),
     "fsam": dict(rho=0.1),
     "vasso": dict(rho=0.1),
 }
 # SANER over another SAM-like base (ARG saner_fsam, saner_vasso, ...): SANER's settings.
 SANER_OVER = {f"saner_{base}": base for base in ("asam", "gsam", "fsam", "vasso")}
 # Other arms: a method with settings of its own.
-VARIANTS = {"ebomlc_reference": ("ebomlc", dict(ebomlc_sign="reference"))}
+VARIANTS = {"ebomlc_reference": ("ebomlc", dict(sign="reference"))}
 # The batch-norm ResNet protocol: the table's lr and weight decay until SGD's
 # memorization curve on it says otherwise (experiments/bn_resnet.py, first step).
 RESNET = dict(model="resnet20_narrow")
@@ -50,7 +50,7 @@ def get_config(arg=None) -> TrainConfig:
   over = {}
   if method in SANER_OVER:
     base = SANER_OVER[method]
-    method, over = "saner", dict(saner_base=base, **PER_METHOD.get(base, {}))
+    method, over = "saner", dict(base=base, **PER_METHOD.get(base, {}))
   elif method in VARIANTS:
     method, over = VARIANTS[method]
   if method not in METHODS:
@@ -60,4 +60,5 @@ def get_config(arg=None) -> TrainConfig:
   base = dict(method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
               epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9,
               weight_decay=5e-4, schedule="cosine", train_size=15000, heldout_size=5000)
-  return TrainConfig(**{**base, **clean, **PER_METHOD.get(method, {}), **over})
+  # The method's own settings are names of its record (TrainConfig.replace routes them).
+  return TrainConfig(**base, **clean).replace(**{**PER_METHOD.get(method, {}), **over})

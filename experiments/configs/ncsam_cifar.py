@@ -18,6 +18,7 @@ classes (symmetric-inclusive). The schedule is not stated: jaxnoisy uses cosine 
 """
 
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.sam_methods import NCSAMHparams
 
 
 ARGS = ("cifar10", "cifar100", "cifar10_instance", "cifar100_instance")
@@ -34,5 +35,6 @@ def get_config(arg=None) -> TrainConfig:
       model="preact_resnet32" if instance else "resnet18", epochs=200, batch_size=128,
       learning_rate=0.05, momentum=0.9, weight_decay=1e-3, schedule="cosine",
       heldout_size=5000,
-      rho=0.05, flip_rate=0.4, kappa=0.1 if dataset == "cifar10" else 0.3,
-      ncsam_warmup_fraction=0.25)
+      hparams=NCSAMHparams(rho=0.05, flip_rate=0.4,
+                           kappa=0.1 if dataset == "cifar10" else 0.3,
+                           warmup_fraction=0.25))

@@ -14,6 +14,7 @@ exclusive (exactly r·N labels moved), as in the SANER code.
 """
 
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.sam_methods import SAMHparams, SANERHparams
 
 NOISE = {"cifar10": "symmetric:0.5", "cifar100": "symmetric:0.5",
          "cifar10_n": "cifar10n:worse", "cifar100_n": "cifar100n:noisy"}
@@ -26,5 +27,6 @@ def get_config(arg=None) -> TrainConfig:
   return TrainConfig(
       method="saner", dataset=dataset, noise=NOISE[dataset], model="preact_resnet18",
       epochs=200, batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-      schedule="step", lr_boundaries=(0.5, 0.75), heldout_size=5000, rho=0.1,
-      down_weight=0.5, saner_warmup_fraction=0.25, saner_base="sam")
+      schedule="step", lr_boundaries=(0.5, 0.75), heldout_size=5000,
+      hparams=SANERHparams(base=SAMHparams(rho=0.1), down_weight=0.5,
+                           warmup_fraction=0.25))
