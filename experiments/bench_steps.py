@@ -38,6 +38,19 @@ VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
 
 
+def step_config(method: str, **run):
+  """The config of a timed step: one epoch, no held-out set, the run's ``run`` fields,
+  and ρ = 0.1 and NCSAM's and SANER's warm-up fraction 0 where the method has them
+  (the timed step is the method's own, not its SGD warm-up)."""
+  from jaxnoisy.train import hparams as hparams_lib
+  from jaxnoisy.train.config import TrainConfig
+  config = TrainConfig(method=method, epochs=1, heldout_size=0, **run)
+  own = {"rho": 0.1} if "rho" in hparams_lib.names(config.hparams) else {}
+  if method in ("ncsam", "saner"):
+    own["warmup_fraction"] = 0.0
+  return config.replace(**own)
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
@@ -63,8 +76,7 @@ def main() -> int:
   import jax
   import numpy as np
 
-  from jaxnoisy.train import hparams as hparams_lib, step as step_lib
-  from jaxnoisy.train.config import TrainConfig
+  from jaxnoisy.train import step as step_lib
   from jaxnoisy.train.methods import METHODS
   from jaxnoisy.train.trainer import NoisyData, Trainer
 
@@ -92,15 +104,9 @@ def main() -> int:
   for name in names + replicated:
     base, _, seeds = name.partition("x")
     method, overrides = VARIANTS.get(base, (base, {}))
-    config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
-                         epochs=1, heldout_size=0, seeds=int(seeds or 1),
-                         vmap_replicas=args.vmap_replicas, **clean_batch)
-    # ρ = 0.1 and NCSAM's and SANER's warm-up fractions 0 (the timed steps are the
-    # method's own, not its SGD warm-up), where the method has them.
-    own = {k: v for k, v in dict(rho=0.1, warmup_fraction=0.0).items()
-           if k in hparams_lib.names(config.hparams) and (k == "rho" or method in
-                                                          ("ncsam", "saner"))}
-    config = config.replace(**own, **overrides)
+    config = step_config(method, model=args.model, batch_size=args.batch_size,
+                         seeds=int(seeds or 1), vmap_replicas=args.vmap_replicas,
+                         **clean_batch).replace(**overrides)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
     batches[name] = list(trainers[name].batches(0, 0, trainers[name].steps_per_epoch))

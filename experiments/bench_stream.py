@@ -87,8 +87,9 @@ def main() -> int:
   parser.add_argument("--out", default=None, help="also write the numbers to this JSON file")
   args = parser.parse_args()
   sizes = [int(s) for s in args.sizes.split(",")]
-  if args.steps < 1 or args.rounds < 1 or min(sizes) < 1:
-    parser.error("--steps, --rounds and --sizes must be positive")
+  if args.steps < 3 or args.rounds < 1 or min(sizes) < 1:
+    parser.error("--steps must be at least 3 (the trainers' warm-up), --rounds and "
+                 "--sizes positive")
 
   from jaxnoisy.train.devices import use_cpu_cores
   use_cpu_cores(args.num_devices)  # as the CLI

@@ -134,8 +134,10 @@ __all__ = [
     "count_params",
     "save_params",
     "load_init_params",
+    "COMPUTE_DTYPES",
     "MODELS",
     "make_model",
+    "set_compute_dtype",
 ]
 
 PyTree = Any
@@ -634,7 +636,9 @@ def functional(model: nnx.Module) -> Functional:
       m.train()
     else:
       m.eval()
-    logits, feats = m.forward(x)
+    # Loss and softmax in float32 whatever the compute dtype (float64 stays float64).
+    logits, feats = (jnp.asarray(v, jnp.promote_types(v.dtype, jnp.float32))
+                     for v in m.forward(x))
     if not train:
       return logits, feats, state
     _, new_state = nnx.split(m, nnx.Param, ...)[1:]
@@ -766,19 +770,43 @@ MODELS: dict[str, type[nnx.Module]] = {
 }
 
 
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def set_compute_dtype(model: nnx.Module, dtype: Any) -> nnx.Module:
+  """Run every convolution, dense and batch-norm layer of ``model`` in ``dtype``.
+
+  Flax's mixed-precision convention: a layer's ``param_dtype`` (float32 here) is what
+  it stores and what gradients and optimizer state are computed in; its ``dtype`` is
+  what it computes in (inputs and parameters are cast to it). Batch norm still reduces
+  its statistics in float32 (Flax's default), and :func:`functional`'s ``apply``
+  returns float32 logits and features, so the loss and softmax stay float32.
+  """
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, (nnx.Conv, nnx.Linear, nnx.BatchNorm)):
+      module.dtype = dtype
+  return model
+
+
 def make_model(
     name: str,
     num_classes: int,
     input_shape: tuple[int, int, int],
     seed: int = 0,
+    compute_dtype: str = "float32",
 ) -> Functional:
   """Build model ``name`` for inputs of shape ``input_shape = (H, W, C)``.
 
   Returns :func:`functional` of the initialised model (initialised from
-  ``nnx.Rngs(seed)``).  Raises ``ValueError`` for unknown names.
+  ``nnx.Rngs(seed)``); its parameters are float32 and its layers compute in
+  ``compute_dtype`` (:data:`COMPUTE_DTYPES`; see :func:`set_compute_dtype`).
+  Raises ``ValueError`` for unknown names.
   """
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; valid names: {sorted(MODELS)}")
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype must be one of {', '.join(COMPUTE_DTYPES)}, "
+                     f"got {compute_dtype!r}")
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
   h, w, c = (int(d) for d in input_shape)
@@ -789,4 +817,6 @@ def make_model(
     model = MLP(num_classes, h * w * c, rngs=rngs)
   else:
     model = MODELS[name](num_classes, c, rngs=rngs)
+  if compute_dtype != "float32":
+    set_compute_dtype(model, COMPUTE_DTYPES[compute_dtype])
   return functional(model)

@@ -182,3 +182,29 @@ def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_pat
   assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 |" in text
   assert "| resnet_sgd | 0 |" in text
   assert (tmp_path / "results" / "bn_resnet_instance_0.4.png").is_file()
+
+
+@pytest.mark.skipif(not os.path.isdir(FMNIST), reason="Debian dataset-fashion-mnist missing")
+def test_accelerator_check_tiny_writes_every_section(tmp_path):
+  """The GPU check's own code paths at toy sizes on CPU (torch's where it is installed)."""
+  subprocess.run(
+      [sys.executable, "experiments/accelerator_check.py", "--tiny", "--out", str(tmp_path),
+       "--no-torch-compile", "--budget-s", "900", "--data-dir", FMNIST],
+      cwd=ROOT, capture_output=True, text=True, check=True, timeout=900)
+  result = json.loads((tmp_path / "accelerator.json").read_text())
+  assert result["tiny"] and "skipped" not in result
+  assert result["correctness"]["default"]["passed"] > 0
+  assert not result["correctness"]["default"]["failed"]
+  assert {"sgd/b8/float32/cnn", "sam/b8/bfloat16/cnn", "mlc/b8/float32/cnn"} <= set(
+      result["steps"])
+  assert all(v["ms"] > 0 and v["memory_mib"] > 0 for v in result["steps"].values())
+  assert set(result["reference"]["optax"]) == {"optax_sgd", "optax_contrib_sam"}
+  assert result["epoch"]["sgd"]["noisy_steps"] == 2
+  assert result["stream"]["step"]["stream_ms"] > 0
+  page = (tmp_path / "ACCELERATOR.md").read_text()
+  assert "| mlc | 8 | float32 | cnn |" in page and "## Epoch cost" in page
+  # The page regenerates from the JSON alone.
+  (tmp_path / "ACCELERATOR.md").unlink()
+  subprocess.run([sys.executable, "experiments/accelerator_check.py", "--report-only",
+                  "--out", str(tmp_path)], cwd=ROOT, check=True, timeout=120)
+  assert (tmp_path / "ACCELERATOR.md").read_text() == page

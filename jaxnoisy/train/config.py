@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any, Optional
 
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
-from jaxnoisy.models import MODELS
+from jaxnoisy.models import COMPUTE_DTYPES, MODELS
 from jaxnoisy.noise import parse_noise_spec
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
@@ -43,6 +43,9 @@ class TrainConfig:
   noise: str = hp("symmetric:0.4", "noise spec, e.g. none, symmetric:0.4, "
                   "symmetric-inclusive:0.4, asymmetric:0.4, pairflip:0.45, instance:0.4")
   model: str = hp("cnn", "the network", choices=tuple(MODELS))
+  compute_dtype: str = hp("float32", "what activations and matmuls compute in; "
+                         "parameters, optimizer state and the loss stay float32",
+                         choices=tuple(COMPUTE_DTYPES))
   init_params: Optional[str] = hp(None, "start from these weights: an .npz of "
                                   "{'params': ..., 'state': ...} as models.save_params "
                                   "writes it (e.g. ImageNet weights); a classifier of "

@@ -200,7 +200,8 @@ def model_input_shape(config: TrainConfig, data: NoisyData) -> tuple:
 def create_models(config: TrainConfig, num_classes: int, input_shape: tuple) -> list:
   """Each replica's model (its seed draws the initialisation), from ``init_params``'
   weights when given (a classifier of another class count stays fresh)."""
-  models = [models_lib.make_model(config.model, num_classes, input_shape, seed=c.seed)
+  models = [models_lib.make_model(config.model, num_classes, input_shape, seed=c.seed,
+                                  compute_dtype=config.compute_dtype)
             for _, c in config.replicas()]
   if config.init_params is not None:
     models = [m._replace(**models_lib.load_init_params(
