@@ -298,20 +298,6 @@ def test_reweighting_methods_log_weight_diagnostics(tmp_path, method):
   assert 0 <= rows[0]["mean_weight_noisy"] and rows[0]["weight_auc"] <= 1
 
 
-def test_resume_keeps_per_example_weights(tmp_path):
-  cfg = TOY.replace(method="meta_reweight", clean_batch_size=32)
-  data = toy_with_clean()
-  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
-  with pytest.raises(KeyboardInterrupt):
-    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(8))
-  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
-  w_full = np.asarray(full["state"].method_state["weights"])
-  np.testing.assert_array_equal(w_full, np.asarray(resumed["state"].method_state["weights"]))
-  assert w_full.min() < 1.0  # the weights did move
-  for a, b in zip(final_params(full), final_params(resumed)):
-    np.testing.assert_array_equal(a, b)
-
-
 def test_meta_method_without_clean_subset_is_refused(tmp_path):
   with pytest.raises(ValueError, match="clean_size"):
     train(TOY.replace(method="l2rw"), str(tmp_path / "x"), data=toy_data(), progress=False)
