@@ -7,7 +7,6 @@ complete checkpoint and reaches the same parameters as an uninterrupted run.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import platform
