@@ -394,13 +394,14 @@ def torch_main(args) -> int:
   return 0
 
 
-def torch_steps(tiny: bool, timeout: float) -> dict:
+def torch_steps(tiny: bool, compile_: bool, timeout: float) -> dict:
   try:
     import torch  # noqa: F401
   except ImportError:
     return {"error": "torch is not installed"}
-  cmd = [sys.executable, os.path.abspath(__file__), "--torch-json"] + (["--tiny"] if tiny
-                                                                      else [])
+  cmd = [sys.executable, os.path.abspath(__file__), "--torch-json",
+         "--torch-compile" if compile_ else "--no-torch-compile"] + (["--tiny"] if tiny
+                                                                     else [])
   try:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(timeout, 1))
     lines, err = proc.stdout.strip().splitlines(), proc.stderr
@@ -605,7 +606,7 @@ def main() -> int:
     reference["optax"] = optax_sam_ms(model, shape, b, size["steps"], size["rounds"])
     report.put("reference", reference)
   if budget.left() > 90:
-    reference["pytorch"] = torch_steps(args.tiny, budget.left() - 60)
+    reference["pytorch"] = torch_steps(args.tiny, args.torch_compile, budget.left() - 60)
     report.put("reference", reference)
   else:
     report.skip("pytorch", f"{budget.left():.0f} s left")

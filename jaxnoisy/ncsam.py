@@ -263,13 +263,22 @@ def _subset_noise_grads(subset_logits_fn, params, index, targets, classes, label
   return jax.grad(subset_loss)(params)
 
 
-def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12):
+COMPENSATIONS = ("paper", "rho")
+
+
+def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12,
+                       compensation: str = "paper"):
   r"""NCSAM's ascent step: SAM's ε plus s·g*, projected onto the ρ-ball.
 
   .. math::
 
-    v = \rho \frac{g}{\lVert g \rVert + \epsilon} + s\, g^*, \qquad
+    v = \rho \frac{g}{\lVert g \rVert + \epsilon} + s\, c, \qquad
     \varepsilon = v \cdot \min\Bigl(1, \frac{\rho}{\lVert v \rVert + \epsilon}\Bigr)
+
+  with c = g* (``compensation="paper"``) or, a variant beyond the paper,
+  c = ρ g*/(‖g*‖ + ϵ) (``"rho"``): the compensation sized against the radius, so that
+  s alone (not the scale of g*, which grows as the noisy examples are fitted) sets
+  how far it turns ε.
 
   So ‖ε‖ ≤ ρ (up to float rounding of the norm), and zero g and g* give ε = 0.
   v and its norm are computed in ``promote_types(dtype, float32)`` (float64 stays
@@ -295,6 +304,7 @@ def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12):
     rho: radius, > 0.
     strength: s ≥ 0 (:func:`ncsam_strength`); may be traced.
     eps: norm guard, as in :func:`jaxnoisy.sam_perturbation`.
+    compensation: ``"paper"`` (raw g*) or ``"rho"`` (ρ-sized g*; not in the paper).
 
   Returns:
     ε, same structure and dtypes as ``grads``.
@@ -302,9 +312,14 @@ def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12):
   References:
     Xu, Deng, Pang, Noise-Compensated Sharpness-Aware Minimization, arXiv 2601.19947.
   """
+  if compensation not in COMPENSATIONS:
+    raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, "
+                     f"got {compensation!r}")
   dtype = accumulation_dtype(grads, noise_grads)
   sam_eps = cast(sam_perturbation(grads, rho, eps=eps), dtype)
   s = jnp.asarray(strength).astype(dtype)
+  if compensation == "rho":
+    noise_grads = cast(sam_perturbation(noise_grads, rho, eps=eps), dtype)
   v = axpy(s, noise_grads, sam_eps)
   compensation = jnp.abs(s) * global_norm(noise_grads)
   factor = jnp.where(compensation > 0,
@@ -313,8 +328,8 @@ def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12):
 
 
 def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
-          axis_name: Optional[str] = None,
-          has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
+          axis_name: Optional[str] = None, has_aux: bool = False,
+          compensation: str = "paper") -> optax.GradientTransformationExtraArgs:
   r"""NCSAM: SAM with an ascent compensated by simulated label noise.
 
   .. math::
@@ -363,6 +378,8 @@ def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
     axis_name: mapped axis for the per-device ascent, or ``None``.
     has_aux: whether ``grad_fn`` returns ``(grads, aux)``; the aux of the perturbed
       pass is dropped (batch statistics come from the first pass).
+    compensation: ``"paper"``, or ``"rho"`` for the ρ-sized variant beyond the paper
+      (:func:`ncsam_perturbation`).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` whose state is ``optax.EmptyState()``
@@ -374,6 +391,9 @@ def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
   check_range("rho", rho, low=0.0, low_open=True)
   check_range("kappa", kappa, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
+  if compensation not in COMPENSATIONS:
+    raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, "
+                     f"got {compensation!r}")
 
   def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
                 noise_grads=None, progress=None, **extra_args):
@@ -385,7 +405,8 @@ def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
     if progress is None:
       raise ValueError("ncsam needs the extra argument progress (t in [0, 1])")
     strength = ncsam_strength(progress, kappa)
-    perturbation = ncsam_perturbation(updates, noise_grads, rho, strength, eps)
+    perturbation = ncsam_perturbation(updates, noise_grads, rho, strength, eps,
+                                      compensation)
     g_sam = perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
                                axis_name=axis_name)
     return jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates), state

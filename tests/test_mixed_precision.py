@@ -55,7 +55,7 @@ def test_every_method_keeps_float32_parameters_and_state(method):
                        clean_batch_size=32)
   t = Trainer(config, data)
   before = jax.tree.map(lambda x: x.dtype, t.initial_state)
-  state = t.run_phase(t.initial_state) if t.phase_steps else t.initial_state  # FBR's
+  state = t.run_phase(t.initial_state)[0] if t.phase_steps else t.initial_state  # FBR
   for batch in t.batches(0, 0, 2):
     state, metrics = t.step(state, batch, 0.5)
   assert jax.tree.map(lambda x: x.dtype, state) == before

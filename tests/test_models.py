@@ -157,7 +157,7 @@ def test_train_flag_must_be_static_bool():
 def test_make_model_unknown_name():
   with pytest.raises(ValueError, match="preact_resnet18"):
     M.make_model("resnet152", 10, (32, 32, 3), seed=0)
-  assert set(M.MODELS) == {"cnn", "mlp", "preact_resnet18", "preact_resnet32", "resnet18",
+  assert set(M.MODELS) == {"cnn", "cnn_bn", "mlp", "preact_resnet18", "preact_resnet32", "resnet18",
                            "resnet34", "resnet32", "resnet20", "resnet20_narrow", "resnet50"}
 
 
@@ -660,3 +660,36 @@ def test_load_init_params_new_head(tmp_path):
                             src.params["classifier"]["kernel"][:, :7])
   rest = lambda p: {k: v for k, v in p.items() if k != "classifier"}
   _assert_trees_equal(rest(params), rest(src.params))
+
+
+def test_cnn_bn_forward_vs_numpy():
+  """cnn_bn in training mode: conv (no bias) - batch statistics - ReLU - pool, twice."""
+  m = M.make_model("cnn_bn", 10, (12, 12, 1), seed=1)
+  x = np.random.default_rng(0).normal(size=(4, 12, 12, 1)).astype(np.float32)
+  p = jax.tree.map(np.asarray, m.params)
+  assert M.count_params(m.params) == 16 * 9 + 32 * 16 * 9 + 2 * (16 + 32) + 32 * 128 + 128 \
+      + 1290 and "bias" not in p["conv1"]
+
+  def conv(h, k):  # VALID 3x3, NHWC
+    n, hh, ww, _ = h.shape
+    out = np.zeros((n, hh - 2, ww - 2, k.shape[-1]))
+    for i in range(3):
+      for j in range(3):
+        out += np.einsum("nhwc,cd->nhwd", h[:, i:i + hh - 2, j:j + ww - 2], k[i, j])
+    return out
+
+  def bn(h, q):
+    mean, var = h.mean((0, 1, 2)), h.var((0, 1, 2))
+    return (h - mean) / np.sqrt(var + 1e-5) * q["scale"] + q["bias"]
+
+  def pool(h):
+    n, hh, ww, c = h.shape
+    return h[:, :hh // 2 * 2, :ww // 2 * 2].reshape(n, hh // 2, 2, ww // 2, 2, c).max((2, 4))
+
+  h = pool(np.maximum(bn(conv(x, p["conv1"]["kernel"]), p["bn1"]), 0))
+  h = pool(np.maximum(bn(conv(h, p["conv2"]["kernel"]), p["bn2"]), 0)).reshape(4, -1)
+  h = np.maximum(h @ p["fc"]["kernel"] + p["fc"]["bias"], 0)
+  ref = h @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+  logits, _, state = m.apply(m.params, m.state, jnp.asarray(x), train=True)
+  np.testing.assert_allclose(logits, ref, rtol=1e-4, atol=1e-4)
+  assert not np.allclose(state["bn1"]["mean"], m.state["bn1"]["mean"])  # running stats move

@@ -23,7 +23,9 @@ def np_strength(t, kappa):
   return kappa * min(1.0, 2 * (3 - 2 * t) * t ** 2)
 
 
-def np_perturbation(g, g_star, rho, s, eps=1e-12):
+def np_perturbation(g, g_star, rho, s, eps=1e-12, compensation="paper"):
+  if compensation == "rho":  # the variant beyond the paper: ρ-sized g*
+    g_star = {k: rho * g_star[k] / (np_norm(g_star) + eps) for k in g_star}
   v = {k: rho * g[k] / (np_norm(g) + eps) + s * g_star[k] for k in g}
   if s * np_norm(g_star) == 0:  # no compensation: SAM's ε, not projected
     return v
@@ -109,6 +111,30 @@ def test_perturbation_vs_numpy_float64():
           assert e[k].dtype == jnp.float64
           np.testing.assert_allclose(e[k], ref[k], rtol=1e-12, atol=1e-15 * rho)
         assert np_norm(e) <= rho * (1 + 1e-14), (i, s, np_norm(e) / rho - 1)
+
+
+def test_rho_sized_compensation_vs_numpy_float64():
+  """The variant: s·ρ·ĝ* added to SAM's ε, then projected; its size is set by s alone."""
+  rng = np.random.default_rng(9)
+  with jax.enable_x64(True):
+    for i in range(20):
+      g = {"a": rng.normal(size=(3, 4)), "b": rng.normal(size=5)}
+      gs = {"a": rng.normal(size=(3, 4)) * 10.0 ** rng.uniform(-4, 4), "b": rng.normal(size=5)}
+      rho = float(rng.uniform(0.01, 2.0))
+      for s in (0.0, 0.05, 0.3, 1.0):
+        e = jaxnoisy.ncsam_perturbation(g, gs, rho, s, compensation="rho")
+        ref = np_perturbation(g, gs, rho, s, compensation="rho")
+        for k in ref:
+          np.testing.assert_allclose(e[k], ref[k], rtol=1e-12, atol=1e-15 * rho)
+      # Scaling g* changes nothing (it does in the paper's form).
+      big = {k: 1e3 * v for k, v in gs.items()}
+      for k in g:
+        np.testing.assert_allclose(
+            jaxnoisy.ncsam_perturbation(g, big, rho, 0.3, compensation="rho")[k],
+            jaxnoisy.ncsam_perturbation(g, gs, rho, 0.3, compensation="rho")[k],
+            rtol=1e-10, atol=1e-14 * rho)  # equal up to the rounding of ‖g*‖
+  with pytest.raises(ValueError, match="compensation must be one of paper, rho"):
+    jaxnoisy.ncsam(compensation="unit")
 
 
 def test_zero_gradients_give_finite_zero():
