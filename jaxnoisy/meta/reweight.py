@@ -229,9 +229,9 @@ def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0,
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
   lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
-  eps = jnp.zeros_like(lin.losses)
+  at_zero = jnp.zeros_like(lin.losses)  # the examples' weight perturbations ε = 0
   return -jax.grad(
-      lambda e: _stepped_clean_loss(loss_fn, lin, params, e, clean_batch, inner_lr))(eps)
+      lambda e: _stepped_clean_loss(loss_fn, lin, params, e, clean_batch, inner_lr))(at_zero)
 
 
 def l2rw_normalize(scores) -> jax.Array:
