@@ -1,5 +1,6 @@
 """Meta-learning methods guided by a small clean subset: pure step functions."""
 
+from jaxnoisy.meta.amsgrad import TorchAMSGradState, torch_amsgrad
 from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet,
                                       MLCResult, bome_lambda, bome_mlc_step,
                                       corrected_accuracy, ebomlc_beta, ebomlc_step,
@@ -25,4 +26,5 @@ __all__ = [
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
     "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
+    "TorchAMSGradState", "torch_amsgrad",
 ]

@@ -68,11 +68,11 @@ class GSAMHparams:
 class FSAMHparams:
   """F-SAM (Li et al. 2024)"""
 
-  rho: float = _rho()
+  rho: float = _rho(0.2, "F-SAM's radius ρ (authors' run.sh: 0.2)")
   sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from the "
                     "ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
-  lmbda: float = hp(0.9, "F-SAM's λ, the EMA's decay (code: 0.9)", low=0.0, high=1.0,
-                    sweepable=True)
+  lmbda: float = hp(0.6, "F-SAM's λ, the EMA's decay (authors' run.sh: 0.6)", low=0.0,
+                    high=1.0, sweepable=True)
 
   def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
     return fsam(self.rho, self.sigma, self.lmbda, axis_name=axis_name, has_aux=True)
@@ -83,9 +83,9 @@ class VaSSOHparams:
   """VaSSO (Li and Giannakis 2023)"""
 
   rho: float = _rho()
-  theta: float = hp(0.2, "VaSSO's θ, the new gradient's weight in the EMA the ascent "
-                    "follows (lhchau/saner: 0.2; 1: SAM)", low=0.0, high=1.0,
-                    sweepable=True)
+  theta: float = hp(0.9, "VaSSO's θ, the new gradient's weight in the EMA the ascent "
+                    "follows (authors: 0.9; lhchau/saner: 0.2; 1: SAM)", low=0.0,
+                    high=1.0, sweepable=True)
 
   def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
     return vasso(self.rho, self.theta, axis_name=axis_name, has_aux=True)

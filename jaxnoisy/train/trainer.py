@@ -255,7 +255,8 @@ class Programs(NamedTuple):
 
 def create_programs(config: TrainConfig, setup: step_lib.StepSetup, method_of: Callable,
                     method: Method, *, num_clean: int, phase_steps: int,
-                    streamed: bool, chunk: int) -> Programs:
+                    phase_batch_size: int, steps_per_epoch: int, streamed: bool,
+                    chunk: int) -> Programs:
   """The jitted programs of a run; ``method_of(hyper)`` is a replica's method (its swept
   value traced), ``method`` the one built from the config (its static structure)."""
   augment = config.augment if config.augment is not None else \
@@ -264,11 +265,12 @@ def create_programs(config: TrainConfig, setup: step_lib.StepSetup, method_of: C
       setup, lambda hyper: gradients(method_of(hyper)), batch_size=config.batch_size,
       clean_batch_size=min(config.clean_batch_size, num_clean), augment=augment,
       per_device_ascent=config.per_device_ascent, warmup=warmup,
-      state_metrics=method.state_metrics, streamed=streamed)
+      state_metrics=method.state_metrics, streamed=streamed,
+      clean_epoch_steps=steps_per_epoch if method.clean_passes_per_epoch else None)
   phase = None
   if phase_steps:
     phase = step_lib.make_phase_step(setup, lambda hyper: method_of(hyper).phase.gradients,
-                                     num_clean=num_clean, batch_size=config.batch_size)
+                                     num_clean=num_clean, batch_size=phase_batch_size)
   finish = None
   if method.phase is not None:
     finish = step_lib.make_phase_finish(setup, lambda hyper: method_of(hyper).phase.finish)
@@ -352,16 +354,20 @@ class Trainer:
                                                   config.seeds)} if config.sweep else {})
     self.warmup_epochs = self.method.warmup_epochs
     phase = self.method.phase
-    self.phase_steps = phase.passes * step_lib.phase_batch_size(
-        num_clean, config.batch_size, n_dev)[0] if phase else 0
+    # A phase's pass: ⌈m / batch size⌉ batches, the last smaller (step.phase_batches).
+    phase_batch_size = min(phase.batch_size or config.batch_size, num_clean) if phase else 0
+    self.phase_steps = phase.passes * step_lib.phase_batches(
+        num_clean, phase_batch_size)[0] if phase else 0
     # A device's several replicas: by default vmapped on accelerators, one after another
     # on XLA:CPU (its vmapped convolutions are grouped ones, slower; see step.py).
     self.vmap_replicas = (config.vmap_replicas if config.vmap_replicas is not None
                           else self.mesh.devices.flat[0].platform != "cpu")
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas, config.crop_size)
+                               self.vmap_replicas, config.crop_size, config.padding_mode)
     self.programs = create_programs(config, setup, method_of, self.method,
                                     num_clean=num_clean, phase_steps=self.phase_steps,
+                                    phase_batch_size=phase_batch_size,
+                                    steps_per_epoch=self.steps_per_epoch,
                                     streamed=self.streamed, chunk=self.eval_chunk)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
@@ -452,9 +458,9 @@ class Trainer:
     the clean subset, then its ``finish``; returns (state, its step metrics)."""
     history = []
     try:
-      for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+      for k in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
         state, metrics = self.programs.phase(state, self.train_data, self.step_key,
-                                             self.hyper)
+                                             self.hyper, k)
         state = self.sync(state)
         history.append(metrics)
         if bar is not None:
