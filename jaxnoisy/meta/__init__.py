@@ -8,6 +8,9 @@ from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrecti
                                       sgd_direction, soft_cross_entropy)
 from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
                                fbr_weights)
+from jaxnoisy.meta.phases import (clean_loss_and_gradient, coupling, perturb_params,
+                                   phase_diagnostics, score_summary, sign_flip_share,
+                                   weight_phase_stats)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
                                     check_labels, cross_entropy_loss_fn, l2rw_normalize,
                                     l2rw_scores, l2rw_weights, linearize,
@@ -26,5 +29,7 @@ __all__ = [
     "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
     "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
+    "clean_loss_and_gradient", "coupling", "perturb_params", "phase_diagnostics",
+    "score_summary", "sign_flip_share", "weight_phase_stats",
     "TorchAMSGradState", "torch_amsgrad",
 ]
