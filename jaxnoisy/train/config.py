@@ -106,6 +106,9 @@ class TrainConfig:
                                "decoded images exceed this many GiB", low=0.0)
   stream_threads: int = hp(8, "streaming: batches read ahead in parallel", low=1)
   tfds_data_dir: Optional[str] = hp(None, "TFDS data directory")
+  on_nonfinite: str = hp("stop", "a non-finite training loss or parameters at an epoch's "
+                         "end: stop the run (summary.json records it) or continue "
+                         "training through it", choices=("stop", "continue"))
 
   def __post_init__(self):
     if self.hparams is None and self.method in METHODS:  # the method's defaults
