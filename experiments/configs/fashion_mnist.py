@@ -14,7 +14,9 @@ ran with, kept; the library's defaults are now their authors' λ = 0.6, θ = 0.9
 ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign. ARG
 ``resnet_<arm>`` (``RESNET_ARMS``) is the same protocol with the batch-norm ResNet-20 at
 half width (68k parameters) instead of the CNN: issue 16's test of the sharpness-aware
-claims in their papers' architecture family (``experiments/bn_resnet.py``).
+claims in their papers' architecture family (``experiments/bn_resnet.py``). ARG
+``bn_<arm>`` (``CNN_BN_ARMS``) is the protocol with ``cnn_bn``, the CNN with batch norm
+(``experiments/cnn_bn.py``).
 
     jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
         --noise symmetric:0.4 --seed 0 --out runs/fm_saner
@@ -45,6 +47,13 @@ RESNET_ARMS = {"resnet_sgd": ("sgd", {}), "resnet_sam_rho0.05": ("sam", dict(rho
                "resnet_ncsam_kappa0.03": ("ncsam", dict(kappa=0.03)),
                "resnet_ncsam": ("ncsam", {})}
 VARIANTS.update({arm: (m, {**RESNET, **over}) for arm, (m, over) in RESNET_ARMS.items()})
+# Batch norm at the CNN's cost (experiments/cnn_bn.py): the CNN with BN after each
+# convolution; NCSAM as the paper says (κ 0.1, SGD warm-up), with a SAM warm-up, and
+# with its compensation sized to ρ (a variant beyond the paper).
+CNN_BN_ARMS = {"bn_sgd": ("sgd", {}), "bn_sam": ("sam", {}), "bn_saner": ("saner", {}),
+               "bn_ncsam": ("ncsam", {}), "bn_ncsam_samwarmup": ("ncsam", dict(warmup="sam")),
+               "bn_ncsam_rho": ("ncsam", dict(compensation="rho"))}
+VARIANTS.update({arm: (m, {"model": "cnn_bn", **over}) for arm, (m, over) in CNN_BN_ARMS.items()})
 
 
 def get_config(arg=None) -> TrainConfig:
