@@ -174,20 +174,17 @@ class CompiledStep:
   def __init__(self, method: str, model: str, shape, batch: int, dtype: str):
     import numpy as np
 
-    from jaxnoisy.train.config import TrainConfig
+    from bench_steps import step_config
     from jaxnoisy.train.trainer import Trainer
     self.name = self.label(method, model, shape, batch, dtype)
-    # Warm-up fractions 0: the timed step is the method's own, not its SGD warm-up.
-    config = TrainConfig(method=method, model=model, batch_size=batch, rho=0.1, epochs=1,
-                         heldout_size=0, ncsam_warmup_fraction=0.0,
-                         saner_warmup_fraction=0.0, compute_dtype=dtype, tensorboard=False,
-                         augment=shape[-1] == 3)
+    config = step_config(method, model=model, batch_size=batch, compute_dtype=dtype,
+                         tensorboard=False, augment=shape[-1] == 3)
     self.trainer = t = Trainer(config, random_data(shape, 4 * batch, 256))
     self.state = t.initial_state
     self.batch = next(iter(t.batches(0, 0, 1)))
     self.args = lambda state: (state, t.train_data, *self.batch, t.step_key,
                                np.float32(0.5), t.hyper)
-    self.lowered = t.train_step.lower(*self.args(self.state))
+    self.lowered = t.programs.train.lower(*self.args(self.state))
     self.compiled = None
 
   @staticmethod
@@ -425,7 +422,7 @@ def epoch_cost(method: str, size: dict, data_dir, ms_per_step: float) -> dict:
                        method).replace(
       noise="instance:0.4", epochs=size["epochs"], train_size=size["train_size"],
       heldout_size=size["heldout_size"], seed=0, tensorboard=False, data_dir=data_dir,
-      **({"fbr_clean_epochs": size["fbr_clean_epochs"]} if method == "fbr" else {}))
+      **({"clean_epochs": size["fbr_clean_epochs"]} if method == "fbr" else {}))
   with tempfile.TemporaryDirectory() as out:
     t0 = time.perf_counter()
     result = train(config, out, progress=False)

@@ -30,13 +30,25 @@ PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
          "ebomlc_to_mlc": ("ebomlc", "mlc"), "fbr_to_sgd": ("fbr", "sgd"),
          "fbr_phase_to_sgd": ("fbr_phase", "sgd")}
 # Timed next to their method whenever it runs: (method, config overrides).
-VARIANTS = {"saner_untracked": ("saner", {"saner_track_groups": False}),
+VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # NCSAM's g* from a forward pass over the flipped subset (label smoothing 0.1).
-            "ncsam_subset": ("ncsam", {"ncsam_noise_forward": "subset",
-                                       "ncsam_label_smoothing": 0.1})}
+            "ncsam_subset": ("ncsam", {"noise_forward": "subset", "label_smoothing": 0.1})}
 # The table protocol's epoch (15,000 noisy examples, 1,000 clean, batch 128): FBR's
 # noisy steps plus its clean passes, over SGD's noisy steps.
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
+
+
+def step_config(method: str, **run):
+  """The config of a timed step: one epoch, no held-out set, the run's ``run`` fields,
+  and ρ = 0.1 and NCSAM's and SANER's warm-up fraction 0 where the method has them
+  (the timed step is the method's own, not its SGD warm-up)."""
+  from jaxnoisy.train import hparams as hparams_lib
+  from jaxnoisy.train.config import TrainConfig
+  config = TrainConfig(method=method, epochs=1, heldout_size=0, **run)
+  own = {"rho": 0.1} if "rho" in hparams_lib.names(config.hparams) else {}
+  if method in ("ncsam", "saner"):
+    own["warmup_fraction"] = 0.0
+  return config.replace(**own)
 
 
 def main() -> int:
@@ -65,7 +77,6 @@ def main() -> int:
   import numpy as np
 
   from jaxnoisy.train import step as step_lib
-  from jaxnoisy.train.config import TrainConfig
   from jaxnoisy.train.methods import METHODS
   from jaxnoisy.train.trainer import NoisyData, Trainer
 
@@ -93,11 +104,9 @@ def main() -> int:
   for name in names + replicated:
     base, _, seeds = name.partition("x")
     method, overrides = VARIANTS.get(base, (base, {}))
-    # Warm-up fractions 0: the timed steps are the method's own, not its SGD warm-up.
-    config = TrainConfig(method=method, model=args.model, batch_size=args.batch_size,
-                         rho=0.1, epochs=1, heldout_size=0, ncsam_warmup_fraction=0.0,
-                         saner_warmup_fraction=0.0, seeds=int(seeds or 1),
-                         vmap_replicas=args.vmap_replicas, **clean_batch, **overrides)
+    config = step_config(method, model=args.model, batch_size=args.batch_size,
+                         seeds=int(seeds or 1), vmap_replicas=args.vmap_replicas,
+                         **clean_batch).replace(**overrides)
     trainers[name] = Trainer(config, [data] * config.seeds)
     states[name] = trainers[name].initial_state
     batches[name] = list(trainers[name].batches(0, 0, trainers[name].steps_per_epoch))
@@ -111,7 +120,7 @@ def main() -> int:
     t, state = trainers[name], states[name]
     for i in range(k):  # the trainer's own step (it syncs as training does)
       if name == "fbr_phase":
-        state = t.sync(t.phase_step(state, t.train_data, t.step_key, t.hyper, 0)[0])
+        state = t.sync(t.programs.phase(state, t.train_data, t.step_key, t.hyper, 0)[0])
         state = state._replace(phase_step=state.phase_step * 0)
       else:
         state, _ = t.step(state, batches[name][i % t.steps_per_epoch], 0.5)
@@ -144,8 +153,8 @@ def main() -> int:
   if "fbr" in names:
     from jaxnoisy.train.step import phase_batches
     cfg = trainers["fbr"].config
-    phase = cfg.fbr_clean_epochs * phase_batches(TABLE_EPOCH["clean"],
-                                                 cfg.fbr_clean_batch_size)[0]
+    phase = cfg.hparams.clean_epochs * phase_batches(TABLE_EPOCH["clean"],
+                                                     cfg.hparams.pass_batch_size)[0]
     noisy = TABLE_EPOCH["noisy_steps"]
     extra["fbr_table_epoch_to_sgd"] = round(
         (noisy * ms["fbr"] + phase * ms["fbr_phase"]) / (noisy * ms["sgd"]), 3)

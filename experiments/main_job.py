@@ -22,7 +22,7 @@ import sys
 
 METHODS = ("sgd", "sam", "saner", "ncsam", "fbr", "mlc", "ebomlc")
 CONFIG = "experiments/configs/fashion_mnist.py"
-SCALED = {"fbr": ["--fbr-clean-epochs", "10"]}
+SCALED = {"fbr": ["--clean-epochs", "10"]}
 
 
 def main() -> int:

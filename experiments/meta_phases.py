@@ -32,7 +32,6 @@ Usage:
 """
 
 import argparse
-import dataclasses
 import json
 import math
 import os
@@ -129,7 +128,7 @@ def train_run(config, out_dir, probes, dataset=None) -> dict:
   weight_stats = jax.jit(phases.weight_phase_stats)
   os.makedirs(out_dir, exist_ok=True)
   write_atomic(os.path.join(out_dir, "config.json"), json.dumps(
-      {"train_config": dataclasses.asdict(config), "probes": probes}, indent=1,
+      {"train_config": config.to_dict(), "probes": probes}, indent=1,
       default=str) + "\n")
 
   mean, std = np.asarray(data.mean, np.float32), np.asarray(data.std, np.float32)
@@ -439,8 +438,11 @@ def report(root, noises, seeds, out_path) -> str:
                     for c in table.run_commits(run_dir(root, n, s))})
   saved = next((cfg for runs in found.values() for _, _, cfg in runs), None)
   c, p = ((saved["train_config"], saved["probes"]) if saved
-          else ({**DEFAULTS, "batch_size": 128, "clean_batch_size": 100, "weight_lr": 100.0,
-                 "momentum": 0.9, "weight_decay": 5e-4, "model": "cnn"}, PROBES))
+          else ({**DEFAULTS, "batch_size": 128, "clean_batch_size": 100,
+                 "hparams": {"weight_lr": 100.0}, "momentum": 0.9, "weight_decay": 5e-4,
+                 "model": "cnn"}, PROBES))
+  # The method's record is nested since issue 33; records trained before it are flat.
+  weight_lr = c["hparams"]["weight_lr"] if "hparams" in c else c["weight_lr"]
   cpu = sum(s["cpu_seconds"] for runs in found.values() for s, _, _ in runs)
   lines = [
       "# Seed 002's three phases of meta-reweighting, observed on Fashion-MNIST", "",
@@ -453,7 +455,7 @@ def report(root, noises, seeds, out_path) -> str:
       f"training set, {c['clean_size']:,} clean examples, model `{c['model']}`, batch "
       f"{c['batch_size']}, clean batch {c['clean_batch_size']}, {c['epochs']} epochs at a "
       f"constant learning rate {c['learning_rate']} (no decay: a shrinking step would stop "
-      f"the weights for its own reason), weight step α = {c['weight_lr']:g} (the trainer's "
+      f"the weights for its own reason), weight step α = {weight_lr:g} (the trainer's "
       f"default), momentum {c['momentum']}, weight decay {c['weight_decay']:g}. After every "
       f"{p['probe_every']} steps (and at each epoch's end): the weights of the whole "
       f"training set, and on {p['probe_batches']} fresh batches the diagnostics of "

@@ -39,13 +39,13 @@ def main() -> int:
     params = step_lib.replica(state, 0).params
     logits_fn = lambda p: trainer.apply(p, {}, x, train=True)[0]
     _, g, g_star, _ = jaxnoisy.ncsam_gradients(logits_fn, params, y, jax.random.key(0),
-                                               config.flip_rate)
+                                               config.hparams.flip_rate)
     g_norm = float(jaxnoisy.global_norm(g))
     s_norm = float(jaxnoisy.global_norm(g_star))
     print(json.dumps({"params": name, "grad_norm": round(g_norm, 4),
                       "noise_grad_norm": round(s_norm, 4),
-                      "kappa_times_noise_grad_norm": round(config.kappa * s_norm, 4),
-                      "rho": config.rho}))
+                      "kappa_times_noise_grad_norm": round(config.hparams.kappa * s_norm, 4),
+                      "rho": config.hparams.rho}))
   return 0
 
 

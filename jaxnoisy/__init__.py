@@ -9,7 +9,7 @@ from jaxnoisy.sam import (asam, gsam, gsam_direction, perturbed_gradient, sam,
                           sam_perturbation)
 from jaxnoisy.sam_variants import (GradientEMAState, fsam, fsam_direction, gradient_ema,
                                    vasso)
-from jaxnoisy.saner import (SANERState, samwo_direction, saner, saner_down_weight,
+from jaxnoisy.saner import (SANERState, samwo, samwo_direction, saner, saner_down_weight,
                             saner_group_fractions, saner_masks, saner_reweight)
 from jaxnoisy.tree import global_norm
 
@@ -17,7 +17,7 @@ __all__ = [
     "GradientEMAState", "SANERState", "asam", "flip_targets", "fsam", "fsam_direction",
     "global_norm", "gradient_ema", "gsam", "gsam_direction", "ncsam", "ncsam_gradients",
     "ncsam_perturbation", "ncsam_strength", "perturbed_gradient", "sam",
-    "sam_perturbation", "samwo_direction", "saner", "saner_down_weight",
+    "sam_perturbation", "samwo", "samwo_direction", "saner", "saner_down_weight",
     "saner_group_fractions", "saner_masks", "saner_reweight", "tree", "vasso",
 ]
 

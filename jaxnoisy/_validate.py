@@ -31,3 +31,10 @@ def check_range(name: str, value, *, low: float = -math.inf, high: float = math.
   if too_low or too_high or math.isnan(x):
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+def check_num_classes(num_classes) -> None:
+  """Raise ``ValueError('num_classes must be an integer >= 2, got ...')`` otherwise."""
+  if (not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool)
+      or num_classes < 2):
+    raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")

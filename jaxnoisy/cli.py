@@ -37,42 +37,68 @@ def _flag_type(field: dataclasses.Field):
   return str
 
 
+def _add_flag(group, f: dataclasses.Field, help_text: str, choices=None) -> None:
+  names = ["--" + f.name.replace("_", "-"), *f.metadata["aliases"]]
+  kind = _flag_type(f)
+  if kind is bool:
+    group.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
+                       help=help_text)
+  else:
+    group.add_argument(*names, type=kind, choices=choices, default=None,
+                       metavar=None if choices else f.name.upper(), help=help_text)
+
+
+def _method_flags() -> dict:
+  """``{name: [(method, field, default)]}`` over every method's record (nested records
+  included): a name shared by several methods is one flag, set on the chosen one's."""
+  from jaxnoisy.train import hparams as hparams_lib
+  from jaxnoisy.train.methods import METHODS
+  out: dict = {}
+  for method, registration in METHODS.items():
+    defaults = registration.hparams()
+    for f in hparams_lib.declarations(registration.hparams):
+      try:
+        default = hparams_lib.get_value(defaults, f.name)
+      except ValueError:  # a field of a nested record not chosen by default
+        default = f.default
+      out.setdefault(f.name, []).append((method, f, default))
+  return out
+
+
+def _method_help(uses: list) -> str:
+  """One help line for a flag: its declaration's help, the methods it applies to and
+  their defaults."""
+  from jaxnoisy.train import hparams as hparams_lib
+  helps = {f.metadata["help"] for _, f, _ in uses}
+  text = "; ".join(sorted(helps))
+  shown = lambda f, v: hparams_lib.record_name(f, v) if dataclasses.is_dataclass(v) else v
+  defaults = ", ".join(f"{m} {shown(f, d)}" for m, f, d in uses)
+  return f"{text} (default: {defaults})"
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-  """The flags of ``train``: one per config field, derived from the hyper-parameter
-  records (name, type, choices and help), grouped by record."""
-  from jaxnoisy.train import config as config_lib
-  from jaxnoisy.train.methods import METHODS, REPLACED
+  """The flags of ``train``: one per run field and one per name of the methods'
+  records (name, type, choices and help derived from their declarations)."""
+  from jaxnoisy.train.config import TrainConfig
+  from jaxnoisy.train.methods import METHODS
   p.add_argument("--config", help="PATH[:ARG] of a config file (experiments/configs); "
                  "the flags below override it")
-  seen = set()
-  for record in config_lib.RECORDS:
-    users = [k for k, m in METHODS.items() if record in m.hparams
-             or any(issubclass(r, record) for r in m.hparams)]
-    title = (record.__doc__ or record.__name__).strip().splitlines()[0]
-    group = p.add_argument_group(title + (f" — used by {', '.join(users)}" if users else ""))
-    for f in dataclasses.fields(record):
-      if f.name in seen:
-        continue
-      seen.add(f.name)
-      m = f.metadata
-      names = ["--" + f.name.replace("_", "-"), *m["aliases"]]
-      help_text = m["help"]
-      if f.name == "method":
-        help_text = "; ".join(f"{k}: {v.description}" for k, v in METHODS.items())
-      elif f.default is not None and f.default is not dataclasses.MISSING:
-        help_text += f" (default: {f.default})"
-      kind = _flag_type(f)
-      choices = None if f.name == "method" else m["choices"]  # validate names replacements
-      if kind is bool:
-        group.add_argument(*names, action=argparse.BooleanOptionalAction, default=None,
-                           help=help_text)
-      else:
-        group.add_argument(*names, type=kind, choices=choices, default=None,
-                           metavar=None if choices else f.name.upper(), help=help_text)
-  for name, message in REPLACED.items():  # old flags fail with the new spelling
-    if name not in METHODS and name not in seen:
-      p.add_argument("--" + name.replace("_", "-"), help=argparse.SUPPRESS,
-                     action=_replaced(message))
+  group = p.add_argument_group("The run: data, model, optimizer, replicas and devices")
+  for f in dataclasses.fields(TrainConfig):
+    if f.name == "hparams":
+      continue
+    help_text = f.metadata["help"]
+    if f.name == "method":
+      help_text = "; ".join(f"{k}: {v.description}" for k, v in METHODS.items())
+    elif f.default is not None:
+      help_text += f" (default: {f.default})"
+    _add_flag(group, f, help_text, None if f.name == "method" else f.metadata["choices"])
+  group = p.add_argument_group("The methods' hyper-parameters (each applies to the "
+                               "methods it names; --method picks the record)")
+  for name, uses in _method_flags().items():
+    choices = {f.metadata["choices"] for _, f, _ in uses}
+    _add_flag(group, uses[0][1], _method_help(uses),
+              choices.pop() if len(choices) == 1 else None)
   p.add_argument("--distributed", action="store_true",
                  help="join a multi-process run (jax.distributed.initialize; the cluster "
                       "is detected unless --coordinator is given)")
@@ -82,16 +108,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
   p.add_argument("--out", required=True, help="run directory")
   p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
   p.add_argument("--no-progress", action="store_true")
-
-
-def _replaced(message: str):
-  """A flag that no longer exists: one line naming its new spelling, exit 2."""
-
-  class Replaced(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-      parser.exit(2, f"jaxnoisy: error: {message}\n")
-
-  return Replaced
 
 
 def _sweep(text: str):
@@ -152,11 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
-  """The config file's (or the default) config, with the flags that were given."""
+  """The config file's (or the default) config, with the flags that were given (the
+  run's fields, and names of the chosen method's record)."""
   from jaxnoisy.train.config import TrainConfig, load_config
-  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  names = {f.name for f in dataclasses.fields(TrainConfig)} | set(_method_flags())
   base = load_config(args.config) if args.config else TrainConfig()
-  overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+  overrides = {k: v for k, v in vars(args).items() if k in names and v is not None}
   return base.replace(**overrides).validate()
 
 
@@ -330,12 +347,12 @@ def cmd_prepare(args) -> int:
 
 
 def _as_typed(message: str, args) -> str:
-  """A config field named at the start of an error becomes the flag as typed
-  (``train_size must be ...`` → ``--train-size must be ...``)."""
+  """A config field or hyper-parameter named at the start of an error becomes the flag
+  as typed (``train_size must be ...`` → ``--train-size must be ...``)."""
   if args.command != "train":
     return message
   from jaxnoisy.train.config import TrainConfig
-  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  fields = {f.name for f in dataclasses.fields(TrainConfig)} | set(_method_flags())
   name = message.split(" ", 1)[0]
   if name in fields:
     return "--" + name.replace("_", "-") + message[len(name):]

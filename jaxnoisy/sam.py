@@ -243,7 +243,7 @@ def gsam_direction(grads, sam_grads, alpha, eps: float = 1e-12):
   return jax.tree.map(leaf, grads, sam_grads)
 
 
-def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
+def gsam(rho: float = 0.05, alpha: float = 0.1, *, adaptive: bool = False,
          eta: float = 0.01, eps: float = 1e-12, axis_name: Optional[str] = None,
          has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
   r"""GSAM: SAM plus a descent step on the surrogate gap.
@@ -286,7 +286,7 @@ def gsam(rho: float = 0.05, alpha: float = 0.0, *, adaptive: bool = False,
   Args:
     rho: neighbourhood radius, > 0 (the paper uses the SAM values, e.g. 0.05).
     alpha: weight of the orthogonal correction, ≥ 0; 0 gives SAM exactly (the paper
-      sweeps 0.01–0.3).
+      sweeps 0.01–0.3; the default 0.1 is the trainer's).
     adaptive, eta, eps, has_aux: as in :func:`sam`.
     axis_name: mapped axis for per-device ascent and decomposition, or ``None``.
 

@@ -7,7 +7,7 @@ functions — :func:`saner_masks`, :func:`saner_reweight`, :func:`saner_group_fr
 :func:`saner_down_weight`, and the authors' analysis variant :func:`samwo_direction` —
 and :func:`saner` is the Optax transform that wraps any SAM-family transform
 (:func:`jaxnoisy.sam`, :func:`jaxnoisy.asam`, :func:`jaxnoisy.gsam`,
-:func:`jaxnoisy.fsam`, :func:`jaxnoisy.vasso`).
+:func:`jaxnoisy.fsam`, :func:`jaxnoisy.vasso`); :func:`samwo` is the analysis variant's.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from jaxnoisy._validate import check_range
 from jaxnoisy.sam import sam
 
 GROUPS = ("A", "B", "C")
+# The radius of SANER's default base, the paper's value under label noise.
+SANER_RHO = 0.1
 
 
 def _normalize_groups(groups) -> tuple:
@@ -218,7 +220,6 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
           groups: Sequence[str] = ("B",), eps: Optional[float] = None,
           axis_name: Optional[str] = None, has_aux: Optional[bool] = None,
           track_groups: bool = True, threshold: float = 1.0,
-          replace_with_grad: bool = False,
           leaf_mask: Any = None) -> optax.GradientTransformationExtraArgs:
   r"""SANER: a SAM-family gradient whose noise-dominated entries (group B) are down-weighted.
 
@@ -260,8 +261,8 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     ``SANERState.base_state``.
     ``rho``, ``eps`` and ``has_aux`` only build the default base
     ``jaxnoisy.sam(rho, eps=eps, has_aux=has_aux)``; their defaults are ``None``
-    (meaning 0.1, 1e-12 and ``False``) so that passing any of them together with
-    ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
+    (meaning ``SANER_RHO`` = 0.1, 1e-12 and ``False``) so that passing any of them
+    together with ``base`` — where it would be ignored — raises a ValueError. (``None`` also keeps
     them out of ``optax.inject_hyperparams``' hyper-parameters unless given.) With
     GSAM as base, "g_SAM" is GSAM's direction (lhchau/saner ``gsaner.py``); with F-SAM
     or VaSSO it is the gradient at their ε, compared, as in ``fsaner.py`` and
@@ -284,11 +285,11 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     all-reduce with ``axis_name``). ``track_groups=False`` skips them and leaves
     ``group_fractions`` empty; the update is bit for bit the same. The fractions
     count every entry, also with ``leaf_mask``.
-  * The authors' analysis variants are options: ``replace_with_grad=True`` with
-    ``threshold`` is SAMWO (``optimizer/samwo.py``, :func:`samwo_direction`: the
-    masked entries become g, ``down_weight`` and ``warmup_steps`` have no effect);
+  * The authors' analysis variants: ``threshold`` moves the A/B boundary, and
     ``leaf_mask`` reweights some leaves only — ``saner_last.py`` acts on the weight
     (not the bias) of the model's last linear layer, group B, with its multiplier.
+    SAMWO (``samwo.py``: the masked entries become g) is its own transform,
+    :func:`samwo`.
 
   Args:
     rho: radius of the default SAM base, > 0; ``None`` means 0.1 (the paper's).
@@ -305,7 +306,6 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     track_groups: record the group fractions of every update in the state.
     threshold: t > 0, the ratio splitting groups A (r > t) and B (0 < r < t); 1 in
       SANER, SAMWO's ``alpha`` (default 1).
-    replace_with_grad: SAMWO: the masked entries take g instead of a(t)·g_SAM.
     leaf_mask: ``None`` (every leaf), or a pytree of Python bools shaped like the
       parameters (or a prefix of them): the leaves to reweight; the others keep
       g_SAM: e.g. ``{"w": True, "b": False}``, or, from the parameters' paths,
@@ -318,21 +318,70 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
     Luong et al., SANER: Sharpness-Aware Noise-Explicit Reweighting for learning with
     noisy labels, arXiv 2411.17132 (lhchau/saner, lhchau/sam-label-noise).
   """
+  check_range("down_weight", down_weight, low=0.0, high=1.0)
+  check_range("warmup_steps", warmup_steps, low=0.0)
+  groups = _normalize_groups(groups)
+
+  def direction(grads, sam_grads, count):
+    a = saner_down_weight(count, down_weight, warmup_steps)
+    return saner_reweight(grads, sam_grads, a, groups=groups, threshold=threshold)
+
+  return _masked_transform("saner", direction, rho=rho, base=base, eps=eps,
+                           axis_name=axis_name, has_aux=has_aux, track_groups=track_groups,
+                           threshold=threshold, leaf_mask=leaf_mask)
+
+
+def samwo(rho: Optional[float] = None, *,
+          base: Optional[optax.GradientTransformation] = None,
+          groups: Sequence[str] = ("B",), threshold: float = 1.0, eps: Optional[float] = None,
+          axis_name: Optional[str] = None, has_aux: Optional[bool] = None,
+          track_groups: bool = True, leaf_mask: Any = None
+          ) -> optax.GradientTransformationExtraArgs:
+  r"""SAMWO: g_SAM whose entries in the selected groups are replaced by the plain g.
+
+  .. math::
+
+    g_{\mathrm{SAM}} = \mathrm{base}(g), \quad
+    d = g_{\mathrm{SAM}} \odot (1 - m) + g \odot m
+
+  with m the selected groups of :func:`saner_masks` at the threshold t
+  (:func:`samwo_direction`). The SANER authors' analysis variant (lhchau/saner
+  ``optimizer/samwo.py``; "SGD-GrA/GrB" in their Figure 2-4 scripts): SAM everywhere
+  but in one group, where the step is SGD's. Every argument is :func:`saner`'s, with
+  the same meaning (``threshold`` is their ``alpha``); there is no multiplier.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with a :class:`SANERState`.
+  """
+  groups = _normalize_groups(groups)
+
+  def direction(grads, sam_grads, count):
+    del count
+    return samwo_direction(grads, sam_grads, groups=groups, threshold=threshold)
+
+  return _masked_transform("samwo", direction, rho=rho, base=base, eps=eps,
+                           axis_name=axis_name, has_aux=has_aux, track_groups=track_groups,
+                           threshold=threshold, leaf_mask=leaf_mask)
+
+
+def _masked_transform(name: str, direction, *, rho, base, eps, axis_name, has_aux,
+                      track_groups, threshold,
+                      leaf_mask) -> optax.GradientTransformationExtraArgs:
+  """The transform shared by :func:`saner` and :func:`samwo`: g_SAM from the base, then
+  ``direction(g, g_SAM, count)`` (on the leaves of ``leaf_mask``), averaged over
+  ``axis_name`` after it (see :func:`saner`'s decisions)."""
   if base is not None:
     given = [name for name, value in (("rho", rho), ("eps", eps), ("has_aux", has_aux))
              if value is not None]
     if given:
-      raise ValueError(f"saner(base=...) would ignore {', '.join(given)}: pass "
+      raise ValueError(f"{name}(base=...) would ignore {', '.join(given)}: pass "
                        f"{'it' if len(given) == 1 else 'them'} to the base transform instead")
-  rho = 0.1 if rho is None else rho
+  rho = SANER_RHO if rho is None else rho
   eps = 1e-12 if eps is None else eps
   has_aux = False if has_aux is None else has_aux
   check_range("rho", rho, low=0.0, low_open=True)
-  check_range("down_weight", down_weight, low=0.0, high=1.0)
-  check_range("warmup_steps", warmup_steps, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
   check_range("threshold", threshold, low=0.0, low_open=True)
-  groups = _normalize_groups(groups)
   if base is None:
     # Local g_SAM: the averaging over axis_name happens after the reweighting.
     base = sam(rho, eps=eps, has_aux=has_aux)
@@ -346,21 +395,16 @@ def saner(rho: Optional[float] = None, down_weight: float = 0.5, *,
 
   def update_fn(updates, state, params=None, **extra_args):
     g_sam, base_state = base.update(updates, state.base_state, params, **extra_args)
-    if replace_with_grad:
-      direction = samwo_direction(updates, g_sam, groups=groups, threshold=threshold)
-    else:
-      a = saner_down_weight(state.count, down_weight, warmup_steps)
-      direction = saner_reweight(updates, g_sam, a, groups=groups, threshold=threshold)
+    out = direction(updates, g_sam, state.count)
     if leaf_mask is not None:
-      direction = jax.tree.map(lambda keep, d, s: d if keep else s, leaf_mask, direction,
-                               g_sam)
+      out = jax.tree.map(lambda keep, d, s: d if keep else s, leaf_mask, out, g_sam)
     fractions = saner_group_fractions(updates, g_sam, threshold=threshold) \
         if track_groups else {}
     if axis_name is not None:
-      direction, fractions = jax.lax.pmean((direction, fractions), axis_name)
+      out, fractions = jax.lax.pmean((out, fractions), axis_name)
       base_state = _average_floats(base_state, axis_name)
-    direction = jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates)
-    return direction, SANERState(count=optax.safe_increment(state.count),
-                                 base_state=base_state, group_fractions=fractions)
+    out = jax.tree.map(lambda d, g: d.astype(g.dtype), out, updates)
+    return out, SANERState(count=optax.safe_increment(state.count),
+                           base_state=base_state, group_fractions=fractions)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -46,17 +46,18 @@ def test_no_int32_overflow_far_into_training():
 M, BC, N = 64, 24, 384  # clean examples, clean batch (straddles passes), training set
 
 
-def _spy(base: interface.Method) -> interface.Method:
+def _spy(base: interface.Registration) -> interface.Registration:
   """``base`` with a gradient that records each step's clean examples (read from the
   centre pixel, which crops of ≤ 4 pixels keep) and whether any of its pixels changed."""
 
-  def init(config, key, spec):
-    steps = spec.steps_per_epoch * config.epochs
-    return {"ids": jnp.zeros((steps, BC), jnp.int32),
-            "changed": jnp.zeros((steps,), jnp.bool_)}
+  def build(record, ctx):
+    steps = ctx.spec.steps_per_epoch * ctx.run.epochs
 
-  def gradients(config, spec):
-    def fn(inp):
+    def init(key):
+      return {"ids": jnp.zeros((steps, BC), jnp.int32),
+              "changed": jnp.zeros((steps,), jnp.bool_)}
+
+    def gradients(inp):
       _, _, model_state = inp.apply(inp.params, inp.x)
       pixels = jnp.round((inp.clean_x * 0.3 + 0.2) * 255)
       st = inp.method_state
@@ -64,10 +65,12 @@ def _spy(base: interface.Method) -> interface.Method:
                "changed": st["changed"].at[inp.step].set(
                    jnp.any(pixels != pixels[:, 14:15, 14:15]))}
       grads = jax.tree.map(jnp.zeros_like, inp.params)
-      return interface.Gradients(jnp.zeros(()), grads, model_state, {}, state, {})
-    return fn
+      return interface.Gradients(jnp.zeros(()), grads, model_state, state)
 
-  return base._replace(gradients=gradients, init_state=init, epoch_metrics=None)
+    return base.build(record, ctx)._replace(gradients=gradients, init_state=init,
+                                            epoch_metrics=None)
+
+  return base._replace(build=build)
 
 
 def _data():

@@ -48,9 +48,9 @@ def test_paper_configs_pad_crops_as_their_authors(name):
 
 def test_fashion_mnist_ebomlc_reference_arm():
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc_reference")
-  assert config.method == "ebomlc" and config.ebomlc_sign == "reference"
+  assert config.method == "ebomlc" and config.hparams.sign == "reference"
   assert config.clean_size == 1000
-  assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").ebomlc_sign == "descend"
+  assert load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc").hparams.sign == "descend"
 
 
 @pytest.mark.parametrize("method", ["fbr", "sgd", "mlc"])
@@ -63,7 +63,8 @@ def test_clothing1m_config_is_the_fbr_authors_recipe(method):
   assert config.train_size // config.batch_size == 2000 and config.train_balanced
   assert config.crop_size == 224 and config.noise == "clothing1m:noisy"
   assert config.clean_size == (2000 if method != "sgd" else 0)
-  assert config.fbr_clean_batch_size == 128  # the clean passes' own batch (train_steps)
+  if method == "fbr":  # the clean passes' own batch (train_steps)
+    assert config.hparams.pass_batch_size == 128
 
 
 def test_bad_arg_and_missing_file():
@@ -79,4 +80,5 @@ def test_flags_override_the_config(tmp_path):
        "--noise", "asymmetric:0.4", "--out", str(tmp_path)])
   config = cli.config_from_args(args)
   assert config.epochs == 3 and config.noise == "asymmetric:0.4"
-  assert config.dataset == "cifar100" and config.rho == 0.1 and config.schedule == "step"
+  assert config.dataset == "cifar100" and config.schedule == "step"
+  assert config.hparams.base.rho == 0.1

@@ -9,6 +9,7 @@ import zlib
 
 import pytest
 
+from jaxnoisy.train.methods import METHODS
 from test_readme import README, python_blocks, run_readme
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -25,15 +26,20 @@ def pages() -> list[pathlib.Path]:
 def test_docs_python_blocks_run():
   # Getting started includes the README's examples; every page continues from them.
   namespace: dict = {}
-  run_readme(namespace)
-  ran = 0
-  for page in pages():
-    for block in python_blocks(page):
-      exec(compile(block, str(page), "exec"), namespace)  # noqa: S102
-      ran += 1
-  assert ran >= 4
-  assert set(namespace["fractions"]) == {"A", "B", "C"}           # methods/saner.md
-  assert namespace["my_method"].hparams[0].__name__ == "MyHparams"  # trainer.md
+  before = dict(METHODS)
+  try:
+    run_readme(namespace)
+    ran = 0
+    for page in pages():
+      for block in python_blocks(page):
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102
+        ran += 1
+    assert ran >= 4
+    assert set(namespace["fractions"]) == {"A", "B", "C"}   # methods/saner.md
+    assert "my_method" in METHODS                            # trainer.md registers it
+  finally:  # the other tests see the built-in table
+    METHODS.clear()
+    METHODS.update(before)
 
 
 def test_readme_markers_the_docs_include_exist():
@@ -67,7 +73,8 @@ def public_names() -> set[str]:
             if inspect.isfunction(f) and f.__module__ == tree.__name__
             and not n.startswith("_")}
   names |= {"jaxnoisy.train.config.TrainConfig", "jaxnoisy.train.config.load_config",
-            "jaxnoisy.train.interface.Method", "jaxnoisy.train.methods.METHODS"}
+            "jaxnoisy.train.interface.Method", "jaxnoisy.train.interface.Registration",
+            "jaxnoisy.train.methods.METHODS", "jaxnoisy.train.methods.register"}
   return names
 
 
@@ -117,10 +124,15 @@ def test_site_builds_warning_free_with_every_public_name_and_its_math(tmp_path):
   assert not unrendered, f"math not rendered for {unrendered}"
   assert (out / "_images" / "main_job.png").exists()  # the results pages carry the plots
 
-  # The configuration reference lists every field of TrainConfig by its flag.
+  # The configuration reference lists every flag: the run's and every method's record's.
   import dataclasses
+  from jaxnoisy.train import hparams
   from jaxnoisy.train.config import TrainConfig
+  from jaxnoisy.train.methods import METHODS
   reference = (out / "api" / "trainer.html").read_text()
-  unlisted = [f.name for f in dataclasses.fields(TrainConfig)
-              if f">--{f.name.replace('_', '-')}</span></code>" not in reference]
-  assert not unlisted, f"fields missing from the configuration reference: {unlisted}"
+  names = {f.name for f in dataclasses.fields(TrainConfig)} - {"hparams"}
+  for registration in METHODS.values():
+    names |= {f.name for f in hparams.declarations(registration.hparams)}
+  unlisted = sorted(n for n in names
+                    if f">--{n.replace('_', '-')}</span></code>" not in reference)
+  assert not unlisted, f"flags missing from the configuration reference: {unlisted}"

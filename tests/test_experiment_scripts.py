@@ -180,10 +180,39 @@ def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_pat
   out = tmp_path / "results" / "BN_RESNET.md"
   bn_resnet.report(str(root), bn_resnet.ARMS, ["instance:0.4"], [0, 1, 2], str(out))
   text = out.read_text()
-  assert "| resnet_sam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | — | — | — |" in text
-  assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 |" in text
+  assert "| resnet_sam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | — | — | — | — |" in text
+  # Runs from before cos(ε, ε_SAM) was logged show — in its column.
+  assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 | — |" \
+      in text
   assert "| resnet_sgd | 0 |" in text
   assert (tmp_path / "results" / "bn_resnet_instance_0.4.png").is_file()
+
+
+def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
+  import importlib.util
+  table = experiment("fashion_mnist_table")
+  cnn_bn = experiment("cnn_bn")
+  spec = importlib.util.spec_from_file_location("fm_config", "experiments/configs/fashion_mnist.py")
+  config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(config)
+  assert cnn_bn.ARMS == list(config.CNN_BN_ARMS)
+  arms = {a: config.get_config(a) for a in cnn_bn.ARMS}
+  assert {c.model for c in arms.values()} == {"cnn_bn"}
+  assert arms["bn_ncsam_samwarmup"].hparams.warmup == "sam"
+  assert arms["bn_ncsam_rho"].hparams.compensation == "rho"
+  assert arms["bn_ncsam"].hparams.compensation == "paper" and arms["bn_ncsam"].hparams.kappa == 0.1
+  root = tmp_path / "runs"
+  norms = {"ncsam_grad_norm": 2.0, "ncsam_noise_grad_norm": 4.0,
+           "ncsam_compensation_over_rho": 1.5, "ncsam_cos_eps_sam": -0.25}
+  for seed, acc in enumerate((0.80, 0.82)):
+    fake_run(table.run_dir(str(root), "symmetric:0.4", "bn_ncsam_rho", seed), acc, 0.3,
+             [{"test_accuracy": acc, "memorization": 0.3, **norms}])
+  out = tmp_path / "results" / "CNN_BN.md"
+  cnn_bn.report(str(root), cnn_bn.ARMS, ["symmetric:0.4"], [0, 1], str(out))
+  text = out.read_text()
+  assert "| bn_ncsam_rho | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 2 | 4 | 1.5 | -0.25 |" \
+      in text
+  assert "| bn_sgd | 0 |" in text and (tmp_path / "results" / "cnn_bn_symmetric_0.4.png").is_file()
 
 
 def _phase_rows(z, loss, **series):

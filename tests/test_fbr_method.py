@@ -8,10 +8,10 @@ import optax
 import pytest
 
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.fbr_method import fbr_schedule
 from jaxnoisy.train.interface import ModelSpec, StepInputs
-from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.methods import METHODS, build
 from jaxnoisy.train.preemption import Stopped
+from jaxnoisy.train.reweight_methods import FBRHparams, fbr_schedule
 from jaxnoisy.train.step import to_host
 from jaxnoisy.train.trainer import Trainer, train
 from test_fbr import np_persistent, np_scores, np_weights
@@ -37,10 +37,11 @@ def run_step(config, step, stored):
                    num_clean=12)
   state = {"weights": jnp.asarray(stored, jnp.float32), "clean_features": jnp.asarray(PHI_V),
            "clean_labels": jnp.asarray(Y_V, jnp.int32), "alpha0": jnp.float32(0)}
-  out = METHODS["fbr"].gradients(config, spec)(StepInputs(
-      apply, PARAMS, state, jnp.asarray(X), jnp.asarray(Y), jnp.arange(8), X[:0], Y[:0],
-      jax.random.key(0), jnp.int32(step), jnp.float32(0.1),
-      lambda p, x: apply(p, x)[:2], None))
+  out = build(config, spec).gradients(StepInputs(
+      apply=apply, params=PARAMS, method_state=state, x=jnp.asarray(X), y=jnp.asarray(Y),
+      index=jnp.arange(8), clean_x=X[:0], clean_y=Y[:0], key=jax.random.key(0),
+      step=jnp.int32(step), learning_rate=jnp.float32(0.1),
+      apply_eval=lambda p, x: apply(p, x)[:2], momentum_buffer=None))
   return out
 
 
@@ -69,7 +70,7 @@ def np_ce_grad(w):
 def test_noisy_step_weights_and_gradient_equal_numpy(epoch, recompute):
   """After the warm-up: d from the eval-mode features (α₀ = 1/(C−1) before 40/150 of
   training, 0 after), w by the recomputed or persistent rule, the step on mean(w·CE)."""
-  config = TrainConfig(method="fbr", epochs=150, fbr_recompute=recompute)
+  config = TrainConfig(method="fbr", epochs=150, hparams=FBRHparams(recompute=recompute))
   stored = np.full(8, 0.5, np.float32)
   out = run_step(config, epoch, stored)
   phi = np.tanh(X.astype(np.float64) @ np.asarray(PARAMS["w1"], np.float64))
@@ -85,18 +86,19 @@ def test_noisy_step_weights_and_gradient_equal_numpy(epoch, recompute):
 
 def test_warmup_and_off_epochs_use_the_stored_weights():
   """Epochs 0–10 of 150 (the code's epoch > 10) train on the stored weights 1/2; with
-  fbr_reweight_every = 5 an epoch not divisible by 5 reuses the stored weights too."""
+  reweight_every = 5 an epoch not divisible by 5 reuses the stored weights too."""
   stored = np.linspace(0, 1, 8).astype(np.float32)
   for config, epoch in [(TrainConfig(method="fbr", epochs=150), 10),
-                        (TrainConfig(method="fbr", epochs=150, fbr_reweight_every=5), 13)]:
+                        (TrainConfig(method="fbr", epochs=150,
+                                     hparams=FBRHparams(reweight_every=5)), 13)]:
     out = run_step(config, epoch, stored)
     np.testing.assert_array_equal(out.method_state["weights"], stored)
-  assert [bool(fbr_schedule(TrainConfig(epochs=150), e)[0]) for e in (10, 11)] == [False, True]
+  assert [bool(fbr_schedule(FBRHparams(), 150, e)[0]) for e in (10, 11)] == [False, True]
 
 
 def test_fbr_trains_logs_and_runs_its_phase(tmp_path):
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.5,
-                    fbr_alpha_fraction=0.5)
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.5,
+                    alpha_fraction=0.5)
   data = toy_with_clean()
   result = train(cfg, str(tmp_path / "run"), data=data, progress=False)
   rows = result["metrics"]
@@ -117,7 +119,7 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
   the whole schedule). The first noisy step must still use lr(0): with SGD's momentum
   the update is −lr(0)·trace after the step (the old optimizer-owned schedule counted
   the phase steps too and had decayed to 0 here)."""
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=20, schedule="cosine",
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=20, schedule="cosine",
                     weight_decay=0.0)
   trainer = Trainer(cfg, toy_with_clean())
   assert trainer.phase_steps == 20 > trainer.total_steps == 12
@@ -136,7 +138,7 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
 def test_resume_inside_the_phase_is_bit_identical(tmp_path):
   """SIGTERM in epoch 1's clean passes; the state records the phase step reached, and
   the resumed run's metrics (the phase's loss included) are the uninterrupted ones."""
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_warmup_fraction=0.0)
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.0)
   data = toy_with_clean()
   full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
   # Epoch 0: 2 passes × 1 batch (64 clean, batch 64) + 6 noisy steps; then 1 phase step.
@@ -158,32 +160,33 @@ def test_a_class_missing_from_the_clean_subset_is_one_line(tmp_path):
 
 
 def test_clean_passes_batch_as_the_authors_loader(monkeypatch, tmp_path):
-  """``fbr_clean_batch_size`` 16 over 40 clean examples: every pass is a fresh
+  """``pass_batch_size`` 16 over 40 clean examples: every pass is a fresh
   permutation cut into 16 + 16 + 8 (the code's ``DataLoader(batch_size=128,
   shuffle=True, drop_last=False)``, recomputed here), and the two batch shapes are two
   programs compiled once each over two epochs."""
   m, b, passes, epochs = 40, 16, 2, 2
   base = METHODS["fbr"]
 
-  def spy_gradients(config, spec):
-    plain = base.epoch_phase.gradients(config, spec)
+  rows = passes * 3 * epochs
 
-    def fn(inp):
-      out = plain(inp)
+  def spy(record, ctx):
+    method = base.build(record, ctx)
+
+    def gradients(inp):
+      out = method.phase.gradients(inp)
       st = out.method_state
       row = jnp.full((b,), -1, jnp.int32).at[:inp.index.shape[0]].set(inp.index)
       return out._replace(method_state={**st, "seen": st["seen"].at[st["n"]].set(row),
                                         "n": st["n"] + 1})
-    return fn
 
-  rows = passes * 3 * epochs
-  init = lambda c, k, s: {**base.init_state(c, k, s), "n": jnp.int32(0),
-                          "seen": jnp.full((rows, b), -1, jnp.int32)}
-  monkeypatch.setitem(METHODS, "fbr", base._replace(
-      init_state=init, epoch_phase=base.epoch_phase._replace(gradients=spy_gradients)))
+    init = lambda key: {**method.init_state(key), "n": jnp.int32(0),
+                        "seen": jnp.full((rows, b), -1, jnp.int32)}
+    return method._replace(init_state=init,
+                           phase=method.phase._replace(gradients=gradients))
+
+  monkeypatch.setitem(METHODS, "fbr", base._replace(build=spy))
   data = toy_with_clean(clean=m)
-  cfg = TOY.replace(method="fbr", epochs=epochs, fbr_clean_epochs=passes,
-                    fbr_clean_batch_size=b)
+  cfg = TOY.replace(method="fbr", epochs=epochs, clean_epochs=passes, pass_batch_size=b)
   trainer = Trainer(cfg, data)
   assert trainer.phase_steps == passes * 3
   state = train(cfg, str(tmp_path / "run"), data=data, progress=False)["state"]
@@ -196,14 +199,14 @@ def test_clean_passes_batch_as_the_authors_loader(monkeypatch, tmp_path):
 
 
 def test_clean_passes_compile_two_programs_once():
-  cfg = TOY.replace(method="fbr", epochs=2, fbr_clean_epochs=2, fbr_clean_batch_size=24)
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, pass_batch_size=24)
   trainer = Trainer(cfg, toy_with_clean(clean=64))  # 24 + 24 + 16
   state = trainer.initial_state
   for epoch in range(2):
     state, _ = trainer.run_phase(state)
     state = state._replace(step=state.step + trainer.steps_per_epoch,
                            phase_step=state.phase_step * 0)
-  cells = trainer.phase_step.__closure__
+  cells = trainer.programs.phase.__closure__
   programs = {id(c.cell_contents): c.cell_contents for c in cells
               if hasattr(c.cell_contents, "_cache_size")}
   assert len(programs) == 2

@@ -36,7 +36,7 @@ def test_main_job_runs_and_prints_the_table(tmp_path):
        "--methods", "sgd,fbr", "--epochs", "1", "--train-size", "512",
        "--heldout-size", "128"], capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert "--fbr-clean-epochs 10" in proc.stdout and "--noise instance:0.4" in proc.stdout
+  assert "--clean-epochs 10" in proc.stdout and "--noise instance:0.4" in proc.stdout
   table = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
   assert [line.split("|")[2].strip() for line in table[1:]] == ["sgd", "fbr"]
   assert (out / "compare.png").is_file()

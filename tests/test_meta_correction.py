@@ -255,18 +255,18 @@ def test_mlc_chain_with_torch_amsgrad_over_three_steps():
   amsgrad``, SGD with momentum and coupled decay) against the chain recomputed from the
   equations: the hypergradient through w − η(μ·buf + ∇ℓ + λw), φ stepped by torch's
   AMSGrad in NumPy, w by SGD with momentum in NumPy."""
-  from jaxnoisy.train import meta_methods, step as step_lib
+  from jaxnoisy.train import correction_methods, step as step_lib
   from jaxnoisy.train.config import TrainConfig
   from test_amsgrad import torch_rule
 
   lr, meta_lr, m = 0.3, 0.05, 4
-  config = TrainConfig(method="mlc", meta_lr=meta_lr, momentum=MU, weight_decay=WD)
+  config = TrainConfig(method="mlc", momentum=MU, weight_decay=WD).replace(meta_lr=meta_lr)
   with jax.enable_x64(True):
     params, lcn_apply, phi = setup()
     # φ as initialised: setup's 3× scale saturates an LCN tanh unit, whose hypergradient
     # (~1e-9, from 1 − tanh² near 0) Adam would blow up to a full step, rounding and all.
     phi = jax.tree.map(lambda a: (a - 0.1) / 3.0, phi)
-    meta_tx = meta_methods._meta_tx(config)  # what --meta-optimizer amsgrad means
+    meta_tx = correction_methods._meta_tx(config.hparams)  # --meta-optimizer amsgrad
     tx = step_lib.make_optimizer(optax.identity(), momentum=MU, weight_decay=WD)
     w, f, opt, meta_opt = params, phi, tx.init(params), meta_tx.init(phi)
     # The reference's state, in NumPy.

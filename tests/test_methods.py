@@ -8,7 +8,8 @@ import pytest
 
 import jaxnoisy
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.interface import ModelSpec, StepInputs
+from jaxnoisy.train.methods import build
 from jaxnoisy.train.sam_methods import during_warmup
 
 X = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
@@ -39,25 +40,30 @@ def test_during_warmup_switches_to_the_warmup_optimizer():
   np.testing.assert_array_equal(out["w"], ref["w"])
 
 
-@pytest.mark.parametrize("flag,value,name", [
-    ("down_weight", 1.5, "down_weight"), ("flip_rate", -0.1, "flip_rate"),
-    ("kappa", -1.0, "kappa"), ("rho", 0.0, "rho"), ("saner_base", "samwo", "saner_base"),
-    ("gsam_alpha", -0.5, "gsam_alpha"), ("fsam_lambda", 1.5, "fsam_lambda"),
-    ("fsam_sigma", -1.0, "fsam_sigma"), ("vasso_theta", -0.1, "vasso_theta")])
-def test_bad_method_hyperparameters(flag, value, name):
-  with pytest.raises(ValueError, match=name):
-    TrainConfig(method="saner", **{flag: value}).validate()
+@pytest.mark.parametrize("method,flag,value", [
+    ("saner", "down_weight", 1.5), ("ncsam", "flip_rate", -0.1), ("ncsam", "kappa", -1.0),
+    ("saner", "rho", 0.0), ("saner", "base", "samwo"), ("gsam", "alpha", -0.5),
+    ("fsam", "lmbda", 1.5), ("fsam", "sigma", -1.0), ("vasso", "theta", -0.1)])
+def test_bad_method_hyperparameters(method, flag, value):
+  with pytest.raises(ValueError, match=flag):
+    TrainConfig(method=method).replace(**{flag: value}).validate()
+
+
+def test_a_name_the_method_does_not_have_is_refused():
+  with pytest.raises(ValueError, match="alpha is not a hyper-parameter of SAMHparams"):
+    TrainConfig(method="sam").replace(alpha=0.1)
 
 
 @pytest.mark.parametrize("base", ["sam", "asam", "gsam", "fsam", "vasso"])
 def test_saner_over_each_base_with_down_weight_one_is_the_base(base):
   """SANER at a = 1 over each base equals the base method's own transform."""
   params = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32)}
-  c = TrainConfig(method="saner", saner_base=base, down_weight=1.0, rho=0.3)
+  c = TrainConfig(method="saner").replace(base=base, down_weight=1.0, rho=0.3)
   grad_fn = lambda p: (jax.grad(loss)(p), None)
   g = jax.grad(loss)(params)
-  tx = METHODS["saner"].transform(c, None, 10)
-  ref_tx = METHODS[base].transform(c, None, 10)
+  spec = ModelSpec(num_train=16, num_classes=3, feature_dim=4, steps_per_epoch=10)
+  tx = build(c, spec).transform
+  ref_tx = build(TrainConfig(method=base, hparams=c.hparams.base), spec).transform
   out, _ = tx.update(g, tx.init(params), params, grad_fn=grad_fn, progress=0.5)
   ref, _ = ref_tx.update(g, ref_tx.init(params), params, grad_fn=grad_fn, progress=0.5)
   np.testing.assert_array_equal(out["w"], ref["w"])
@@ -71,9 +77,6 @@ def test_correction_methods_take_batch_statistics_from_their_own_pass(method, no
   step starts from (w; EBOMLC: w₁), and the step
   runs no forward pass of the noisy batch beyond those its method needs (MLC: the
   look-ahead's; BOME-MLC: at w and each inner iterate; EBOMLC: at w and w₁)."""
-  from jaxnoisy.train.interface import ModelSpec, StepInputs
-  from jaxnoisy.train.meta_methods import METHODS as META
-
   rng = np.random.default_rng(3)
   params = {"w1": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
             "w2": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
@@ -87,14 +90,14 @@ def test_correction_methods_take_batch_statistics_from_their_own_pass(method, no
 
   config = TrainConfig(method=method, clean_batch_size=8)
   spec = ModelSpec(num_train=16, num_classes=3, feature_dim=5, steps_per_epoch=2)
-  entry = META[method]
-  out = entry.gradients(config, spec)(StepInputs(
-      apply, params, entry.init_state(config, jax.random.key(0), spec), x,
-      jnp.asarray(Y[:8]), jnp.arange(8), xc, jnp.asarray(Y[8:]), jax.random.key(1),
-      jnp.int32(0), jnp.float32(0.1), lambda p, inputs: apply(p, inputs)[:2],
-      None))
+  m = build(config, spec)
+  out = m.gradients(StepInputs(
+      apply=apply, params=params, method_state=m.init_state(jax.random.key(0)), x=x,
+      y=jnp.asarray(Y[:8]), index=jnp.arange(8), clean_x=xc, clean_y=jnp.asarray(Y[8:]),
+      key=jax.random.key(1), step=jnp.int32(0), learning_rate=jnp.float32(0.1),
+      apply_eval=lambda p, inputs: apply(p, inputs)[:2], momentum_buffer=None))
   # NumPy, at w (EBOMLC: at w₁, where its optimizer steps from, as the authors' code).
-  at = out.params if method == "ebomlc" else params
+  at = out.step_from if method == "ebomlc" else params
   expected = np.tanh(X[:8] @ np.asarray(at["w1"])).mean(axis=0)
   np.testing.assert_allclose(out.model_state["mean"], expected, rtol=1e-5)
   assert sum(calls) == noisy_passes
@@ -103,24 +106,22 @@ def test_correction_methods_take_batch_statistics_from_their_own_pass(method, no
 def test_mlc_with_k_gradient_steps_steps_the_lcn_every_k_steps():
   """microsoft/MLC's --gradient_steps K: the LCN moves on every K-th real step, on the
   hypergradients accumulated since; in between it stays and the accumulator fills."""
-  from jaxnoisy.train.interface import ModelSpec, StepInputs
-  from jaxnoisy.train.meta_methods import METHODS as META
-
   rng = np.random.default_rng(4)
   params = {"w1": jnp.asarray(rng.normal(size=(4, 5)), jnp.float32),
             "w2": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)}
   apply = lambda p, x: (jnp.tanh(x @ p["w1"]) @ p["w2"], jnp.tanh(x @ p["w1"]), {})
-  config = TrainConfig(method="mlc", mlc_gradient_steps=2, clean_batch_size=8)
+  config = TrainConfig(method="mlc", clean_batch_size=8).replace(gradient_steps=2)
   spec = ModelSpec(num_train=16, num_classes=3, feature_dim=5, steps_per_epoch=4)
-  entry = META["mlc"]
-  state = entry.init_state(config, jax.random.key(0), spec)
-  step = entry.gradients(config, spec)
+  m = build(config, spec)
+  state = m.init_state(jax.random.key(0))
   lcn0 = jax.tree.leaves(state["lcn"])
   for k, moved in [(0, False), (1, True)]:
-    state = step(StepInputs(
-        apply, params, state, jnp.asarray(X[:8]), jnp.asarray(Y[:8]), jnp.arange(8),
-        jnp.asarray(X[8:]), jnp.asarray(Y[8:]), jax.random.key(1), jnp.int32(k),
-        jnp.float32(0.1), lambda p, x: apply(p, x)[:2], None)).method_state
+    state = m.gradients(StepInputs(
+        apply=apply, params=params, method_state=state, x=jnp.asarray(X[:8]),
+        y=jnp.asarray(Y[:8]), index=jnp.arange(8), clean_x=jnp.asarray(X[8:]),
+        clean_y=jnp.asarray(Y[8:]), key=jax.random.key(1), step=jnp.int32(k),
+        learning_rate=jnp.float32(0.1), apply_eval=lambda p, x: apply(p, x)[:2],
+        momentum_buffer=None)).method_state
     same = all(np.array_equal(a, b) for a, b in zip(lcn0, jax.tree.leaves(state["lcn"])))
     assert same != moved
     accum = jax.tree.leaves(state["lcn_accum"])

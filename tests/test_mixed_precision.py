@@ -68,8 +68,8 @@ def test_bfloat16_first_steps_stay_close_to_float32(method):
   losses = {}
   for dtype in ("float32", "bfloat16"):
     config = TrainConfig(method=method, model="cnn", compute_dtype=dtype, epochs=1,
-                         batch_size=64, heldout_size=0, num_devices=1, rho=0.05,
-                         tensorboard=False)
+                         batch_size=64, heldout_size=0, num_devices=1,
+                         tensorboard=False)  # SAM: its default ρ = 0.05
     t = Trainer(config, toy_data())
     state, out = t.initial_state, []
     for batch in t.batches(0, 0, 6):

@@ -495,24 +495,30 @@ def test_subset_forward_needs_a_concrete_flip_rate():
     f(0.4)
 
 
-def test_trainer_logs_the_norms_that_decide_the_projection():
-  """‖g‖, ‖g*‖ and s(t)‖g*‖/ρ at t = (epoch + 1)/T, against NumPy norms of the very
-  gradients the step returns and the ramp written out by hand."""
+@pytest.mark.parametrize("compensation", ["paper", "rho"])
+def test_trainer_logs_the_norms_that_decide_the_projection(compensation):
+  """‖g‖, ‖g*‖, s(t)‖c‖/ρ and cos(ε, ε_SAM) at t = (epoch + 1)/T, against NumPy norms
+  of the very gradients the step returns and the ramp written out by hand."""
   from jaxnoisy.train.config import TrainConfig
   from jaxnoisy.train.interface import ModelSpec, StepInputs
-  from jaxnoisy.train.methods import METHODS
+  from jaxnoisy.train.methods import build
+  from jaxnoisy.train.sam_methods import NCSAMHparams
 
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(16, 4)), jnp.float32)
   y = jnp.asarray(rng.integers(0, 3, 16))
   params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   apply = lambda p, inputs: (inputs @ p["w"], inputs, {})
-  config = TrainConfig(method="ncsam", epochs=10, rho=0.1, kappa=0.1, flip_rate=0.4)
+  config = TrainConfig(method="ncsam", epochs=10,
+                       hparams=NCSAMHparams(rho=0.1, kappa=0.1, flip_rate=0.4,
+                                            compensation=compensation))
   spec = ModelSpec(num_train=64, num_classes=3, feature_dim=4, steps_per_epoch=4,
                    num_clean=0)
-  out = METHODS["ncsam"].gradients(config, spec)(StepInputs(
-      apply, params, {}, x, y, jnp.arange(16), x[:0], y[:0], jax.random.key(1),
-      jnp.int32(9), jnp.float32(0.05), lambda p, inputs: apply(p, inputs)[:2], None))
+  out = build(config, spec).gradients(StepInputs(
+      apply=apply, params=params, method_state={}, x=x, y=y, index=jnp.arange(16),
+      clean_x=x[:0], clean_y=y[:0], key=jax.random.key(1), step=jnp.int32(9),
+      learning_rate=jnp.float32(0.05), apply_eval=lambda p, inputs: apply(p, inputs)[:2],
+      momentum_buffer=None))
   g = np.asarray(out.grads["w"], np.float64)
   g_star = np.asarray(out.extra_args["noise_grads"]["w"], np.float64)
   t = (9 // 4 + 1) / 10  # the third epoch of ten
@@ -520,6 +526,9 @@ def test_trainer_logs_the_norms_that_decide_the_projection():
   m = out.metrics
   assert float(m["ncsam_grad_norm"]) == pytest.approx(np.linalg.norm(g), rel=1e-6)
   assert float(m["ncsam_noise_grad_norm"]) == pytest.approx(np.linalg.norm(g_star), rel=1e-6)
-  assert float(m["ncsam_compensation_over_rho"]) == pytest.approx(
-      s * np.linalg.norm(g_star) / 0.1, rel=1e-6)
-  assert np.linalg.norm(g_star) > 0
+  c_norm = np.linalg.norm(g_star) if compensation == "paper" else 0.1
+  assert float(m["ncsam_compensation_over_rho"]) == pytest.approx(s * c_norm / 0.1, rel=1e-6)
+  e = np_perturbation({"w": g}, {"w": g_star}, 0.1, s, compensation=compensation)["w"]
+  cos = float(np.sum(e * g) / (np.linalg.norm(e) * np.linalg.norm(g)))
+  assert float(m["ncsam_cos_eps_sam"]) == pytest.approx(cos, rel=1e-5, abs=1e-6)
+  assert np.linalg.norm(g_star) > 0 and cos < 1 - 1e-6  # the compensation turned ε

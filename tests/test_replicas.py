@@ -9,11 +9,13 @@ import pytest
 
 from jaxnoisy import cli
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.methods import METHODS
+from jaxnoisy.train.sam_methods import SAMHparams
 from jaxnoisy.train.trainer import train
 from test_trainer import toy_data
 
-CFG = TrainConfig(method="sam", epochs=1, batch_size=64, learning_rate=0.02, rho=0.05,
-                  heldout_size=0, eval_batch_size=256)
+CFG = TrainConfig(method="sam", epochs=1, batch_size=64, learning_rate=0.02,
+                  hparams=SAMHparams(rho=0.05), heldout_size=0, eval_batch_size=256)
 
 
 def leaves(state):
@@ -46,7 +48,7 @@ def test_each_seed_replica_is_the_single_run_of_its_seed(tmp_path, num_devices):
 
 
 def test_sweep_replica_equals_the_single_run_with_that_value(tmp_path):
-  cfg = CFG.replace(method="saner", sweep=("rho", (0.02, 0.2)), num_devices=2)
+  cfg = CFG.replace(method="saner", rho=0.05, sweep=("rho", (0.02, 0.2)), num_devices=2)
   data = toy_data()
   swept = train(cfg, str(tmp_path / "sweep"), data=[data, data], progress=False)
   assert [r["label"] for r in swept["replicas"]] == ["rho0.02_seed0", "rho0.2_seed0"]
@@ -104,19 +106,19 @@ def test_resume_of_replicas_is_bit_identical(tmp_path):
 
 def test_every_sweepable_hyper_parameter_is_covered():
   """The sweepable set derives from the records; each name has a method that reads it."""
-  from jaxnoisy.train.config import SWEEPABLE
-  assert set(SWEEP_METHOD) == set(SWEEPABLE)
+  names = {n for m in METHODS for n in TrainConfig(method=m).sweepable()}
+  assert set(SWEEP_METHOD) == names
 
 
 # A method that reads each sweepable value, with the settings that make it act within
 # two steps (F-SAM's and VaSSO's coefficients act from the second: the first is SAM's).
 SWEEP_METHOD = {"rho": ("sam", {}), "learning_rate": ("sgd", {}),
                 "weight_decay": ("sgd", {}),
-                "kappa": ("ncsam", {"ncsam_warmup_fraction": 0.0}),
-                "down_weight": ("saner", {"saner_warmup_fraction": 0.0}),
-                "gsam_alpha": ("gsam", {}), "asam_eta": ("asam", {}),
-                "fsam_sigma": ("fsam", {}), "fsam_lambda": ("fsam", {}),
-                "vasso_theta": ("vasso", {}),
+                "kappa": ("ncsam", {"warmup_fraction": 0.0}),
+                "down_weight": ("saner", {"warmup_fraction": 0.0}),
+                "alpha": ("gsam", {}), "eta": ("asam", {}),
+                "sigma": ("fsam", {}), "lmbda": ("fsam", {}),
+                "theta": ("vasso", {}),
                 "weight_lr": ("meta_reweight", {}), "mixture_rho": ("ebomlc", {}),
                 "xi": ("ebomlc", {}), "delta": ("ebomlc", {})}
 
@@ -152,7 +154,8 @@ def test_bad_replica_settings_raise_before_compiling(changes, message):
 
 
 def test_cli_sweep_flag_parses_and_rejects_garbage(capsys):
-  args = cli.build_parser().parse_args(["train", "--sweep", "rho=0.05,0.1", "--out", "x"])
+  args = cli.build_parser().parse_args(["train", "--method", "sam", "--sweep", "rho=0.05,0.1",
+                                        "--out", "x"])
   assert cli.config_from_args(args).sweep == ("rho", (0.05, 0.1))
   args = cli.build_parser().parse_args(["train", "--seeds", "3", "--no-vmap-replicas",
                                         "--out", "x"])

@@ -380,10 +380,10 @@ def test_threshold_moves_the_a_b_boundary():
 
 
 @pytest.mark.parametrize("group,alpha", [("A", 1.0), ("B", 1.0), ("B", 0.8)])
-def test_saner_replace_with_grad_is_samwo(group, alpha):
+def test_samwo_transform_is_the_authors_samwo(group, alpha):
   with jax.enable_x64(True):
     params = jax_params(jnp.float64)
-    tx = jaxnoisy.saner(RHO, groups=group, threshold=alpha, replace_with_grad=True)
+    tx = jaxnoisy.samwo(RHO, groups=group, threshold=alpha)
     out, state = update(tx, tx.init(params), params, X, Y)
     ref = np_samwo(*np_sam_grad(PARAMS, X, Y, RHO), group, alpha)
     for k in PARAMS:

@@ -1,11 +1,11 @@
-"""``jaxnoisy-config [Record ...]``: the trainer's configuration fields, from the records.
+"""``jaxnoisy-config [METHOD ...]``: the trainer's configuration fields, from the records.
 
-One table per hyper-parameter record, each field with its command-line flag, default,
-allowed values, whether it can be swept, and its help: the reference cannot drift from
-the code, since it is the code's own declarations. Without arguments: every record of
-``jaxnoisy.train.config.RECORDS``, each field once. With record names (classes of
-``jaxnoisy.train``'s method modules): those records, each with the fields it declares
-itself (not those of its base records). It writes Markdown: use it in MyST pages.
+Each field with its command-line flag, default, allowed values, whether it can be swept,
+and its help: the reference cannot drift from the code, since it is the code's own
+declarations. Without arguments: the run's fields (``TrainConfig``), then every
+registered method's record. With method names: those methods' records, each with the
+fields of the records it may nest (SANER's base). It writes Markdown: use it in MyST
+pages.
 """
 
 import dataclasses
@@ -17,6 +17,8 @@ from sphinx.util.docutils import SphinxDirective
 
 
 def _allowed(meta) -> str:
+  if meta.get("records"):
+    return ", ".join(f"`{name}`" for name in meta["records"])
   if meta["choices"]:
     return ", ".join(f"`{c}`" for c in meta["choices"])
   low, high = meta["low"], meta["high"]
@@ -28,13 +30,15 @@ def _allowed(meta) -> str:
          f"{'∞' if high == math.inf else f'{high:g}'}{right}"
 
 
-def _default(field) -> str:
-  """The default as the flag takes it (a tuple comma-separated; unset: none)."""
-  value = field.default_factory() if field.default_factory is not dataclasses.MISSING \
-      else field.default
+def _shown(field, value) -> str:
+  """A default as the flag takes it (a tuple comma-separated, a record by its name)."""
+  from jaxnoisy.train import hparams as hparams_lib
+
   if value is None:
     return "(unset)"
-  if isinstance(value, (tuple, list)):
+  if dataclasses.is_dataclass(value):
+    value = hparams_lib.record_name(field, value)
+  elif isinstance(value, (tuple, list)):
     value = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
   return f"`{value}`"
 
@@ -52,47 +56,60 @@ def _cell(text: str) -> str:
   return text.replace("|", "\\|")
 
 
-def _records(names):
-  """``[(record, fields)]``: all records' fields once each, or the named records' own."""
-  from jaxnoisy.train import config, fbr_method, meta_methods, sam_methods
+def _table(title: str, rows) -> list[str]:
+  """``rows``: ``(field, default)`` pairs."""
+  lines = [title, "", "| flag | default | allowed | sweep | meaning |",
+           "|---|---|---|---|---|"]
+  for f, default in rows:
+    meta = f.metadata
+    lines.append(f"| {_flags(f)} | {_cell(_shown(f, default))} | "
+                 f"{_cell(_allowed(meta))} | {'yes' if meta['sweepable'] else ''} | "
+                 f"{_cell(meta['help'])} |")
+  return lines + [""]
 
-  if not names:
-    out, seen = [], set()
-    for record in config.RECORDS:
-      out.append((record, [f for f in dataclasses.fields(record) if f.name not in seen]))
-      seen.update(f.name for f in out[-1][1])
-    return out
-  modules = (config, sam_methods, meta_methods, fbr_method)
-  out = []
-  for name in names:
-    record = next((getattr(m, name) for m in modules if hasattr(m, name)), None)
-    if record is None or not dataclasses.is_dataclass(record):
-      raise ValueError(f"jaxnoisy-config: no hyper-parameter record named {name!r}")
-    inherited = {f.name for base in record.__mro__[1:] if dataclasses.is_dataclass(base)
-                 for f in dataclasses.fields(base)}
-    out.append((record, [f for f in dataclasses.fields(record) if f.name not in inherited]))
-  return out
+
+def _run_rows():
+  from jaxnoisy.train.config import TrainConfig
+
+  for f in dataclasses.fields(TrainConfig):
+    if f.name != "hparams":  # the method's record: its own tables
+      yield f, (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                else f.default)
+
+
+def _method_rows(registration):
+  from jaxnoisy.train import hparams as hparams_lib
+
+  defaults = registration.hparams()
+  for f in hparams_lib.declarations(registration.hparams):
+    try:
+      yield f, hparams_lib.get_value(defaults, f.name)
+    except ValueError:  # a field of a nested record not chosen by default
+      yield f, f.default
 
 
 class ConfigTable(SphinxDirective):
-  """Renders records' fields as list-tables."""
+  """Renders the run's and the methods' fields as Markdown tables."""
 
   optional_arguments = 20
 
   def run(self):
+    from jaxnoisy.train.methods import METHODS
+
     lines = []
-    for record, own in _records(self.arguments):
-      if not own:
-        continue
-      doc = (record.__doc__ or "").strip().rstrip(".")
-      lines += [f"**`{record.__name__}`**: {doc}", "",
-                "| flag | default | allowed | sweep | meaning |", "|---|---|---|---|---|"]
-      for f in own:
-        meta = f.metadata
-        lines.append(f"| {_flags(f)} | {_cell(_default(f))} | "
-                     f"{_cell(_allowed(meta))} | {'yes' if meta['sweepable'] else ''} | "
-                     f"{_cell(meta['help'])} |")
-      lines.append("")
+    if not self.arguments:
+      lines += _table("**The run** (`TrainConfig`; `--method` picks the method's record)",
+                      _run_rows())
+    for name in self.arguments or METHODS:
+      if name not in METHODS:
+        raise self.error(f"jaxnoisy-config: no method named {name!r}")
+      registration = METHODS[name]
+      record = registration.hparams
+      doc = (record.__doc__ or "").strip().splitlines()[0].rstrip(".")
+      rows = list(_method_rows(registration))
+      title = f"**`--method {name}`** (`{record.__name__}`: {doc})"
+      lines += _table(title, rows) if rows else [title + ": no hyper-parameters of its "
+                                                 "own.", ""]
     node = nodes.container()
     self.state.nested_parse(StringList(lines, source="jaxnoisy.train.config"),
                             self.content_offset, node)

@@ -34,11 +34,11 @@ def get_config(arg=None) -> TrainConfig:
     raise ValueError(f"clothing1m: ARG must be a method ({', '.join(sorted(METHODS))}), "
                      f"got {method!r}")
   clean = dict(clean_size=2000, clean_batch_size=100) if METHODS[method].needs_clean else {}
-  fbr = dict(fbr_clean_epochs=30, fbr_warmup_fraction=0.1, fbr_alpha_fraction=0.3) \
+  fbr = dict(clean_epochs=30, warmup_fraction=0.1, alpha_fraction=0.3) \
       if method == "fbr" else {}
   return TrainConfig(
       method=method, dataset="clothing1m", noise="clothing1m:noisy", model="resnet50",
       epochs=10, batch_size=64, learning_rate=0.01, momentum=0.9, weight_decay=5e-4,
       schedule="step", lr_boundaries=(0.5, 0.7, 0.9), train_size=128_000,
       train_balanced=True, heldout_size=5000, crop_size=224, augment=True,
-      **clean, **fbr)
+      **clean).replace(**fbr)

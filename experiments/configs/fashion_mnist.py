@@ -14,7 +14,9 @@ ran with, kept; the library's defaults are now their authors' λ = 0.6, θ = 0.9
 ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign. ARG
 ``resnet_<arm>`` (``RESNET_ARMS``) is the same protocol with the batch-norm ResNet-20 at
 half width (68k parameters) instead of the CNN: issue 16's test of the sharpness-aware
-claims in their papers' architecture family (``experiments/bn_resnet.py``).
+claims in their papers' architecture family (``experiments/bn_resnet.py``). ARG
+``bn_<arm>`` (``CNN_BN_ARMS``) is the protocol with ``cnn_bn``, the CNN with batch norm
+(``experiments/cnn_bn.py``).
 
     jaxnoisy train --config experiments/configs/fashion_mnist.py:saner \\
         --noise symmetric:0.4 --seed 0 --out runs/fm_saner
@@ -26,17 +28,17 @@ from jaxnoisy.train.methods import METHODS
 PER_METHOD = {
     "sam": dict(rho=0.1),
     "asam": dict(rho=1.0),
-    "gsam": dict(rho=0.1, gsam_alpha=0.1),
-    "saner": dict(rho=0.1, down_weight=0.5, saner_warmup_fraction=0.25),
-    "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, ncsam_warmup_fraction=0.25),
+    "gsam": dict(rho=0.1, alpha=0.1),
+    "saner": dict(rho=0.1, down_weight=0.5, warmup_fraction=0.25),
+    "ncsam": dict(rho=0.1, kappa=0.1, flip_rate=0.4, warmup_fraction=0.25),
     # The table's values, kept when the library took the authors' (issue 26).
-    "fsam": dict(rho=0.1, fsam_lambda=0.9),
-    "vasso": dict(rho=0.1, vasso_theta=0.2),
+    "fsam": dict(rho=0.1, lmbda=0.9),
+    "vasso": dict(rho=0.1, theta=0.2),
 }
 # SANER over another SAM-like base (ARG saner_fsam, saner_vasso, ...): SANER's settings.
 SANER_OVER = {f"saner_{base}": base for base in ("asam", "gsam", "fsam", "vasso")}
 # Other arms: a method with settings of its own.
-VARIANTS = {"ebomlc_reference": ("ebomlc", dict(ebomlc_sign="reference"))}
+VARIANTS = {"ebomlc_reference": ("ebomlc", dict(sign="reference"))}
 # The batch-norm ResNet protocol: the table's lr and weight decay until SGD's
 # memorization curve on it says otherwise (experiments/bn_resnet.py, first step).
 RESNET = dict(model="resnet20_narrow")
@@ -45,6 +47,13 @@ RESNET_ARMS = {"resnet_sgd": ("sgd", {}), "resnet_sam_rho0.05": ("sam", dict(rho
                "resnet_ncsam_kappa0.03": ("ncsam", dict(kappa=0.03)),
                "resnet_ncsam": ("ncsam", {})}
 VARIANTS.update({arm: (m, {**RESNET, **over}) for arm, (m, over) in RESNET_ARMS.items()})
+# Batch norm at the CNN's cost (experiments/cnn_bn.py): the CNN with BN after each
+# convolution; NCSAM as the paper says (κ 0.1, SGD warm-up), with a SAM warm-up, and
+# with its compensation sized to ρ (a variant beyond the paper).
+CNN_BN_ARMS = {"bn_sgd": ("sgd", {}), "bn_sam": ("sam", {}), "bn_saner": ("saner", {}),
+               "bn_ncsam": ("ncsam", {}), "bn_ncsam_samwarmup": ("ncsam", dict(warmup="sam")),
+               "bn_ncsam_rho": ("ncsam", dict(compensation="rho"))}
+VARIANTS.update({arm: (m, {"model": "cnn_bn", **over}) for arm, (m, over) in CNN_BN_ARMS.items()})
 
 
 def get_config(arg=None) -> TrainConfig:
@@ -52,7 +61,7 @@ def get_config(arg=None) -> TrainConfig:
   over = {}
   if method in SANER_OVER:
     base = SANER_OVER[method]
-    method, over = "saner", dict(saner_base=base, **PER_METHOD.get(base, {}))
+    method, over = "saner", dict(base=base, **PER_METHOD.get(base, {}))
   elif method in VARIANTS:
     method, over = VARIANTS[method]
   if method not in METHODS:
@@ -62,4 +71,5 @@ def get_config(arg=None) -> TrainConfig:
   base = dict(method=method, dataset="fashion_mnist", noise="symmetric:0.4", model="cnn",
               epochs=25, batch_size=128, learning_rate=0.05, momentum=0.9,
               weight_decay=5e-4, schedule="cosine", train_size=15000, heldout_size=5000)
-  return TrainConfig(**{**base, **clean, **PER_METHOD.get(method, {}), **over})
+  # The method's own settings are names of its record (TrainConfig.replace routes them).
+  return TrainConfig(**base, **clean).replace(**{**PER_METHOD.get(method, {}), **over})

@@ -19,6 +19,7 @@ asymmetric 40% and the CIFAR-N human labels. Random crops pad with zeros (the co
 """
 
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.reweight_methods import FBRHparams
 
 NOISE = {"cifar10": "symmetric-inclusive:0.5", "cifar100": "asymmetric:0.4",
          "cifar10_n": "cifar10n:worse", "cifar100_n": "cifar100n:noisy"}
@@ -32,5 +33,6 @@ def get_config(arg=None) -> TrainConfig:
       method="fbr", dataset=dataset, noise=NOISE[dataset], model="resnet34", epochs=150,
       batch_size=128, learning_rate=0.02, momentum=0.9, weight_decay=1e-3,
       schedule="step", lr_boundaries=(40 / 150, 80 / 150, 100 / 150), heldout_size=3000,
-      clean_size=2000, clean_batch_size=100, fbr_clean_epochs=30,
-      fbr_warmup_fraction=11 / 150, fbr_alpha_fraction=40 / 150, padding_mode="constant")
+      clean_size=2000, clean_batch_size=100, padding_mode="constant",
+      hparams=FBRHparams(clean_epochs=30, warmup_fraction=11 / 150,
+                         alpha_fraction=40 / 150))

@@ -11,10 +11,11 @@ exclusive (exactly r·N labels moved), as in the SANER code. Random crops pad wi
         --noise symmetric:0.5 --out runs/saner_c10_s50
     # asymmetric: --noise asymmetric:0.4; CIFAR-N: ARG cifar10_n with --noise cifar10n:worse,
     # ARG cifar100_n with --noise cifar100n:noisy; baselines: --method sam / sgd;
-    # other bases: --saner-base asam (with --rho 1.0) or gsam
+    # other bases: --base asam (with --rho 1.0) or gsam
 """
 
 from jaxnoisy.train.config import TrainConfig
+from jaxnoisy.train.sam_methods import SAMHparams, SANERHparams
 
 NOISE = {"cifar10": "symmetric:0.5", "cifar100": "symmetric:0.5",
          "cifar10_n": "cifar10n:worse", "cifar100_n": "cifar100n:noisy"}
@@ -27,6 +28,7 @@ def get_config(arg=None) -> TrainConfig:
   return TrainConfig(
       method="saner", dataset=dataset, noise=NOISE[dataset], model="preact_resnet18",
       epochs=200, batch_size=128, learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
-      schedule="step", lr_boundaries=(0.5, 0.75), heldout_size=5000, rho=0.1,
-      down_weight=0.5, saner_warmup_fraction=0.25, saner_base="sam",
-      padding_mode="constant")
+      schedule="step", lr_boundaries=(0.5, 0.75), heldout_size=5000,
+      padding_mode="constant",
+      hparams=SANERHparams(base=SAMHparams(rho=0.1), down_weight=0.5,
+                           warmup_fraction=0.25))

@@ -75,7 +75,7 @@ import optax
 from flax import nnx
 
 from jaxnoisy import tree as tree_lib
-from jaxnoisy._validate import check_range
+from jaxnoisy._validate import check_num_classes, check_range
 
 LogitsFn = Callable[[Any, Any], tuple]  # (params, x) -> (logits (B, C), features[, state])
 LcnApply = Callable[..., jax.Array]     # (lcn_params, features, labels[, key]) -> (B, C)
@@ -152,7 +152,7 @@ def sgd_direction(grads, params, momentum_buffer=None, momentum=0.0, weight_deca
                       out, momentum_buffer)
 
 
-def _lookahead(params, grads, lr, direction):
+def _sgd_step(params, grads, lr, direction):
   """w − η·D(g) for D = ``direction``."""
   return jax.tree.map(lambda p, d: p - jnp.asarray(lr, p.dtype) * d, params,
                       direction(grads, params))
@@ -162,7 +162,7 @@ def _keys(key, n):
   return [None] * n if key is None else list(jax.random.split(key, n))
 
 
-def _lcn(lcn_apply, lcn_params, features, labels, key):
+def _corrected_labels(lcn_apply, lcn_params, features, labels, key):
   features = jax.lax.stop_gradient(features)
   if key is None:
     return lcn_apply(lcn_params, features, labels)
@@ -236,8 +236,7 @@ class LabelCorrectionNet(nnx.Module):
     for name, value in (("feature_dim", feature_dim), ("hidden", hidden),
                         ("embed_dim", embed_dim)):
       _check_positive_int(name, value)
-    if not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-      raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    check_num_classes(num_classes)
     _check_choice("variant", variant, _VARIANTS)
     self.variant = variant
     normal = nnx.initializers.variance_scaling(1.0, "fan_avg", "normal")
@@ -318,7 +317,7 @@ def _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch, key):
   x, y = batch
   out = logits_fn(params, x)
   logits, features = out[:2]
-  corrected = _lcn(lcn_apply, lcn_params, features, y, key)
+  corrected = _corrected_labels(lcn_apply, lcn_params, features, y, key)
   state = out[2] if len(out) > 2 else None
   return jnp.mean(soft_cross_entropy(logits, corrected)), (corrected, state)
 
@@ -447,7 +446,7 @@ def mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, batch
 
   def hyper(phi):
     (loss, (corrected, model_state)), g0 = lower_grad(params, phi)
-    w1 = _lookahead(params, g0, inner_lr, direction)
+    w1 = _sgd_step(params, g0, inner_lr, direction)
     return _clean_loss(logits_fn, w1, clean_batch), (loss, g0, w1, corrected, model_state)
 
   (clean_loss, (loss, grads_w, w1, corrected, model_state)), grads_phi = (
@@ -596,9 +595,9 @@ def bome_mlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, 
                                     k), argnums=(0, 1), has_aux=True)
 
   (loss, (corrected, model_state)), (g_w, g_phi) = lower_grads(params, lcn_params, keys[0])
-  w_hat = _lookahead(params, g_w, inner_lr, direction)
+  w_hat = _sgd_step(params, g_w, inner_lr, direction)
   for k in range(1, inner_steps):
-    w_hat = _lookahead(w_hat, lower_grads(w_hat, lcn_params, keys[k])[1][0], inner_lr,
+    w_hat = _sgd_step(w_hat, lower_grads(w_hat, lcn_params, keys[k])[1][0], inner_lr,
                        direction)
   # ŵ is a constant (BOME's sg): only its value enters, never its derivative.
   w_hat = jax.lax.stop_gradient(w_hat)
@@ -651,7 +650,7 @@ def ebomlc_upper_loss(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_para
   _check_choice("mixture", mixture, _MIXTURES)
   x, y = clean_batch
   logits, features = logits_fn(params, x)[:2]
-  target = _lcn(lcn_apply, lcn_params, features, y, key).astype(logits.dtype)
+  target = _corrected_labels(lcn_apply, lcn_params, features, y, key).astype(logits.dtype)
   r = jnp.asarray(rho, logits.dtype)
   if mixture == "logits":
     return _ce(r * logits + (1 - r) * target, y)
@@ -788,7 +787,7 @@ def ebomlc_step(logits_fn: LogitsFn, params, lcn_apply: LcnApply, lcn_params, ba
       argnums=(0, 1), has_aux=True)
   (loss, (corrected, _)), (g_w, g_phi) = lower_grads(params, lcn_params, key_w)
   # The look-ahead point is data for Δ (no derivative passes through it).
-  w1 = jax.lax.stop_gradient(_lookahead(params, g_w, inner_lr, direction))
+  w1 = jax.lax.stop_gradient(_sgd_step(params, g_w, inner_lr, direction))
   (_, (_, model_state)), (g_w1, g_phi1) = lower_grads(w1, lcn_params, key_w1)
   delta_w, delta_phi = _sub(g_w, g_w1), _sub(g_phi, g_phi1)
 

@@ -32,20 +32,13 @@ the clean ones computed once per epoch, the noisy ones per batch). Example:
 from __future__ import annotations
 
 import functools
-import numbers
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnoisy._validate import check_range
+from jaxnoisy._validate import check_num_classes, check_range
 from jaxnoisy.meta.reweight import check_labels
-
-
-def _check_num_classes(num_classes) -> None:
-  if (not isinstance(num_classes, numbers.Integral) or isinstance(num_classes, bool)
-      or num_classes < 2):
-    raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
 
 
 def _check_vector(name: str, x, length=None) -> None:
@@ -83,7 +76,7 @@ def check_fbr_clean_set(clean_labels, num_classes: int) -> None:
     ValueError: a class has no clean example, a label is outside [0, C), or C < 2.
     TypeError: ``clean_labels`` is a tracer (call this outside ``jax.jit``).
   """
-  _check_num_classes(num_classes)
+  check_num_classes(num_classes)
   if isinstance(clean_labels, jax.core.Tracer):
     raise TypeError("check_fbr_clean_set needs concrete clean_labels: call it once on the "
                     "host, outside jax.jit")
@@ -172,7 +165,7 @@ def fbr_scores(features, labels, clean_features, clean_labels, num_classes: int,
     Zhang, Holtz, Mishne, Cloninger, arXiv 2510.12209; code yiz134/Feature_based_reweight,
     ``trainer/reweight_methods.py::reweight_feature``.
   """
-  _check_num_classes(num_classes)
+  check_num_classes(num_classes)
   check_range("alpha0", alpha0, low=0.0)
   if np.ndim(features) != 2 or np.ndim(clean_features) != 2:
     raise ValueError(f"features and clean_features must have shapes (B, D) and (m, D), got "

@@ -68,7 +68,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnoisy._validate import check_range
+from jaxnoisy._validate import check_num_classes, check_range
 
 LossFn = Callable[[Any, Any], jax.Array]
 
@@ -94,8 +94,7 @@ def check_labels(name: str, labels, num_classes: int) -> None:
 
   Concrete arrays only; traced labels are not checked (as :func:`check_range`).
   """
-  if not isinstance(num_classes, numbers.Integral) or num_classes < 2:
-    raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+  check_num_classes(num_classes)
   if isinstance(labels, jax.core.Tracer):
     return
   y = np.asarray(labels)
@@ -162,8 +161,8 @@ def weighted_gradient(linearized: Linearized, weights) -> tuple:
   return weighted_loss(linearized.losses, w), _mean_gradient(linearized, w)
 
 
-def _lookahead(loss_fn: LossFn, linearized: Linearized, params, weights, clean_batch,
-               inner_lr):
+def _stepped_clean_loss(loss_fn: LossFn, linearized: Linearized, params, weights,
+                        clean_batch, inner_lr):
   """L_val after θ̂ = θ − η ∇(1/B)Σ w_i l_i; ``jax.grad`` in w goes through the VJP."""
   grads = _mean_gradient(linearized, weights)
   lookahead = jax.tree.map(lambda p, g: p - jnp.asarray(inner_lr, p.dtype) * g, params, grads)
@@ -194,8 +193,8 @@ def lookahead_clean_loss(loss_fn: LossFn, params, weights, batch, clean_batch, *
     L_val(w), a scalar.
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
-  return _lookahead(loss_fn, linearize(loss_fn, params, batch), params, weights, clean_batch,
-                    inner_lr)
+  return _stepped_clean_loss(loss_fn, linearize(loss_fn, params, batch), params, weights,
+                             clean_batch, inner_lr)
 
 
 # --- L2RW -----------------------------------------------------------------------------
@@ -230,8 +229,9 @@ def l2rw_scores(loss_fn: LossFn, params, batch, clean_batch, *, inner_lr=1.0,
   """
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
   lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
-  eps = jnp.zeros_like(lin.losses)
-  return -jax.grad(lambda e: _lookahead(loss_fn, lin, params, e, clean_batch, inner_lr))(eps)
+  at_zero = jnp.zeros_like(lin.losses)  # the examples' weight perturbations ε = 0
+  return -jax.grad(
+      lambda e: _stepped_clean_loss(loss_fn, lin, params, e, clean_batch, inner_lr))(at_zero)
 
 
 def l2rw_normalize(scores) -> jax.Array:
@@ -327,7 +327,7 @@ def meta_reweight_step(loss_fn: LossFn, params, weights, batch, clean_batch, *,
   check_range("weight_lr", weight_lr, low=0.0)
   lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
   clean_loss, meta_grad = jax.value_and_grad(
-      lambda w: _lookahead(loss_fn, lin, params, w, clean_batch, inner_lr))(weights)
+      lambda w: _stepped_clean_loss(loss_fn, lin, params, w, clean_batch, inner_lr))(weights)
   new = jnp.clip(weights - jnp.asarray(weight_lr, weights.dtype) * meta_grad, 0, 1)
   return MetaReweightResult(new.astype(weights.dtype), meta_grad, clean_loss)
 
@@ -415,7 +415,7 @@ def mwnet_step(loss_fn: LossFn, params, mw_params, batch, clean_batch, *, inner_
   check_range("inner_lr", inner_lr, low=0.0, low_open=True)
   lin = linearized if linearized is not None else linearize(loss_fn, params, batch)
   # V reads the loss values (constants here: they are the forward pass's outputs).
-  clean_loss, grads = jax.value_and_grad(lambda v: _lookahead(
+  clean_loss, grads = jax.value_and_grad(lambda v: _stepped_clean_loss(
       loss_fn, lin, params, mwnet_weights(v, lin.losses), clean_batch, inner_lr))(mw_params)
   return grads, clean_loss
 

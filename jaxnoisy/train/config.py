@@ -1,15 +1,15 @@
 """The training configuration: one plain, frozen dataclass (configs are code).
 
-Its fields are the run's own (:class:`RunConfig`) and those of every method's
-hyper-parameter records (``METHODS[name].hparams``), flat: ``TrainConfig(method="saner",
-rho=0.1)``. Validation, the command-line flags and the sweepable set derive from the
-fields' declarations (:func:`jaxnoisy.train.hparams.hp`).
+Its fields are the run's, plus ``hparams``: the method's own statically typed record
+(``METHODS[method].hparams``, e.g. :class:`~jaxnoisy.train.sam_methods.GSAMHparams`),
+as big_vision nests ``config.gsam``. Validation, the command-line flags and the
+sweepable set derive from the fields' declarations (:func:`jaxnoisy.train.hparams.hp`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Any, Optional
 
 from jaxnoisy.data.augment import PADDING_MODES
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
@@ -17,7 +17,7 @@ from jaxnoisy.models import COMPUTE_DTYPES, MODELS
 from jaxnoisy.noise import parse_noise_spec
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
-from jaxnoisy.train.methods import METHODS, REPLACED
+from jaxnoisy.train.methods import METHODS
 
 SCHEDULES = ("cosine", "constant", "step")
 
@@ -27,10 +27,18 @@ def _fractions(text: str) -> tuple:
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-  """The run: data, model, optimizer, replicas and devices"""
+class TrainConfig:
+  """Everything a run depends on: the run's fields (data, model, optimizer, replicas,
+  devices) and ``hparams``, the method's own record.
 
-  method: str = hp("sgd", "the method to train", choices=tuple(METHODS))
+  ``TrainConfig(method="gsam", hparams=GSAMHparams(rho=0.1, alpha=0.1))``; ``hparams``
+  left ``None`` is the method's record with its defaults. :meth:`replace` also takes
+  the record's names (``config.replace(rho=0.2)``), as the flags and ``--sweep`` do.
+  ``validate`` checks everything before anything compiles.
+  """
+
+  method: str = hp("sgd", "the method to train")
+  hparams: Any = None
   dataset: str = hp("fashion_mnist", "fashion_mnist, mnist, cifar10, cifar100, cifar10_n, "
                     "cifar100_n")
   noise: str = hp("symmetric:0.4", "noise spec, e.g. none, symmetric:0.4, "
@@ -102,31 +110,34 @@ class RunConfig:
                          "end: stop the run (summary.json records it) or continue "
                          "training through it", choices=("stop", "continue"))
 
-
-def method_records() -> list[type]:
-  """Every method's hyper-parameter records, in the method table's order."""
-  out = []
-  for m in METHODS.values():
-    out += [r for r in m.hparams if r not in out]
-  return out
-
-
-RECORDS = (RunConfig, *method_records())
-SWEEPABLE = hparams_lib.sweepable(*RECORDS)
-
-
-class _Config:
-  """The methods of :class:`TrainConfig`."""
+  def __post_init__(self):
+    if self.hparams is None and self.method in METHODS:  # the method's defaults
+      object.__setattr__(self, "hparams", METHODS[self.method].hparams())
 
   def replace(self, **changes) -> "TrainConfig":
-    """A copy with ``changes`` (a config file's ``get_config`` builds on this)."""
-    for name in changes:
-      if name in REPLACED:
-        raise ValueError(REPLACED[name])
-    return dataclasses.replace(self, **changes)
+    """A copy with ``changes``: run fields, and names of the method's record (a new
+    ``method`` starts from its record's defaults unless ``hparams`` is given)."""
+    run = {k: v for k, v in changes.items() if k in RUN_FIELDS}
+    if run.get("method", self.method) != self.method and "hparams" not in run:
+      run["hparams"] = None
+    new = dataclasses.replace(self, **run)
+    rest = {k: v for k, v in changes.items() if k not in RUN_FIELDS}
+    if rest:
+      if new.hparams is None:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {new.method!r}")
+      record = hparams_lib.set_values(new.hparams, rest)
+      new = dataclasses.replace(new, hparams=record)
+    return new
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """Plain data (a run's summary.json): the run's fields, the record nested."""
+    out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+    out["hparams"] = hparams_lib.to_dict(self.hparams) if self.hparams is not None else None
+    return out
+
+  def sweepable(self) -> tuple[str, ...]:
+    """The names ``sweep`` may take: the run's sweepable fields and the record's."""
+    return tuple(sorted(set(RUN_SWEEPABLE) | set(hparams_lib.sweepable(self.hparams))))
 
   def replicas(self) -> list[tuple[str, "TrainConfig"]]:
     """``(label, config)`` of every replica: the sweep's values (outer) × the seeds.
@@ -149,10 +160,15 @@ class _Config:
   def validate(self) -> "TrainConfig":
     """Checks every field against its declaration, then the rules across fields;
     raises a one-line ``ValueError`` naming the parameter before anything compiles."""
-    if self.method in REPLACED:
-      raise ValueError(REPLACED[self.method])
+    if self.method not in METHODS:
+      raise ValueError(f"method must be one of {list(METHODS)}, got {self.method!r}")
+    registration = METHODS[self.method]
+    if type(self.hparams) is not registration.hparams:
+      raise ValueError(f"hparams must be a {registration.hparams.__name__} for method "
+                       f"{self.method!r}, got {type(self.hparams).__name__}")
     for f in dataclasses.fields(self):
       hparams_lib.check_field(f, getattr(self, f.name))
+    hparams_lib.check_record(self.hparams)
     if self.dataset not in DATASET_INFO:
       raise ValueError(f"dataset must be one of {sorted(DATASET_INFO)}, got {self.dataset!r}")
     needs = REAL_NOISE_DATASETS.get(parse_noise_spec(self.noise).kind)
@@ -161,9 +177,10 @@ class _Config:
                        f"dataset {self.dataset!r} has none")
     if self.sweep is not None:
       name, values = self.sweep if len(self.sweep) == 2 else (None, ())
-      if name not in SWEEPABLE or not values:
-        raise ValueError(f"sweep must be (name, values) with name in {list(SWEEPABLE)} and "
-                         f"at least one value, got {self.sweep!r}")
+      if name not in self.sweepable() or not values:
+        raise ValueError(f"sweep must be (name, values) with name in "
+                         f"{list(self.sweepable())} and at least one value, got "
+                         f"{self.sweep!r}")
       for _, replica in self.replicas():
         replica.validate()
     if self.train_balanced and self.train_size is None:
@@ -171,41 +188,34 @@ class _Config:
     if self.input_path == "stream" and (self.seeds > 1 or self.sweep):
       raise ValueError("input_path must be device or auto when training replicas (seeds="
                        f"{self.seeds}, sweep={self.sweep!r}): the stream reads one order")
+    if self.per_device_ascent and not registration.per_device_ascent:
+      raise ValueError(f"per_device_ascent applies to the SAM-family methods "
+                       f"({', '.join(k for k, r in METHODS.items() if r.per_device_ascent)}"
+                       f"), not {self.method!r}")
     if self.per_device_ascent and (self.seeds > 1 or self.sweep):
       raise ValueError("per_device_ascent must be off when training replicas "
                        f"(seeds={self.seeds}, sweep={self.sweep!r})")
     return self
 
 
-def _make_config_class():
-  fields = []
-  for f in hparams_lib.merged_fields(RECORDS):
-    kwargs = dict(metadata=f.metadata)
-    if f.default_factory is not dataclasses.MISSING:
-      kwargs["default_factory"] = f.default_factory
-    else:
-      kwargs["default"] = f.default
-    fields.append((f.name, f.type, dataclasses.field(**kwargs)))
-  cls = dataclasses.make_dataclass("TrainConfig", fields, bases=(_Config,), frozen=True)
-  cls.__module__ = __name__
-  cls.__doc__ = ("Everything a run depends on: the run's fields and every method's "
-                 "hyper-parameters. ``validate`` checks it before anything compiles.")
-  return cls
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+RUN_SWEEPABLE = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                      if f.metadata.get("sweepable"))
 
 
-TrainConfig = _make_config_class()
+def check_registration(name: str, registration) -> None:
+  """A method's record must be a frozen dataclass whose names are not the run's."""
+  record = registration.hparams
+  if not (dataclasses.is_dataclass(record) and record.__dataclass_params__.frozen):
+    raise ValueError(f"method {name!r}: hparams must be a frozen dataclass, got {record!r}")
+  clash = sorted({f.name for f in hparams_lib.declarations(record)} & set(RUN_FIELDS))
+  if clash:
+    raise ValueError(f"method {name!r}: hyper-parameter names {clash} are run fields; "
+                     "rename them")
 
 
-def _reject_replaced(init):
-  def __init__(self, *args, **kwargs):
-    for name in kwargs:
-      if name in REPLACED:
-        raise ValueError(REPLACED[name])
-    init(self, *args, **kwargs)
-  return __init__
-
-
-TrainConfig.__init__ = _reject_replaced(TrainConfig.__init__)
+for _name, _registration in METHODS.items():
+  check_registration(_name, _registration)
 
 
 def load_config(spec: str) -> TrainConfig:

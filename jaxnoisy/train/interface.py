@@ -1,14 +1,17 @@
 """The one small interface between the trainer and a method.
 
-A method is a :class:`Method` entry of ``methods.METHODS``: its hyper-parameter records,
-the Optax transform placed before weight decay and SGD, a ``gradients`` function that
-turns a batch into the gradient the transform receives, and the lifecycle hooks it
-fills (a plain-SGD warm-up, a per-epoch phase before the noisy batches, metrics of its
-state). The trainer knows methods only through this interface.
+A method is registered as a :class:`Registration` (``methods.METHODS``): its statically
+typed hyper-parameter record and one factory, ``build(record, RunContext) -> Method``.
+The :class:`Method` it returns is everything the trainer runs: the Optax transform
+placed before weight decay and SGD, the ``gradients`` function that turns a batch into
+the gradient the transform receives, the method's state, and the lifecycle pieces it
+fills (a plain-SGD warm-up, a per-epoch phase before the noisy batches, metrics). The
+trainer knows methods only through this interface and never names one.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 import jax
@@ -18,9 +21,27 @@ if TYPE_CHECKING:
   from jaxnoisy.train.config import TrainConfig
 
 
+class Stream(enum.IntEnum):
+  """The run's random streams: each is ``jax.random.fold_in(parent, Stream.X)``, so no
+  two draws share a key and adding one never moves another."""
+
+  # Of the seed's key, ``jax.random.key(seed)``:
+  NOISE = 1              # the label noise
+  DATA = 2               # the epochs' permutations of the training set
+  STEP = 3               # the steps' keys (each folds in its step count)
+  METHOD_INIT = 4        # the method's state (e.g. Meta-Weight-Net's network)
+  # Of a step's key:
+  LCN_DROPOUT = 7        # the label-correction network's dropout (EBOMLC's LCN)
+  CLEAN_PASSES = 2**31 - 4  # of the run's step key: the order of the clean batches
+  PHASE = 2**31 - 3      # of the epoch's first step key: its phase's batches and keys
+  AUGMENT = 2**31 - 2    # random crops and flips
+  CLEAN_BATCH = 2**31 - 1  # the clean batch's crops and flips (in a phase: its keys)
+
+
 def cross_entropy_loss(apply: Callable, x, y) -> Callable:
-  """``params -> (mean cross-entropy on (x, y), new model state)``: the training loss,
-  used for the plain gradient and for the SAM family's gradient at perturbed weights."""
+  """``params -> (mean cross-entropy on (x, y), new model state)``: the training loss of
+  the plain gradient, and what the SAM family's ``grad_fn`` differentiates at the
+  perturbed weights."""
 
   def loss_fn(params):
     logits, _, model_state = apply(params, x)
@@ -37,6 +58,21 @@ class ModelSpec(NamedTuple):
   feature_dim: int       # width of the model's penultimate features
   steps_per_epoch: int   # noisy steps per epoch
   num_clean: int = 0     # examples of the clean subset (0 when the method uses none)
+
+
+class RunContext(NamedTuple):
+  """What a method's factory reads besides its own record.
+
+  Attributes:
+    run: the replica's :class:`~jaxnoisy.train.config.TrainConfig` (epochs, seed,
+      momentum, weight decay, ...; a swept run field is a traced scalar).
+    spec: the sizes of the data and the model.
+    axis_name: the mesh axis of per-device ascent, or None (gradients are global).
+  """
+
+  run: "TrainConfig"
+  spec: ModelSpec
+  axis_name: Optional[str] = None
 
 
 class StepInputs(NamedTuple):
@@ -65,10 +101,15 @@ class Gradients(NamedTuple):
   loss: Any              # the training loss (logged)
   grads: Any             # the gradient handed to the transform
   model_state: Any       # batch statistics of the (first) forward pass
-  extra_args: dict       # extra arguments for the transform's update (e.g. noise_grads)
   method_state: Any      # the updated method state
-  metrics: dict          # scalars averaged over the epoch and logged
-  params: Any = None     # where the optimizer steps from (None: the step's params)
+  metrics: dict = {}     # scalars averaged over the epoch and logged
+  extra_args: dict = {}  # extra arguments for the transform's update (e.g. noise_grads)
+  # The loss the real step descends, ``params -> (loss, model_state)`` on this step's
+  # batch with the method's weights or labels held fixed: the transform's ``grad_fn``
+  # differentiates it (a sharpness-aware transform, at the perturbed weights). None:
+  # the transform is not sharpness-aware and never calls ``grad_fn``.
+  loss_fn: Optional[Callable] = None
+  step_from: Any = None  # where the optimizer steps from (None: the step's params)
 
 
 class PhaseEnd(NamedTuple):
@@ -82,84 +123,95 @@ class PhaseEnd(NamedTuple):
   step: Any              # the global count of noisy steps (the epoch's first)
 
 
-class EpochPhase(NamedTuple):
+class Phase(NamedTuple):
   """A method's program run at the start of every epoch, before its noisy batches.
 
   Attributes:
-    steps: ``(config, spec) -> int`` steps of the phase per epoch; each is a training step
-      on a batch of the clean subset (passes reshuffled every time, every example in each,
-      the last batch of a pass smaller when ``batch_size`` does not divide the subset),
-      run through the same optimizer and learning rate as the noisy steps.
-    gradients: ``(config, spec) -> (StepInputs -> Gradients)`` of a phase step.
-    finish: ``(config, spec) -> (PhaseEnd -> method_state)``: after the last step (e.g.
-      the clean subset's features in eval mode).
-    batch_size: ``config -> int``, the phase's batch size (at most the clean subset's).
+    passes: passes over the clean subset per epoch; each step of a pass is a training
+      step on a batch of the clean subset (``batch_size`` examples; passes reshuffled
+      every time, every example in each, the last batch of a pass smaller when
+      ``batch_size`` does not divide the subset), run through the same optimizer and
+      learning rate as the noisy steps.
+    gradients: ``StepInputs -> Gradients`` of a phase step.
+    finish: ``PhaseEnd -> method_state`` after the last step (e.g. the clean subset's
+      features in eval mode).
+    batch_size: the phase's batch size (at most the clean subset's; None: the run's).
 
-  The state records how many phase steps of the epoch are done, so a run interrupted
-  inside the phase resumes there.
+  The train state records how many phase steps of the epoch are done, so a run
+  interrupted inside the phase resumes there.
   """
 
-  steps: Callable[["TrainConfig", ModelSpec], int]
-  gradients: Callable[["TrainConfig", ModelSpec], Callable[[StepInputs], Gradients]]
-  finish: Callable[["TrainConfig", ModelSpec], Callable[[PhaseEnd], Any]]
-  batch_size: Callable[["TrainConfig"], int] = lambda config: config.batch_size
+  passes: int
+  gradients: Callable[[StepInputs], Gradients]
+  finish: Callable[[PhaseEnd], Any]
+  batch_size: Optional[int] = None
 
 
-def plain_gradients(config: "TrainConfig", spec: Optional[ModelSpec] = None):
+def plain_gradients(inp: StepInputs) -> Gradients:
   """Cross-entropy on the batch's labels: one forward and one backward pass."""
-  del config, spec
-
-  def gradients(inp: StepInputs) -> Gradients:
-    loss_fn = cross_entropy_loss(inp.apply, inp.x, inp.y)
-    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
-    return Gradients(loss, grads, model_state, {}, inp.method_state, {})
-
-  return gradients
+  loss_fn = cross_entropy_loss(inp.apply, inp.x, inp.y)
+  (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(inp.params)
+  return Gradients(loss, grads, model_state, inp.method_state, loss_fn=loss_fn)
 
 
-def identity_transform(config, axis, steps_per_epoch) -> optax.GradientTransformation:
-  """The transform of methods that only change the gradient (SGD, the meta methods)."""
-  del config, axis, steps_per_epoch
-  return optax.identity()
+def no_state(key) -> dict:
+  """The state of a method that keeps none."""
+  del key
+  return {}
 
 
 class Method(NamedTuple):
-  """How the trainer runs a method.
+  """What the trainer runs for a method: built by its factory from its record.
 
   Attributes:
-    transform: ``(config, axis_name, steps_per_epoch) -> GradientTransformation`` placed
-      first in the chain; ``axis_name`` is the mesh axis for per-device ascent, or None.
-    gradients: ``(config, spec: ModelSpec) -> (StepInputs -> Gradients)``.
-    description: one line for ``--help``.
-    hparams: the hyper-parameter records (frozen dataclasses of
-      :func:`jaxnoisy.train.hparams.hp` fields) the method reads from the config.
-    warmup_epochs: ``config -> number of initial epochs`` run with ``warmup_gradients``
-      and ``warmup=True`` passed to the transform (which then acts as the warm-up
-      optimizer; see ``sam_methods.during_warmup``).
-    init_state: ``(config, key, spec: ModelSpec) -> method state`` (default: {}).
-    epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
+    transform: the ``GradientTransformation`` placed first in the chain (before weight
+      decay and SGD's momentum); ``optax.identity()`` for methods that only change the
+      gradient.
+    gradients: ``StepInputs -> Gradients``.
+    init_state: ``key -> method state`` (per-example weights, a network, ...).
+    warmup_epochs: initial epochs run with ``warmup_gradients`` and ``warmup=True``
+      passed to the transform (which then acts as the warm-up optimizer; see
+      ``sam_methods.during_warmup``).
+    warmup_gradients: ``StepInputs -> Gradients`` of the warm-up epochs.
+    phase: a :class:`Phase` run before the noisy batches of every epoch.
     state_metrics: ``opt_state -> dict`` of scalars read after every step (averaged over
       the epoch and logged), e.g. SANER's group fractions.
-    epoch_phase: an :class:`EpochPhase` run before the noisy batches of every epoch.
-    check_data: ``(config, data: trainer.NoisyData) -> None`` raises a one-line
-      ``ValueError`` before anything compiles when the data cannot serve the method.
-    needs_clean: whether the method uses the clean subset (requires ``clean_size > 0``).
+    epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
+    check_data: ``data: trainer.NoisyData -> None`` raises a one-line ``ValueError``
+      before anything compiles when the data cannot serve the method.
     clean_passes_per_epoch: its clean batches restart their passes over the clean subset
       every epoch (MW-Net's loader) instead of running on across epochs.
-    sam_family: whether per-device ascent applies.
   """
 
-  transform: Callable[["TrainConfig", Optional[str], int], optax.GradientTransformation]
-  gradients: Callable[["TrainConfig", ModelSpec], Callable[[StepInputs], Gradients]]
-  description: str
-  hparams: tuple = ()
-  warmup_epochs: Callable[["TrainConfig"], int] = lambda c: 0
-  warmup_gradients: Callable = plain_gradients
-  init_state: Callable[..., Any] = lambda config, key, spec: {}
-  epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
+  transform: optax.GradientTransformation
+  gradients: Callable[[StepInputs], Gradients]
+  init_state: Callable[[Any], Any] = no_state
+  warmup_epochs: int = 0
+  warmup_gradients: Callable[[StepInputs], Gradients] = plain_gradients
+  phase: Optional[Phase] = None
   state_metrics: Optional[Callable[[Any], dict]] = None
-  epoch_phase: Optional[EpochPhase] = None
-  check_data: Optional[Callable[["TrainConfig", Any], None]] = None
-  needs_clean: bool = False
+  epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
+  check_data: Optional[Callable[[Any], None]] = None
   clean_passes_per_epoch: bool = False
-  sam_family: bool = False
+
+
+class Registration(NamedTuple):
+  """A method as the trainer's table holds it.
+
+  Attributes:
+    hparams: its hyper-parameter record, a frozen dataclass of
+      :func:`jaxnoisy.train.hparams.hp` fields (its defaults are the library's).
+    build: ``(record, RunContext) -> Method``, the one factory. It may run inside the
+      jitted step with a swept field traced, so a sweepable field must not set a shape
+      or a Python branch.
+    description: one line for ``--help``.
+    needs_clean: the method learns from the clean subset (requires ``clean_size > 0``).
+    per_device_ascent: the transform can form its ascent from each device's own
+      gradient (``--per-device-ascent``).
+  """
+
+  hparams: type
+  build: Callable[[Any, RunContext], Method]
+  description: str
+  needs_clean: bool = False
+  per_device_ascent: bool = False

@@ -1,30 +1,52 @@
 """The trainer's method table: every method the trainer runs, by name.
 
-A method is a :class:`~jaxnoisy.train.interface.Method`: its hyper-parameter records,
-its Optax transform and the gradients that feed it, and the lifecycle hooks it fills.
-Adding a method is one module (its records and entry), one line here and one test file;
-the config fields, command-line flags and sweepable set derive from the records.
+A method is a :class:`~jaxnoisy.train.interface.Registration`: its hyper-parameter
+record and its factory. Adding one is one module (its record and factory), one
+:func:`register` call (or one line in ``METHODS`` below for the built-in ones) and one
+test file; the config's record, the command-line flags and the sweepable set derive
+from the record, and ``tests/test_method_contract.py`` runs it through the trainer.
 """
 
 from __future__ import annotations
 
-from jaxnoisy.train import fbr_method, meta_methods, sam_methods
-from jaxnoisy.train.interface import Method
+import dataclasses
+
+import optax
+
+from jaxnoisy.train import correction_methods, reweight_methods, sam_methods
+from jaxnoisy.train.interface import (Method, ModelSpec, Registration, RunContext,
+                                      plain_gradients)
+
+
+@dataclasses.dataclass(frozen=True)
+class SGDHparams:
+  """Plain SGD: no hyper-parameters beyond the run's"""
+
 
 #: Every method the trainer runs, by its ``--method`` name.
-METHODS: dict[str, Method] = {
+METHODS: dict[str, Registration] = {
+    "sgd": Registration(SGDHparams, lambda r, ctx: Method(optax.identity(), plain_gradients),
+                        "plain SGD with momentum"),
     **sam_methods.METHODS,
-    **meta_methods.METHODS,
-    "fbr": fbr_method.METHOD,
+    **reweight_methods.METHODS,
+    **correction_methods.METHODS,
 }
 
-# Methods and hyper-parameters that were renamed or replaced: the old spelling fails
-# with a message naming the new one.
-REPLACED = {
-    "feature_reweight": "method 'feature_reweight' was replaced by 'fbr' (the authors' "
-                        "Feature-Based Reweighting)",
-    "mlc_lookahead": "mlc_lookahead is now mlc_gradient_steps (microsoft/MLC's "
-                     "--gradient_steps: K real steps accumulate the LCN's hypergradient)",
-    "weight_step": "weight_step belonged to the removed feature_reweight; fbr's "
-                   "hyper-parameters are the fbr_* flags",
-}
+
+def register(name: str, registration: Registration) -> None:
+  """Adds a method to the table (e.g. a research prototype's, from its own module).
+
+  Its record's names must not be those of the run's fields (they share the command
+  line's flags and ``TrainConfig.replace``); raises a one-line ``ValueError`` otherwise.
+  """
+  from jaxnoisy.train.config import check_registration
+  if name in METHODS:
+    raise ValueError(f"method {name!r} is already registered")
+  check_registration(name, registration)
+  METHODS[name] = registration
+
+
+def build(config, spec: ModelSpec, axis_name=None) -> Method:
+  """The :class:`~jaxnoisy.train.interface.Method` of ``config``'s method: its factory
+  applied to ``config.hparams`` and this run's context."""
+  return METHODS[config.method].build(config.hparams, RunContext(config, spec, axis_name))

@@ -1,8 +1,10 @@
-"""Trainer entries and hyper-parameters of the sharpness-aware methods.
+"""Trainer entries and hyper-parameter records of the sharpness-aware methods.
 
 Each method is its Optax transform (the math lives in the library) and, for NCSAM, the
-gradients that feed it. The SAM variants share SAM's radius through :class:`SAMHparams`;
-SANER's record holds those of every base it can wrap (`--saner-base`).
+gradients that feed it. A SAM-family record builds its own transform
+(``record.transform(axis_name)``), so SANER's ``base`` is any of them, nested
+(``SANERHparams(base=GSAMHparams(rho=0.1, alpha=0.1))``). Defaults are the library
+functions' (``tests/test_method_contract.py`` compares them).
 """
 
 from __future__ import annotations
@@ -10,96 +12,128 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-import jax
 import optax
 
-from jaxnoisy.ncsam import ncsam, ncsam_gradients, ncsam_strength
+from jaxnoisy.ncsam import (COMPENSATIONS, ncsam, ncsam_gradients, ncsam_perturbation,
+                             ncsam_strength)
 from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.sam_variants import fsam, vasso
-from jaxnoisy.saner import saner
-from jaxnoisy.tree import global_norm
+from jaxnoisy.saner import SANER_RHO, saner
+from jaxnoisy.tree import cosine, global_norm
 from jaxnoisy.train.hparams import hp
-from jaxnoisy.train.interface import (Gradients, Method, StepInputs, identity_transform,
-                                      plain_gradients)
+from jaxnoisy.train.interface import (Gradients, Method, Registration, RunContext,
+                                      StepInputs, cross_entropy_loss, plain_gradients)
+
+_RHO_HELP = "ascent radius ρ (SAM's CIFAR value; label noise: 0.1)"
+
+
+def _rho(default: float = 0.05, help: str = _RHO_HELP):
+  return hp(default, help, low=0.0, low_open=True, sweepable=True)
 
 
 @dataclasses.dataclass(frozen=True)
 class SAMHparams:
-  """SAM family (Foret et al. 2021)"""
+  """SAM (Foret et al. 2021)"""
 
-  rho: float = hp(0.05, "ascent radius ρ (SAM's CIFAR value; label noise: 0.1)",
-                  low=0.0, low_open=True, sweepable=True)
+  rho: float = _rho()
+
+  def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
+    """SAM's transform; ``axis_name``: per-device ascent over that mesh axis."""
+    return sam(self.rho, axis_name=axis_name, has_aux=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class ASAMHparams(SAMHparams):
+class ASAMHparams:
   """ASAM (Kwon et al. 2021)"""
 
-  asam_eta: float = hp(0.01, "ASAM's η in T_w = |w| + η (paper: 0.01)", low=0.0,
-                       sweepable=True)
+  rho: float = _rho(0.5, "ASAM's radius ρ (paper: 0.5 on CIFAR-10, 1.0 on CIFAR-100)")
+  eta: float = hp(0.01, "ASAM's η in T_w = |w| + η (paper: 0.01)", low=0.0, sweepable=True)
+
+  def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
+    return asam(self.rho, self.eta, axis_name=axis_name, has_aux=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class GSAMHparams(SAMHparams):
+class GSAMHparams:
   """GSAM (Zhuang et al. 2022)"""
 
-  gsam_alpha: float = hp(0.1, "GSAM's α, the surrogate-gap ascent (0: SAM)", low=0.0,
-                         sweepable=True)
+  rho: float = _rho()
+  alpha: float = hp(0.1, "GSAM's α, the surrogate-gap ascent (paper's sweep 0.01-0.3; "
+                    "0: SAM)", low=0.0, sweepable=True)
+
+  def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
+    return gsam(self.rho, self.alpha, axis_name=axis_name, has_aux=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class FSAMHparams(SAMHparams):
+class FSAMHparams:
   """F-SAM (Li et al. 2024)"""
 
-  fsam_sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from "
-                         "the ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
-  fsam_lambda: float = hp(0.6, "F-SAM's λ, the EMA's decay (authors' run.sh: 0.6)", low=0.0,
-                          high=1.0, sweepable=True)
+  rho: float = _rho(0.2, "F-SAM's radius ρ (authors' run.sh: 0.2)")
+  sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from the "
+                    "ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
+  lmbda: float = hp(0.6, "F-SAM's λ, the EMA's decay (authors' run.sh: 0.6)", low=0.0,
+                    high=1.0, sweepable=True)
+
+  def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
+    return fsam(self.rho, self.sigma, self.lmbda, axis_name=axis_name, has_aux=True)
 
 
 @dataclasses.dataclass(frozen=True)
-class VaSSOHparams(SAMHparams):
+class VaSSOHparams:
   """VaSSO (Li and Giannakis 2023)"""
 
-  vasso_theta: float = hp(0.9, "VaSSO's θ, the new gradient's weight in the EMA the "
-                          "ascent follows (authors: 0.9; 1: SAM)", low=0.0, high=1.0,
-                          sweepable=True)
+  rho: float = _rho()
+  theta: float = hp(0.9, "VaSSO's θ, the new gradient's weight in the EMA the ascent "
+                    "follows (authors: 0.9; lhchau/saner: 0.2; 1: SAM)", low=0.0,
+                    high=1.0, sweepable=True)
+
+  def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
+    return vasso(self.rho, self.theta, axis_name=axis_name, has_aux=True)
+
+
+# The SAM-like optimizers by name: SANER's bases (and any method's ascent).
+SAM_FAMILY = {"sam": SAMHparams, "asam": ASAMHparams, "gsam": GSAMHparams,
+              "fsam": FSAMHparams, "vasso": VaSSOHparams}
 
 
 @dataclasses.dataclass(frozen=True)
-class SANERHparams(ASAMHparams, GSAMHparams, FSAMHparams, VaSSOHparams):
+class SANERHparams:
   """SANER (Luong et al., AISTATS 2026; code lhchau/saner)"""
 
+  base: SAMHparams = hp(SAMHparams(rho=SANER_RHO), "the SAM-like optimizer SANER "
+                        "reweights, with its own hyper-parameters (ρ: SANER's 0.1)",
+                        records=SAM_FAMILY)
   down_weight: float = hp(0.5, "SANER's a: multiplier on group-B entries (code: 0.5)",
                           low=0.0, high=1.0, sweepable=True)
-  saner_warmup_fraction: float = hp(
-      0.25, "fraction of training over which a moves from 1 to down_weight (50 of 200 "
-      "epochs)", low=0.0, high=1.0)
-  saner_base: str = hp("sam", "the SAM-like optimizer SANER reweights",
-                       choices=("sam", "asam", "gsam", "fsam", "vasso"))
-  saner_track_groups: bool = hp(True, "log the A/B/C group fractions every step "
-                                "(a diagnostic; the update is the same without it)")
+  warmup_fraction: float = hp(0.25, "fraction of training over which a moves from 1 to "
+                              "down_weight (50 of 200 epochs)", low=0.0, high=1.0)
+  track_groups: bool = hp(True, "log the A/B/C group fractions every step (a "
+                          "diagnostic; the update is the same without it)")
 
 
 @dataclasses.dataclass(frozen=True)
-class NCSAMHparams(SAMHparams):
+class NCSAMHparams:
   """NCSAM (Xu, Deng, Pang, arXiv 2601.19947)"""
 
+  rho: float = _rho()
   kappa: float = hp(0.1, "NCSAM's κ, the compensation strength (CIFAR-10: 0.1, "
                     "CIFAR-100: 0.3)", low=0.0, sweepable=True)
   flip_rate: float = hp(0.4, "NCSAM's simulated flip rate r (paper's best: 0.4)", low=0.0,
                         high=1.0)
-  ncsam_warmup_fraction: float = hp(
-      0.25, "fraction of the epochs trained by the warm-up optimizer (50 of 200)",
-      low=0.0, high=1.0)
-  ncsam_warmup: str = hp("sgd", "NCSAM's warm-up optimizer (Algorithm 1: 'using SGD or "
-                         "SAM')", choices=("sgd", "sam"))
-  ncsam_noise_forward: str = hp(
+  warmup_fraction: float = hp(0.25, "fraction of the epochs trained by the warm-up "
+                              "optimizer (50 of 200)", low=0.0, high=1.0)
+  warmup: str = hp("sgd", "NCSAM's warm-up optimizer (Algorithm 1: 'using SGD or SAM')",
+                   choices=("sgd", "sam"))
+  noise_forward: str = hp(
       "shared", "g* from the batch's forward pass (shared, the paper) or from a forward "
       "pass over the flipped subset only (subset, the authors' later code)",
       choices=("shared", "subset"))
-  ncsam_label_smoothing: float = hp(0.0, "label smoothing of g*'s cross-entropy (the "
-                                    "authors' later code: 0.1)", low=0.0, high=1.0)
+  label_smoothing: float = hp(0.0, "label smoothing of g*'s cross-entropy (the authors' "
+                              "later code: 0.1)", low=0.0, high=1.0)
+  compensation: str = hp("paper", "NCSAM's compensation: the raw g* (paper) or, a variant "
+                         "beyond the paper, g* sized to ρ, s·ρ·g*/‖g*‖ (rho)",
+                         choices=COMPENSATIONS)
 
 
 def during_warmup(inner: optax.GradientTransformation,
@@ -126,32 +160,9 @@ def during_warmup(inner: optax.GradientTransformation,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _fsam(c, axis: Optional[str]):
-  return fsam(c.rho, c.fsam_sigma, c.fsam_lambda, axis_name=axis, has_aux=True)
-
-
-def _vasso(c, axis: Optional[str]):
-  return vasso(c.rho, c.vasso_theta, axis_name=axis, has_aux=True)
-
-
-def _sam_base(c, axis: Optional[str]):
-  """The SAM-family transform named by ``c.saner_base`` (SANER's base)."""
-  if c.saner_base == "asam":
-    return asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True)
-  if c.saner_base == "gsam":
-    return gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True)
-  if c.saner_base == "fsam":
-    return _fsam(c, axis)
-  if c.saner_base == "vasso":
-    return _vasso(c, axis)
-  return sam(c.rho, axis_name=axis, has_aux=True)
-
-
-def _saner(c, axis: Optional[str], steps_per_epoch: int):
-  # SANER compares each device's own g_SAM with its own g: its base must not average.
-  warmup = round(c.saner_warmup_fraction * c.epochs * steps_per_epoch)
-  return saner(down_weight=c.down_weight, warmup_steps=warmup, base=_sam_base(c, None),
-               axis_name=axis, track_groups=c.saner_track_groups)
+def _sam_family(record, ctx: RunContext) -> Method:
+  """SAM, ASAM, GSAM, F-SAM, VaSSO: the record's transform on the plain gradient."""
+  return Method(record.transform(ctx.axis_name), plain_gradients)
 
 
 def _saner_groups(opt_state) -> dict:
@@ -160,60 +171,71 @@ def _saner_groups(opt_state) -> dict:
   return {f"saner_group_{g}": v for g, v in (fractions or {}).items()}
 
 
-def _ncsam(c, axis: Optional[str], steps_per_epoch: int):
-  del steps_per_epoch
-  warm = sam(c.rho, axis_name=axis, has_aux=True) if c.ncsam_warmup == "sam" else \
-      optax.identity()
-  return during_warmup(ncsam(c.rho, c.kappa, axis_name=axis, has_aux=True), warm)
+def _saner(r: SANERHparams, ctx: RunContext) -> Method:
+  # SANER compares each device's own g_SAM with its own g: its base must not average.
+  warmup = round(r.warmup_fraction * ctx.run.epochs * ctx.spec.steps_per_epoch)
+  tx = saner(down_weight=r.down_weight, warmup_steps=warmup, base=r.base.transform(None),
+             axis_name=ctx.axis_name, track_groups=r.track_groups)
+  return Method(tx, plain_gradients, state_metrics=_saner_groups)
 
 
-def noise_compensated_gradients(config, spec):
-  """g and NCSAM's g* (from the batch's forward pass, or with ``ncsam_noise_forward=
+def noise_compensated_gradients(r: NCSAMHparams, ctx: RunContext):
+  """g and NCSAM's g* (from the batch's forward pass, or with ``noise_forward=
   "subset"`` from a pass over the flipped examples only); g* is passed as
-  ``noise_grads``. Logged per step (epoch means): ‖g‖, ‖g*‖ and s(t)‖g*‖/ρ, the
-  compensation's length against the ascent's at the step's t = (epoch + 1)/T (above 1,
-  ε is projected back onto the ρ-ball and points mostly along g*)."""
+  ``noise_grads``. Logged per step (epoch means): ‖g‖, ‖g*‖, s(t)‖c‖/ρ, the
+  compensation's length against the ascent's at the step's t = (epoch + 1)/T (c = g*,
+  or ρ·ĝ* with ``compensation="rho"``; above 1, ε is projected back onto the ρ-ball and
+  points mostly along c), and cos(ε, ε_SAM) = cos(ε, g), the ascent actually taken
+  against SAM's."""
 
   def gradients(inp: StepInputs) -> Gradients:
     logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
     subset = None
-    if config.ncsam_noise_forward == "subset":
+    if r.noise_forward == "subset":
       subset = lambda p, index: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x[index]))
     loss, grads, noise_grads, model_state = ncsam_gradients(
-        logits_fn, inp.params, inp.y, inp.key, config.flip_rate, has_aux=True,
-        noise_forward=config.ncsam_noise_forward, subset_logits_fn=subset,
-        label_smoothing=config.ncsam_label_smoothing)
-    t = (inp.step // spec.steps_per_epoch + 1) / config.epochs
+        logits_fn, inp.params, inp.y, inp.key, r.flip_rate, has_aux=True,
+        noise_forward=r.noise_forward, subset_logits_fn=subset,
+        label_smoothing=r.label_smoothing)
+    t = (inp.step // ctx.spec.steps_per_epoch + 1) / ctx.run.epochs
+    s = ncsam_strength(t, r.kappa)
     noise_norm = global_norm(noise_grads)
+    # The compensation's length: s‖g*‖ (paper) or sρ (rho-sized), against ρ.
+    compensation = s * (noise_norm if r.compensation == "paper" else r.rho)
+    # ε against SAM's ascent ρ·g/‖g‖: below 0 the compensation undoes the ascent.
+    eps = ncsam_perturbation(grads, noise_grads, r.rho, s, compensation=r.compensation)
     metrics = {"ncsam_grad_norm": global_norm(grads), "ncsam_noise_grad_norm": noise_norm,
-               "ncsam_compensation_over_rho":
-                   ncsam_strength(t, config.kappa) * noise_norm / config.rho}
-    return Gradients(loss, grads, model_state, {"noise_grads": noise_grads},
-                     inp.method_state, metrics)
+               "ncsam_compensation_over_rho": compensation / r.rho,
+               "ncsam_cos_eps_sam": cosine(eps, grads)}
+    return Gradients(loss, grads, model_state, inp.method_state, metrics,
+                     extra_args={"noise_grads": noise_grads},
+                     loss_fn=cross_entropy_loss(inp.apply, inp.x, inp.y))
 
   return gradients
 
 
-METHODS: dict[str, Method] = {
-    "sgd": Method(identity_transform, plain_gradients, "plain SGD with momentum"),
-    "sam": Method(lambda c, axis, spe: sam(c.rho, axis_name=axis, has_aux=True),
-                  plain_gradients, "SAM (Foret et al. 2021)", hparams=(SAMHparams,),
-                  sam_family=True),
-    "asam": Method(lambda c, axis, spe: asam(c.rho, c.asam_eta, axis_name=axis, has_aux=True),
-                   plain_gradients, "ASAM (Kwon et al. 2021)", hparams=(ASAMHparams,),
-                   sam_family=True),
-    "gsam": Method(lambda c, axis, spe: gsam(c.rho, c.gsam_alpha, axis_name=axis, has_aux=True),
-                   plain_gradients, "GSAM (Zhuang et al. 2022)", hparams=(GSAMHparams,),
-                   sam_family=True),
-    "fsam": Method(lambda c, axis, spe: _fsam(c, axis), plain_gradients,
-                   "F-SAM (Li et al. 2024)", hparams=(FSAMHparams,), sam_family=True),
-    "vasso": Method(lambda c, axis, spe: _vasso(c, axis), plain_gradients,
-                    "VaSSO (Li and Giannakis 2023)", hparams=(VaSSOHparams,),
-                    sam_family=True),
-    "saner": Method(_saner, plain_gradients, "SANER (Luong et al.) over --saner-base",
-                    hparams=(SANERHparams,), state_metrics=_saner_groups, sam_family=True),
-    "ncsam": Method(_ncsam, noise_compensated_gradients, "NCSAM (Xu et al.)",
-                    hparams=(NCSAMHparams,),
-                    warmup_epochs=lambda c: round(c.ncsam_warmup_fraction * c.epochs),
-                    sam_family=True),
+def _ncsam(r: NCSAMHparams, ctx: RunContext) -> Method:
+  axis = ctx.axis_name
+  warm = sam(r.rho, axis_name=axis, has_aux=True) if r.warmup == "sam" else optax.identity()
+  tx = during_warmup(ncsam(r.rho, r.kappa, axis_name=axis, has_aux=True,
+                           compensation=r.compensation), warm)
+  return Method(tx, noise_compensated_gradients(r, ctx),
+                warmup_epochs=round(r.warmup_fraction * ctx.run.epochs))
+
+
+METHODS: dict[str, Registration] = {
+    "sam": Registration(SAMHparams, _sam_family, "SAM (Foret et al. 2021)",
+                        per_device_ascent=True),
+    "asam": Registration(ASAMHparams, _sam_family, "ASAM (Kwon et al. 2021)",
+                         per_device_ascent=True),
+    "gsam": Registration(GSAMHparams, _sam_family, "GSAM (Zhuang et al. 2022)",
+                         per_device_ascent=True),
+    "fsam": Registration(FSAMHparams, _sam_family, "F-SAM (Li et al. 2024)",
+                         per_device_ascent=True),
+    "vasso": Registration(VaSSOHparams, _sam_family, "VaSSO (Li and Giannakis 2023)",
+                          per_device_ascent=True),
+    "saner": Registration(SANERHparams, _saner, "SANER (Luong et al.) over --base",
+                          per_device_ascent=True),
+    "ncsam": Registration(NCSAMHparams, _ncsam, "NCSAM (Xu et al.)",
+                          per_device_ascent=True),
 }

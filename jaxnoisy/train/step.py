@@ -19,7 +19,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxnoisy.data.augment import augment_batch, center_crop
-from jaxnoisy.train.interface import PhaseEnd, StepInputs, cross_entropy_loss
+from jaxnoisy.train.interface import PhaseEnd, StepInputs, Stream
 
 REPLICA_AXIS = "replica"
 DATA_AXIS = "data"
@@ -203,17 +203,19 @@ def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, cl
   model_apply = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=True)
   apply_eval = lambda p, inputs: setup.apply(p, state.model_state, inputs, train=False)[:2]
   buffer = optax.tree_utils.tree_get(state.opt_state, "trace")  # SGD's momentum
-  return StepInputs(model_apply, state.params, state.method_state, x, y, index, clean_x,
-                    clean_y, key, state.step, jnp.asarray(lr, jnp.float32), apply_eval,
-                    buffer)
+  return StepInputs(apply=model_apply, params=state.params, method_state=state.method_state,
+                    x=x, y=y, index=index, clean_x=clean_x, clean_y=clean_y, key=key,
+                    step=state.step, learning_rate=jnp.asarray(lr, jnp.float32),
+                    apply_eval=apply_eval, momentum_buffer=buffer)
 
 
 def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase_step,
                   step_increment: int, state_metrics=None, **extra):
   """The optimizer's step from the method's gradients; returns (new state, metrics)."""
-  start = inp.params if out.params is None else out.params  # EBOMLC steps from w₁
-  grad_fn = jax.grad(cross_entropy_loss(inp.apply, inp.x, inp.y), has_aux=True)
-  updates, opt_state = tx.update(out.grads, state.opt_state, start, grad_fn=grad_fn,
+  start = inp.params if out.step_from is None else out.step_from  # EBOMLC: from w₁
+  if out.loss_fn is not None:  # what a sharpness-aware transform differentiates
+    extra = dict(extra, grad_fn=jax.grad(out.loss_fn, has_aux=True))
+  updates, opt_state = tx.update(out.grads, state.opt_state, start,
                                  **dict(out.extra_args, **extra))
   # The learning rate at the noisy-step count (see make_optimizer).
   updates = jax.tree.map(lambda u: (inp.learning_rate * u).astype(u.dtype), updates)
@@ -286,10 +288,10 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
         state.phase_step), step_increment=1, state_metrics=state_metrics, **extra)
 
   def step(state, data, perm_or_images, index_or_idx, key, progress, hyper):
-    clean_key = jax.random.fold_in(key, 2**31 - 4)  # the clean passes' (not the step's)
+    clean_key = jax.random.fold_in(key, Stream.CLEAN_PASSES)  # not the step's
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
-    aug_key = jax.random.fold_in(key, 2**31 - 2)
+    aug_key = jax.random.fold_in(key, Stream.AUGMENT)
     norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop,
                 padding_mode=setup.padding_mode)
     if streamed:  # the pipeline's images and example indices
@@ -308,7 +310,8 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
       cidx = clean_batch_indices(clean_key, position, num_clean=clean_labels.shape[0],
                                  batch_size=clean_batch_size)
       clean_x, clean_y, _ = prepare_batch(clean_images[cidx], clean_labels, cidx,
-                                          jax.random.fold_in(key, 2**31 - 1), **norm)
+                                          jax.random.fold_in(key, Stream.CLEAN_BATCH),
+                                          **norm)
       if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
         clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:
@@ -349,7 +352,7 @@ def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
       tx, _ = setup.build(hyper)
       _, _, clean_images, clean_labels = data
       # state.step is the epoch's first noisy step: keys of this epoch's phase.
-      epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), 2**31 - 3)
+      epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), Stream.PHASE)
       pass_index, b = jnp.divmod(state.phase_step, batches)
       perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
       idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, size)
@@ -357,7 +360,7 @@ def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
       if size % n_data == 0:  # sharded like the noisy batch (else whole on each device)
         batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
         x, y, idx = jax.lax.with_sharding_constraint((x, y, idx), batch_sharded)
-      step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, 2**31 - 1),
+      step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, Stream.CLEAN_BATCH),
                                     state.phase_step)
       inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
       out = gradients_fn(hyper)(inp)

@@ -8,7 +8,6 @@ complete checkpoint and reaches the same parameters as an uninterrupted run.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import platform
@@ -16,7 +15,7 @@ import signal
 import sys
 import tempfile
 import time
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,11 +31,12 @@ from jaxnoisy.data import stream as stream_lib
 from jaxnoisy.dataset_info import REAL_NOISE_DATASETS
 from jaxnoisy.train import checkpoints
 from jaxnoisy.train import divergence
+from jaxnoisy.train import methods as methods_lib
 from jaxnoisy.train import preemption
 from jaxnoisy.train import rundir
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.interface import ModelSpec
+from jaxnoisy.train.interface import Method, ModelSpec, Stream
 from jaxnoisy.train.methods import METHODS
 from jaxnoisy.train.tensorboard import TensorBoard
 
@@ -64,7 +64,7 @@ class NoisyData(NamedTuple):
 
 def noise_key(seed: int) -> jax.Array:
   """The PRNG key the label noise of a run with ``seed`` is drawn from."""
-  return jax.random.fold_in(jax.random.key(seed), 1)
+  return jax.random.fold_in(jax.random.key(seed), Stream.NOISE)
 
 
 def prepare_data(config: TrainConfig, dataset: Optional[data_lib.Dataset] = None) -> NoisyData:
@@ -179,7 +179,7 @@ def stack(trees):
   return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
 
 
-def schedule(config: TrainConfig, total_steps: int):
+def create_learning_rate_fn(config: TrainConfig, total_steps: int):
   """The learning rate: a float or an Optax schedule over ``total_steps``."""
   c = config
   if c.schedule == "constant":
@@ -191,6 +191,117 @@ def schedule(config: TrainConfig, total_steps: int):
       c.learning_rate, {int(f * total_steps): 0.1 for f in c.lr_boundaries})
 
 
+def model_input_shape(config: TrainConfig, data: NoisyData) -> tuple:
+  """The images' shape as the model sees them (cropped to ``crop_size``)."""
+  shape = data.train_images.shape[1:]  # as stored
+  crop = config.crop_size
+  if crop is not None and crop > min(shape[:2]):
+    raise ValueError(f"crop_size must be in [1, {min(shape[:2])}] (the stored images are "
+                     f"{shape[0]}×{shape[1]}), got {crop}")
+  return shape if crop is None else (crop, crop, shape[2])
+
+
+def create_models(config: TrainConfig, num_classes: int, input_shape: tuple) -> list:
+  """Each replica's model (its seed draws the initialisation), from ``init_params``'
+  weights when given (a classifier of another class count stays fresh)."""
+  models = [models_lib.make_model(config.model, num_classes, input_shape, seed=c.seed,
+                                  compute_dtype=config.compute_dtype)
+            for _, c in config.replicas()]
+  if config.init_params is not None:
+    models = [m._replace(**models_lib.load_init_params(
+        {"params": m.params, "state": m.state}, config.init_params,
+        keep_mismatched=("params/classifier",))) for m in models]
+  return models
+
+
+def create_spec(model, data: NoisyData, input_shape: tuple, steps_per_epoch: int,
+                num_clean: int) -> ModelSpec:
+  """The sizes a method builds its state from (the model's feature width included)."""
+  features = jax.eval_shape(
+      lambda p, s: model.apply(p, s, jnp.zeros((1, *input_shape)), train=False)[1],
+      model.params, model.state)
+  return ModelSpec(len(data.train_labels), data.num_classes, features.shape[-1],
+                   steps_per_epoch, num_clean)
+
+
+def create_train_state(config: TrainConfig, models: list, tx, spec: ModelSpec):
+  """Every replica's initial :class:`~jaxnoisy.train.step.TrainState`, stacked (host
+  arrays); the method's state from its own stream of the replica's seed."""
+  states = []
+  for m, (_, c) in zip(models, config.replicas()):
+    key = jax.random.fold_in(jax.random.key(c.seed), Stream.METHOD_INIT)
+    states.append(step_lib.TrainState(
+        np.zeros((), np.int32), m.params, m.state, tx.init(m.params),
+        methods_lib.build(c, spec).init_state(key), np.zeros((), np.int32)))
+  return stack(states)
+
+
+def create_eval_data(datas: list, chunk: int):
+  """The evaluation sets of every replica back to back — test, held-out, and the
+  corrupted training examples with their noisy label — padded to a multiple of
+  ``chunk``: ``(stacked (images, labels, set ids), each replica's set sizes)``."""
+  sets = [[(d.test_images, d.test_labels), (d.heldout_images, d.heldout_labels),
+           (d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])]
+          for d in datas]
+  sizes = [[len(y) for _, y in s] for s in sets]
+  length = -(-max(sum(n) for n in sizes) // chunk) * chunk
+  return stack([_concat_sets(s, length) for s in sets]), sizes
+
+
+class Programs(NamedTuple):
+  """A run's compiled programs (see :mod:`jaxnoisy.train.step`)."""
+
+  train: Callable             # a noisy step
+  warmup: Optional[Callable]  # a noisy step of the method's warm-up epochs
+  phase: Optional[Callable]   # a step of the method's per-epoch phase
+  phase_finish: Optional[Callable]
+  evaluate: Callable
+
+
+def create_programs(config: TrainConfig, setup: step_lib.StepSetup, method_of: Callable,
+                    method: Method, *, num_clean: int, phase_steps: int,
+                    phase_batch_size: int, steps_per_epoch: int, streamed: bool,
+                    chunk: int) -> Programs:
+  """The jitted programs of a run; ``method_of(hyper)`` is a replica's method (its swept
+  value traced), ``method`` the one built from the config (its static structure)."""
+  augment = config.augment if config.augment is not None else \
+      data_lib.DATASET_INFO[config.dataset].augment
+  make = lambda gradients, warmup: step_lib.make_train_step(
+      setup, lambda hyper: gradients(method_of(hyper)), batch_size=config.batch_size,
+      clean_batch_size=min(config.clean_batch_size, num_clean), augment=augment,
+      per_device_ascent=config.per_device_ascent, warmup=warmup,
+      state_metrics=method.state_metrics, streamed=streamed,
+      clean_epoch_steps=steps_per_epoch if method.clean_passes_per_epoch else None)
+  phase = None
+  if phase_steps:
+    phase = step_lib.make_phase_step(setup, lambda hyper: method_of(hyper).phase.gradients,
+                                     num_clean=num_clean, batch_size=phase_batch_size)
+  finish = None
+  if method.phase is not None:
+    finish = step_lib.make_phase_finish(setup, lambda hyper: method_of(hyper).phase.finish)
+  return Programs(
+      train=make(lambda m: m.gradients, False),
+      # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
+      warmup=make(lambda m: m.warmup_gradients, True) if method.warmup_epochs else None,
+      phase=phase, phase_finish=finish,
+      evaluate=step_lib.make_evaluate(setup, chunk=chunk, num_sets=len(EVAL_SETS)))
+
+
+def check_data(config: TrainConfig, datas: list, method: Method) -> None:
+  """One-line ``ValueError``s, before anything compiles, for data that cannot serve
+  the method."""
+  data = datas[0]
+  if METHODS[config.method].needs_clean and len(data.clean_labels) == 0:
+    raise ValueError(f"clean_size must be in [1, {len(data.train_labels)}) for method "
+                     f"{config.method!r} (it learns from a clean subset), got 0")
+  if len(data.train_labels) < config.batch_size:
+    raise ValueError(f"batch_size must be at most the {len(data.train_labels)} "
+                     f"training examples, got {config.batch_size}")
+  if method.check_data is not None:
+    for d in datas:
+      method.check_data(d)
+
+
 class Trainer:
   """Builds models, optimizer and jitted steps for a config; :func:`train` drives it.
 
@@ -200,113 +311,69 @@ class Trainer:
   """
 
   def __init__(self, config: TrainConfig, data):
-    self.config = config.validate()
+    self.config = config = config.validate()
     self.replicas = config.replicas()
     datas = [data] if isinstance(data, NoisyData) else list(data)
     if len(datas) != len(self.replicas):
       raise ValueError(f"data must hold one NoisyData per replica ({len(self.replicas)}), "
                        f"got {len(datas)}")
-    self.datas = datas
-    self.data = data = datas[0]
+    self.datas, self.data = datas, datas[0]
+    data = self.data
     self.mesh = step_lib.make_mesh(config.num_devices, len(self.replicas))
     n_dev = self.mesh.shape[step_lib.DATA_AXIS]
     self.steps_per_epoch = len(data.train_labels) // config.batch_size
-    if self.steps_per_epoch < 1:
-      raise ValueError(f"batch_size must be at most the {len(data.train_labels)} "
-                       f"training examples, got {config.batch_size}")
     self.total_steps = self.steps_per_epoch * config.epochs
     self.eval_chunk = -(-config.eval_batch_size // n_dev) * n_dev
-
-    method = METHODS[config.method]
-    if config.per_device_ascent and not method.sam_family:
-      raise ValueError(f"per_device_ascent applies to the SAM-family methods, not "
-                       f"{config.method!r}")
-    if method.needs_clean and len(data.clean_labels) == 0:
-      raise ValueError(f"clean_size must be in [1, {len(data.train_labels)}) for method "
-                       f"{config.method!r} (it learns from a clean subset), got 0")
-    if method.check_data is not None:
-      for d in datas:
-        method.check_data(config, d)
-    self.method = method
     self.streamed = _streams(config, data.train_images, len(self.replicas))
-    shape = data.train_images.shape[1:]  # as stored
-    if config.crop_size is not None and config.crop_size > min(shape[:2]):
-      raise ValueError(f"crop_size must be in [1, {min(shape[:2])}] (the stored images are "
-                       f"{shape[0]}×{shape[1]}), got {config.crop_size}")
-    crop = config.crop_size
-    input_shape = shape if crop is None else (crop, crop, shape[2])  # as the model sees them
-    models = [models_lib.make_model(config.model, data.num_classes, input_shape, seed=c.seed,
-                                    compute_dtype=config.compute_dtype)
-              for _, c in self.replicas]
-    if config.init_params is not None:  # pre-trained weights (the head may stay fresh)
-      models = [m._replace(**models_lib.load_init_params(
-          {"params": m.params, "state": m.state}, config.init_params,
-          keep_mismatched=("params/classifier",))) for m in models]
+    input_shape = model_input_shape(config, data)
+    models = create_models(config, data.num_classes, input_shape)
     self.apply = models[0].apply
+    # The clean subset is used only by methods that learn from it.
+    clean = slice(None) if METHODS[config.method].needs_clean else slice(0, 0)
+    num_clean = len(data.clean_labels[clean])
+    self.spec = create_spec(models[0], data, input_shape, self.steps_per_epoch, num_clean)
+    self.method = methods_lib.build(config, self.spec)
+    check_data(config, datas, self.method)
+
     axis = step_lib.DATA_AXIS if config.per_device_ascent else None
-    swept = config.sweep[0] if config.sweep else None
+    # A replica's method and optimizer (its swept value traced).
+    method_of = lambda hyper: methods_lib.build(config.replace(**hyper), self.spec, axis)
 
     def build(hyper: dict):
       """(tx, learning_rate) of one replica (its swept value traced)."""
       c = config.replace(**hyper)
-      lr = schedule(c, self.total_steps)
-      tx = step_lib.make_optimizer(method.transform(c, axis, self.steps_per_epoch),
-                                   momentum=c.momentum, weight_decay=c.weight_decay)
-      return tx, lr
+      tx = step_lib.make_optimizer(method_of(hyper).transform, momentum=c.momentum,
+                                   weight_decay=c.weight_decay)
+      return tx, create_learning_rate_fn(c, self.total_steps)
 
-    # The method's functions of one replica (its swept value traced).
-    method_fn = lambda make: lambda hyper: make(config.replace(**hyper), self.spec)
-
-    features = jax.eval_shape(
-        lambda p, s: self.apply(p, s, jnp.zeros((1, *input_shape)), train=False)[1],
-        models[0].params, models[0].state)
-    # The clean subset is used only by methods that learn from it.
-    clean = slice(None) if method.needs_clean else slice(0, 0)
-    num_clean = len(data.clean_labels[clean])
-    self.spec = ModelSpec(len(data.train_labels), data.num_classes, features.shape[-1],
-                          self.steps_per_epoch, num_clean)
     self.tx = build({})[0]  # the state's structure does not depend on swept values
     self.by_replica = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS))
     put = lambda tree: step_lib.to_mesh(tree, self.by_replica)
-    keys = [jax.random.key(c.seed) for _, c in self.replicas]
-    self.initial_state = put(stack([
-        step_lib.TrainState(np.zeros((), np.int32), m.params, m.state, self.tx.init(m.params),
-                            method.init_state(c, jax.random.fold_in(k, 4), self.spec),
-                            np.zeros((), np.int32))
-        for m, (_, c), k in zip(models, self.replicas, keys)]))
+    self.initial_state = put(create_train_state(config, models, self.tx, self.spec))
     # Everything a step reads lives on the mesh already (see make_train_step).
-    self.data_key = put(jnp.stack([jax.random.fold_in(k, 2) for k in keys]))
-    self.step_key = put(jnp.stack([jax.random.fold_in(k, 3) for k in keys]))
-    self.hyper = put({swept: np.asarray([getattr(c, swept) for _, c in self.replicas],
-                                        np.float32)} if swept else {})
-    self.warmup_epochs = method.warmup_epochs(config)
+    keys = [jax.random.key(c.seed) for _, c in self.replicas]
+    self.data_key = put(jnp.stack([jax.random.fold_in(k, Stream.DATA) for k in keys]))
+    self.step_key = put(jnp.stack([jax.random.fold_in(k, Stream.STEP) for k in keys]))
+    # The swept values, one per replica (values outer, seeds inner: config.replicas()).
+    self.hyper = put({config.sweep[0]: np.repeat(np.asarray(config.sweep[1], np.float32),
+                                                  config.seeds)} if config.sweep else {})
+    self.warmup_epochs = self.method.warmup_epochs
+    phase = self.method.phase
+    # A phase's pass: ⌈m / batch size⌉ batches, the last smaller (step.phase_batches).
+    phase_batch_size = min(phase.batch_size or config.batch_size, num_clean) if phase else 0
+    self.phase_steps = phase.passes * step_lib.phase_batches(
+        num_clean, phase_batch_size)[0] if phase else 0
     # A device's several replicas: by default vmapped on accelerators, one after another
     # on XLA:CPU (its vmapped convolutions are grouped ones, slower; see step.py).
     self.vmap_replicas = (config.vmap_replicas if config.vmap_replicas is not None
                           else self.mesh.devices.flat[0].platform != "cpu")
-    clean_batch = min(config.clean_batch_size, num_clean)
-    augment = config.augment if config.augment is not None else \
-        data_lib.DATASET_INFO[config.dataset].augment
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas, crop, config.padding_mode)
-    make = lambda gradients, warmup: step_lib.make_train_step(
-        setup, method_fn(gradients), batch_size=config.batch_size,
-        clean_batch_size=clean_batch, augment=augment,
-        per_device_ascent=config.per_device_ascent, warmup=warmup,
-        state_metrics=method.state_metrics, streamed=self.streamed,
-        clean_epoch_steps=self.steps_per_epoch if method.clean_passes_per_epoch else None)
-    self.train_step = make(method.gradients, False)
-    # The method's warm-up epochs (NCSAM): its warm-up gradients, warmup=True.
-    self.warmup_step = make(method.warmup_gradients, True) if self.warmup_epochs else None
-    # The method's per-epoch phase (FBR: passes over the clean subset, then features).
-    phase = method.epoch_phase
-    self.phase_steps = phase.steps(config, self.spec) if phase else 0
-    if self.phase_steps:
-      self.phase_step = step_lib.make_phase_step(
-          setup, method_fn(phase.gradients), num_clean=num_clean,
-          batch_size=min(phase.batch_size(config), num_clean))
-    self.phase_finish = step_lib.make_phase_finish(setup, method_fn(phase.finish)) \
-        if phase else None
+                               self.vmap_replicas, config.crop_size, config.padding_mode)
+    self.programs = create_programs(config, setup, method_of, self.method,
+                                    num_clean=num_clean, phase_steps=self.phase_steps,
+                                    phase_batch_size=phase_batch_size,
+                                    steps_per_epoch=self.steps_per_epoch,
+                                    streamed=self.streamed, chunk=self.eval_chunk)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
     self.replica_state = jax.jit(step_lib.replica, static_argnums=1)
@@ -323,6 +390,7 @@ class Trainer:
     self.sync_each_step = (self.mesh.devices.size > 1
                            and self.mesh.devices.flat[0].platform == "cpu")
     # Streamed, the training images stay in their files (an empty array stands in).
+    shape = data.train_images.shape[1:]
     train_images = lambda d: np.zeros((0, *shape), np.uint8) if self.streamed \
         else d.train_images
     self.train_data = put(stack([(train_images(d), d.train_labels, d.clean_images[clean],
@@ -333,21 +401,13 @@ class Trainer:
           process_count=jax.process_count(), num_threads=config.stream_threads)
       self.batch_sharding = NamedSharding(self.mesh, P(step_lib.REPLICA_AXIS,
                                                        step_lib.DATA_AXIS))
-    # The evaluation sets of every replica, back to back and placed on the mesh once:
-    # test, held-out, and the corrupted training examples with their noisy label.
-    sets = [[(d.test_images, d.test_labels), (d.heldout_images, d.heldout_labels),
-             (d.train_images[d.train_corrupted], d.train_labels[d.train_corrupted])]
-            for d in datas]
-    self.eval_sizes = [[len(y) for _, y in s] for s in sets]
-    length = -(-max(sum(n) for n in self.eval_sizes) // self.eval_chunk) * self.eval_chunk
-    self.eval_data = put(stack([_concat_sets(s, length) for s in sets]))
-    self._evaluate = step_lib.make_evaluate(setup, chunk=self.eval_chunk,
-                                            num_sets=len(EVAL_SETS))
+    eval_data, self.eval_sizes = create_eval_data(datas, self.eval_chunk)
+    self.eval_data = put(eval_data)
 
   def evaluate(self, state) -> list[dict]:
     """Test, held-out and memorization accuracy (and the method's own metrics) of
     every replica."""
-    counts = step_lib.to_host(jax.block_until_ready(self._evaluate(state, *self.eval_data)))
+    counts = step_lib.to_host(jax.block_until_ready(self.programs.evaluate(state, *self.eval_data)))
     method_state = None
     if self.method.epoch_metrics is not None:
       method_state = step_lib.to_host(state.method_state)
@@ -379,12 +439,12 @@ class Trainer:
       yield tuple(jax.make_array_from_process_local_data(
           self.batch_sharding, a[None], (1, b, *a.shape[1:])) for a in (x, idx))
 
-  def step(self, state, batch, progress: float, warmup: bool = False):
-    """One training step of every replica on ``batch`` (from :meth:`batches`):
-    ``(state, metrics of shape (R,))``."""
-    step_fn = self.warmup_step if warmup else self.train_step
+  def step(self, state, batch, t: float, warmup: bool = False):
+    """One training step of every replica on ``batch`` (from :meth:`batches`) at
+    training progress ``t`` (NCSAM's t): ``(state, metrics of shape (R,))``."""
+    step_fn = self.programs.warmup if warmup else self.programs.train
     state, metrics = step_fn(state, self.train_data, *batch, self.step_key,
-                             np.float32(progress), self.hyper)
+                             np.float32(t), self.hyper)
     return self.sync(state), metrics
 
   def steps_taken(self, state) -> int:
@@ -398,7 +458,7 @@ class Trainer:
       jax.block_until_ready(state)
     return state
 
-  def run_phase(self, state, progress=None, stop=None, history=None):
+  def run_phase(self, state, bar=None, stop=None, history=None):
     """The method's per-epoch phase from the step it reached: its remaining steps over
     the clean subset, then its ``finish``; returns (state, its step metrics, appended to
     ``history`` when given). ``stop()`` (see :meth:`run_epoch`) is called after each
@@ -406,23 +466,23 @@ class Trainer:
     history = [] if history is None else history
     try:
       for k in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
-        state, metrics = self.phase_step(state, self.train_data, self.step_key, self.hyper,
-                                         k)
+        state, metrics = self.programs.phase(state, self.train_data, self.step_key,
+                                             self.hyper, k)
         state = self.sync(state)
         history.append(metrics)
-        if progress is not None:
-          progress.update(1)
+        if bar is not None:
+          bar.update(1)
         if stop is not None and stop():
           raise Interrupted(state)
     except Interrupted:
       raise
     except KeyboardInterrupt:
       raise Interrupted(state) from None
-    if self.phase_finish is not None:
-      state = self.sync(self.phase_finish(state, self.train_data, self.hyper))
+    if self.programs.phase_finish is not None:
+      state = self.sync(self.programs.phase_finish(state, self.train_data, self.hyper))
     return state, history
 
-  def run_epoch(self, state, epoch: int, start: int, end: int, progress=None,
+  def run_epoch(self, state, epoch: int, start: int, end: int, bar=None,
                 on_step=None, stop=None, history=None):
     """The epoch's phase (when ``start`` is 0 and the method has one), then noisy steps
     ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means of the
@@ -439,15 +499,15 @@ class Trainer:
     t = (epoch + 1) / self.config.epochs  # NCSAM's t = e / T, e the 1-based epoch
     history, phase_history = (list(h) for h in history or ([], []))
     try:
-      if start == 0 and self.method.epoch_phase is not None:
-        state, _ = self.run_phase(state, progress, stop, phase_history)
+      if start == 0 and self.method.phase is not None:
+        state, _ = self.run_phase(state, bar, stop, phase_history)
       for i, batch in zip(range(start, end), self.batches(epoch, start, end)):
         state, metrics = self.step(state, batch, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
         if on_step is not None:
           on_step(epoch * self.steps_per_epoch + i + 1, metrics)
-        if progress is not None:
-          progress.update(1)
+        if bar is not None:
+          bar.update(1)
         if stop is not None and stop() and i + 1 < end:
           raise Interrupted(state)
     except Interrupted as e:
