@@ -112,8 +112,16 @@ def _sweep(text: str):
   return (name.replace("-", "_"), parsed)
 
 
+class _Parser(argparse.ArgumentParser):
+  """argparse with its errors in one line (a bad flag value, an unknown flag): no usage
+  block before it; ``--help`` shows the usage."""
+
+  def error(self, message):
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="jaxnoisy", description=__doc__.splitlines()[0])
+  parser = _Parser(prog="jaxnoisy", description=__doc__.splitlines()[0])
   sub = parser.add_subparsers(dest="command", required=True)
   train_p = sub.add_parser("train", help="train one method on noisy labels")
   _add_train_args(train_p)
