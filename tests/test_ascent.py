@@ -225,3 +225,15 @@ def test_every_method_that_changes_the_loss_takes_an_ascent():
     assert c.hparams.ascent == TrainConfig(method="saner").hparams
     assert TrainConfig(method=m).replace(ascent="gsam", rho=0.2).hparams.ascent == \
         TrainConfig(method="gsam", hparams=None).replace(rho=0.2).hparams
+
+
+def test_flags_reach_the_ascents_nested_records():
+  """--ascent, then SANER's --base, then their fields, whatever the flags' order; a name
+  the method's record has itself (FBR's warmup_fraction) stays the method's."""
+  args = cli.build_parser().parse_args(
+      ["train", "--out", "x", "--method", "fbr", "--alpha", "0.3", "--base", "gsam",
+       "--ascent", "saner", "--rho", "0.2", "--warmup-fraction", "0.1"])
+  record = cli.config_from_args(args).hparams
+  assert record.ascent == TrainConfig(method="saner").replace(
+      base="gsam", rho=0.2, alpha=0.3).hparams
+  assert record.warmup_fraction == 0.1 and record.ascent.warmup_fraction == 0.25

@@ -27,6 +27,9 @@ Decisions:
   warm-up of ``a`` and F-SAM's and VaSSO's gradient averages count noisy steps, as the
   learning-rate schedule does (a clean pass outnumbers an epoch's noisy steps 2:1 in
   the table's protocol and would end SANER's warm-up early).
+* A name the method's record has itself stays the method's on the command line (FBR's
+  ``--warmup-fraction``); the ascent's then keeps its default unless set in a config
+  (``FBRHparams(ascent=SANERHparams(warmup_fraction=0.1))``).
 * The ascent's ε is global (``--per-device-ascent`` stays with the SAM-family methods):
   the reweighting methods normalise their weights over the whole batch.
 * Refused, with a one-line error before anything compiles: EBOMLC and BOME-MLC, whose
