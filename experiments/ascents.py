@@ -10,7 +10,7 @@ table's protocol and settings. EBOMLC and BOME-MLC take no ascent (their real st
 not the gradient of one loss).
 
 Usage:
-  python experiments/ascents.py [--arms fbr_over_saner,mlc_over_saner,fbr,mlc,saner] \\
+  python experiments/ascents.py [--arms fbr,mlc,saner,fbr_over_saner,mlc_over_saner] \\
       [--noise symmetric:0.4,symmetric:0.6,instance:0.4] [--seeds 0,1,2] \\
       [--runs runs/ascents] [--report-only]
 """
@@ -24,7 +24,7 @@ import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries
 METHODS = ["l2rw", "meta_reweight", "mwnet", "fbr", "mlc"]
 ASCENTS = ["sam", "saner"]
 ARMS = [*METHODS, *ASCENTS] + [f"{m}_over_{a}" for m in METHODS for a in ASCENTS]
-DEFAULT_ARMS = ["fbr_over_saner", "mlc_over_saner", "fbr", "mlc", "saner"]
+DEFAULT_ARMS = ["fbr", "mlc", "saner", "fbr_over_saner", "mlc_over_saner"]
 NOISE = ["symmetric:0.4", "symmetric:0.6", "instance:0.4"]
 
 
@@ -37,6 +37,7 @@ def report(root, arms, noises, seeds, out_path):
   def deltas(arm, runs, means):
     return " | ".join(f"{means[arm] - means[p]:+.2f}" if p in means else "—"
                       for p in parents(arm) or ["", ""])
+  arms = sorted(arms, key=lambda arm: bool(parents(arm)))  # the parents' means first
   table.arm_report(
       root, arms, noises, seeds, out_path, script="ascents.py",
       title="Noisy-label methods over sharpness-aware optimizers on Fashion-MNIST",

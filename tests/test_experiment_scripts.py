@@ -147,7 +147,7 @@ def test_ascents_report_gives_each_combinations_gain_over_both_parents(tmp_path)
     fake_run(table.run_dir(str(root), "symmetric:0.4", arm, 0), acc, 0.03,
              [{"test_accuracy": acc, "memorization": 0.03}])
   out = tmp_path / "results" / "ASCENTS.md"
-  ascents.report(str(root), ["mlc", "saner", "mlc_over_saner", "fbr_over_saner"],
+  ascents.report(str(root), ["mlc_over_saner", "mlc", "saner", "fbr_over_saner"],
                  ["symmetric:0.4"], [0], str(out))
   text = out.read_text()
   assert "| mlc_over_saner | 1 | 85.00 ± 0.00 | 85.00 ± 0.00 | 3.0 ± 0.0 | +4.00 | -1.00 |" \
