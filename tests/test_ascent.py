@@ -12,7 +12,6 @@ import pytest
 from jaxnoisy import cli
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
-from jaxnoisy.train.interface import Stream
 from jaxnoisy.train.methods import METHODS
 from jaxnoisy.train.trainer import Trainer, train
 from test_method_contract import BASE, leaves
@@ -66,24 +65,27 @@ def test_rho_zero_is_the_method_alone_step_for_step(method, ascent):
   assert n == alone.phase_steps + alone.steps_per_epoch
 
 
-def _step_inputs(t: Trainer, state):
-  """The first noisy step's batch and clean batch, drawn as the trainer's step draws
-  them (its keys), from the raw data."""
-  d = t.data
-  idx = np.asarray(t.permutation(0)[0][:t.config.batch_size])
-  norm = lambda im: (im.astype(np.float32) / 255.0 - d.mean[0]) / d.std[0]
-  key = jax.random.fold_in(t.step_key[0], 0)
-  cidx = np.asarray(jax.random.choice(jax.random.fold_in(key, Stream.CLEAN_BATCH),
-                                      len(d.clean_labels), (t.config.clean_batch_size,),
-                                      replace=False))
-  return (norm(d.train_images[idx]), d.train_labels[idx], idx,
-          norm(d.clean_images[cidx]), d.clean_labels[cidx])
+def capture(monkeypatch, module, name: str, pick):
+  """Records ``pick(args, kwargs, result)`` of every call of ``module.name`` inside the
+  jitted step (a host callback): the step's own batches and weights or labels, however
+  the trainer draws them."""
+  seen, original = [], getattr(module, name)
+
+  def wrapped(*args, **kwargs):
+    result = original(*args, **kwargs)
+    jax.debug.callback(lambda *v: seen.append([np.asarray(a) for a in v]),
+                       *pick(args, kwargs, result))
+    return result
+
+  monkeypatch.setattr(module, name, wrapped)
+  return seen
 
 
 def _first_step(t: Trainer):
   """Parameters and method state of replica 0 before and after the first noisy step."""
   before = step_lib.replica(step_lib.to_host(t.initial_state), 0)  # the step donates it
   after, _ = t.step(t.initial_state, next(t.batches(0, 0, 1)), 0.5)
+  jax.effects_barrier()
   return before, step_lib.replica(step_lib.to_host(after), 0)
 
 
@@ -93,21 +95,23 @@ def _sgd(w, d, lr, wd):
 
 
 def _sam_direction(loss, w, rho):
-  """g_SAM = ∇L(w + ρ g/‖g‖), from jax.grad of the hand-written loss."""
+  """g and g_SAM = ∇L(w + ρ g/‖g‖), from jax.grad of the hand-written loss."""
   g = jax.grad(loss)(w)
   norm = np.sqrt(sum(np.sum(np.asarray(x, np.float64) ** 2) for x in jax.tree.leaves(g)))
   eps = jax.tree.map(lambda x: rho * x / (norm + 1e-12), g)
   return g, jax.grad(loss)(jax.tree.map(jnp.add, w, eps))
 
 
-def test_meta_reweight_over_sam_is_the_perturbed_weighted_loss():
+def test_meta_reweight_over_sam_is_the_perturbed_weighted_loss(monkeypatch):
   """One combined step: ∇ of (1/B) Σ w_i CE_i at w + ρ g/‖g‖, w the step's weights."""
+  from jaxnoisy.meta import reweight
+  seen = capture(monkeypatch, reweight, "meta_reweight_step",
+                 lambda args, kw, res: (*args[3], res.weights))  # (x, y), weights
   rho = 0.1
   t = Trainer(BASE.replace(method="meta_reweight", clean_size=64, ascent="sam", rho=rho),
               DATA)
   before, after = _first_step(t)
-  x, y, idx, _, _ = _step_inputs(t, before)
-  w = np.asarray(after.method_state["weights"])[idx]  # the method's weights of this step
+  (x, y, w), = seen
   assert 0 < w.mean() < 1  # the reweighting is not trivial
 
   def loss(p):  # written from the equation, not the method's code
@@ -121,22 +125,19 @@ def test_meta_reweight_over_sam_is_the_perturbed_weighted_loss():
     np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-7)
 
 
-def test_mlc_over_saner_is_the_perturbed_corrected_label_loss():
+def test_mlc_over_saner_is_the_perturbed_corrected_label_loss(monkeypatch):
   """One combined step: SANER's group-B down-weighting of ∇ℓ at w + ρ g/‖g‖, ℓ the soft
-  cross-entropy against the LCN's labels of this step (the LCN before its update, on
-  the features at w) mixed size-weighted with the clean half's CE."""
+  cross-entropy against the LCN's labels of this step mixed size-weighted with the
+  clean half's CE (MLC's hmlc_K_mix)."""
+  from jaxnoisy.meta import correction
+  seen = capture(monkeypatch, correction, "mlc_step",
+                 lambda args, kw, res: (*args[4], *kw["clean_train_batch"], res.corrected))
   rho, a = 0.1, 0.5
   t = Trainer(BASE.replace(method="mlc", clean_size=64, ascent="saner", rho=rho,
                            down_weight=a, warmup_fraction=0.0), DATA)
   before, after = _first_step(t)
-  x, y, _, cx, cy = _step_inputs(t, before)
-  half = len(cy) // 2
-  xc, yc = cx[half:], cy[half:]  # the half that joins the lower loss (hmlc_K_mix)
-  _, features, _ = t.apply(before.params, before.model_state, x, train=True)
-  from jaxnoisy.meta import correction
-  lcn_apply, _ = correction.lcn_init(10, features.shape[-1], seed=0,
-                                     embed_dim=t.config.hparams.lcn_embed_dim)
-  labels = lcn_apply(before.method_state["lcn"], features, y)
+  (x, y, xc, yc, labels), = seen
+  assert len(yc) == t.config.clean_batch_size // 2
 
   def loss(p):
     log_p = jax.nn.log_softmax(t.apply(p, before.model_state, x, train=True)[0])
@@ -147,10 +148,9 @@ def test_mlc_over_saner_is_the_perturbed_corrected_label_loss():
 
   g, g_sam = _sam_direction(loss, before.params, rho)
   # SANER (a = 0.5 from the first step): group B = same sign as g, smaller magnitude.
-  d = jax.tree.map(lambda s, r: np.where((s * r > 0) & (np.abs(s) < np.abs(r)), a * s, s),
-                   g_sam, g)
-  assert any(np.any((np.asarray(s) * np.asarray(r) > 0) & (np.abs(s) < np.abs(r)))
-             for s, r in zip(leaves(g_sam), leaves(g)))  # SANER acts on this step
+  group_b = lambda s, r: (np.asarray(s) * np.asarray(r) > 0) & (np.abs(s) < np.abs(r))
+  assert any(np.any(group_b(s, r)) for s, r in zip(leaves(g_sam), leaves(g)))
+  d = jax.tree.map(lambda s, r: np.where(group_b(s, r), a * s, s), g_sam, g)
   expected = _sgd(before.params, d, t.config.learning_rate, t.config.weight_decay)
   for u, v in zip(leaves(after.params), leaves(expected)):
     np.testing.assert_allclose(u, v, rtol=2e-5, atol=2e-7)

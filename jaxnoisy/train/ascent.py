@@ -25,8 +25,9 @@ Decisions:
 * The ascent acts on the method's real steps only: FBR's per-epoch clean passes keep
   plain SGD (same momentum buffer) and leave the ascent's state alone, so SANER's
   warm-up of ``a`` and F-SAM's and VaSSO's gradient averages count noisy steps, as the
-  learning-rate schedule does (a clean pass outnumbers an epoch's noisy steps 2:1 in
-  the table's protocol and would end SANER's warm-up early).
+  learning-rate schedule does (in the table's protocol an epoch's 30 clean passes take
+  240 steps against its 117 noisy ones, and would end SANER's warm-up three times
+  early).
 * A name the method's record has itself stays the method's on the command line (FBR's
   ``--warmup-fraction``); the ascent's then keeps its default unless set in a config
   (``FBRHparams(ascent=SANERHparams(warmup_fraction=0.1))``).
