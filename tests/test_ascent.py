@@ -237,3 +237,31 @@ def test_flags_reach_the_ascents_nested_records():
   assert record.ascent == TrainConfig(method="saner").replace(
       base="gsam", rho=0.2, alpha=0.3).hparams
   assert record.warmup_fraction == 0.1 and record.ascent.warmup_fraction == 0.25
+
+
+def test_corrected_labels_loss_is_mlcs_lower_loss_with_the_labels_held():
+  """At the step's w its value and gradient are mlc_step's ℓ and ∇_wℓ; elsewhere it is
+  the hand-written soft cross-entropy against the same labels (plus the clean half)."""
+  from jaxnoisy import meta
+  kx, kc, kw = jax.random.split(jax.random.key(1), 3)
+  x, y = jax.random.normal(kx, (12, 5)), jnp.arange(12) % 3
+  xc, yc = jax.random.normal(kc, (6, 5)), jnp.arange(6) % 3
+  w = {"w": jax.random.normal(kw, (5, 3)), "b": jnp.zeros(3)}
+  logits_fn = lambda p, x: (x @ p["w"] + p["b"], x)
+  lcn_apply, lcn = meta.lcn_init(3, 5)
+  res = meta.mlc_step(logits_fn, w, lcn_apply, lcn, (x, y), (xc[:3], yc[:3]), inner_lr=0.1,
+                      clean_train_batch=(xc[3:], yc[3:]))
+  loss = lambda p: meta.corrected_labels_loss(logits_fn, p, res.corrected, (x, y),
+                                              (xc[3:], yc[3:]))[0]
+  np.testing.assert_allclose(loss(w), res.loss, rtol=1e-6)
+  for a, b in zip(leaves(jax.grad(loss)(w)), leaves(res.grads_w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  v = jax.tree.map(lambda p: p + 0.3, w)
+  labels = np.asarray(res.corrected, np.float64)
+  log_softmax = lambda z: z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+      - z.max(1, keepdims=True)
+  z = np.asarray(x, np.float64) @ np.asarray(v["w"], np.float64) + np.asarray(v["b"])
+  zc = np.asarray(xc[3:], np.float64) @ np.asarray(v["w"], np.float64) + np.asarray(v["b"])
+  noisy = -(labels * log_softmax(z)).sum(1).mean()
+  clean = -log_softmax(zc)[np.arange(3), np.asarray(yc[3:])].mean()
+  np.testing.assert_allclose(loss(v), (12 * noisy + 3 * clean) / 15, rtol=1e-5)
