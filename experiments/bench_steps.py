@@ -131,7 +131,7 @@ def main() -> int:
     t, state = trainers[name], states[name]
     for i in range(k):  # the trainer's own step (it syncs as training does)
       if name == "fbr_phase":
-        state = t.sync(t.programs.phase(state, t.train_data, t.step_key, t.hyper)[0])
+        state = t.sync(t.programs.phase(state, t.train_data, t.step_key, t.hyper, 0)[0])
         state = state._replace(phase_step=state.phase_step * 0)
       else:
         state, _ = t.step(state, batches[name][i % t.steps_per_epoch], 0.5)
@@ -162,10 +162,10 @@ def main() -> int:
   gather_ms = (time.perf_counter() - t0) / 200 * 1e3
   extra = {}
   if "fbr" in names:
-    from jaxnoisy.train.step import phase_batch_size
+    from jaxnoisy.train.step import phase_batches
     cfg = trainers["fbr"].config
-    phase = cfg.hparams.clean_epochs * \
-        phase_batch_size(TABLE_EPOCH["clean"], cfg.batch_size, 1)[0]
+    phase = cfg.hparams.clean_epochs * phase_batches(TABLE_EPOCH["clean"],
+                                                     cfg.hparams.pass_batch_size)[0]
     noisy = TABLE_EPOCH["noisy_steps"]
     extra["fbr_table_epoch_to_sgd"] = round(
         (noisy * ms["fbr"] + phase * ms["fbr_phase"]) / (noisy * ms["sgd"]), 3)

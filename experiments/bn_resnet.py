@@ -26,15 +26,17 @@ import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries
 ARMS = ["resnet_sgd", "resnet_sam_rho0.05", "resnet_sam", "resnet_saner",
         "resnet_ncsam_kappa0.03", "resnet_ncsam"]
 NOISE = ["symmetric:0.4", "instance:0.4"]
-NORMS = ("ncsam_grad_norm", "ncsam_noise_grad_norm", "ncsam_compensation_over_rho")
+NORMS = ("ncsam_grad_norm", "ncsam_noise_grad_norm", "ncsam_compensation_over_rho",
+         "ncsam_cos_eps_sam")
+NORM_COLUMNS = ["‖g‖", "‖g*‖", "s‖c‖/ρ", "cos(ε, ε_SAM)"]
 
 
 def norm_cells(runs) -> str:
-  """NCSAM's last-epoch ‖g‖ | ‖g*‖ | s‖g*‖/ρ, mean over the runs (— for other arms)."""
+  """NCSAM's last-epoch ‖g‖ | ‖g*‖ | s‖c‖/ρ | cos(ε, ε_SAM), mean over the runs (— for
+  other arms, and for a quantity runs before it was logged lack)."""
   last = [rows[-1] for rows in runs if rows and NORMS[0] in rows[-1]]
-  if not last:
-    return "— | — | —"
-  return " | ".join(f"{statistics.mean(r[k] for r in last):.3g}" for k in NORMS)
+  return " | ".join(f"{statistics.mean(r[k] for r in last):.3g}"
+                    if last and all(k in r for r in last) else "—" for k in NORMS)
 
 
 def report(root, arms, noises, seeds, out_path):
@@ -44,7 +46,7 @@ def report(root, arms, noises, seeds, out_path):
       about="ResNet-20 at half width; the CNN's rows are in RESULTS.md. NCSAM's gradient "
             "norms at the last epoch (s‖g*‖/ρ > 1: the projection onto the ρ-ball leaves "
             "ε mostly along g*).",
-      columns=["‖g‖", "‖g*‖", "s‖g*‖/ρ"], cells=lambda arm, runs, means: norm_cells(runs),
+      columns=NORM_COLUMNS, cells=lambda arm, runs, means: norm_cells(runs),
       prefix="bn_resnet", style=arm_style)
 
 

@@ -23,6 +23,8 @@ import statistics
 import subprocess
 import sys
 
+from jaxnoisy.cli import EXIT_DIVERGED
+
 NOISE = ["none", "symmetric:0.4", "symmetric:0.6", "asymmetric:0.4", "instance:0.4"]
 METHODS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
            "fbr", "mwnet", "mlc", "bome_mlc", "ebomlc", "ebomlc_reference"]
@@ -51,6 +53,23 @@ def mean_std(values, scale=100.0, digits=2):
   m = statistics.mean(values) * scale
   s = statistics.stdev(values) * scale if len(values) > 1 else 0.0
   return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def split_diverged(found):
+  """(finished, diverged) of ``found`` ((summary, rows) pairs): a diverged run's
+  summary.json has ``status: diverged`` and no accuracies."""
+  diverged = [r for r in found if r[0].get("status") == "diverged"]
+  return [r for r in found if r[0].get("status") != "diverged"], diverged
+
+
+def count_cell(finished, diverged) -> str:
+  """The n column: the runs that finished, and those that diverged with their epoch
+  (1-based): ``2 of 3 finished, 1 diverged at epoch 10``."""
+  if not diverged:
+    return str(len(finished))
+  epochs = ", ".join(str(s["diverged"]["epoch"] + 1) for s, _ in diverged)
+  return (f"{len(finished)} of {len(finished) + len(diverged)} finished, {len(diverged)} "
+          f"diverged at epoch {epochs}")
 
 
 def summary_cells(summaries) -> str:
@@ -116,7 +135,9 @@ def train_missing(root, noises, args, seeds) -> None:
         print("$ " + shlex.join(cmd), flush=True)
         os.makedirs(out, exist_ok=True)
         record_commit(out)
-        subprocess.run(cmd, check=True)
+        status = subprocess.run(cmd).returncode
+        if status not in (0, EXIT_DIVERGED):  # a diverged run is a result: go on
+          raise subprocess.CalledProcessError(status, cmd)
 
 
 def report(root, seeds, out_path):
@@ -131,9 +152,10 @@ def report(root, seeds, out_path):
            f"(report at commit {git_commit()}; runs trained at commit(s) "
            "{commits}" f"; {platform.machine()}, {os.cpu_count()} CPU cores). "
            f"Settings: `{CONFIG}`. Test accuracy in %, mean ± std over the seeds that "
-           "finished (n). \"Chosen\" is the epoch with the best accuracy on the noisy "
-           "held-out split; memorization is the share of corrupted training examples "
-           "predicted with their noisy label at the last epoch. The runs took {hours} h of "
+           "finished (n; a run that diverged is counted apart). \"Chosen\" is the epoch "
+           "with the best accuracy on the noisy held-out split; memorization is the share "
+           "of corrupted training examples predicted with their noisy label at the last "
+           "epoch. The runs took {hours} h of "
            "training in all (the sum of their wall times).{carried}", ""]
   curves, commits, wall, carried = {}, set(), 0.0, 0
   for noise in NOISE:
@@ -150,15 +172,17 @@ def report(root, seeds, out_path):
           lines.append(row.replace(f"| {method} |", f"| {method}† |", 1))
           carried += 1
         continue
-      sums = [s for s, _ in found]
-      wall += sum(s["wall_seconds"] for s in sums)
+      finished, diverged = split_diverged(found)
+      wall += sum(s["wall_seconds"] for s, _ in found)
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, method, s)))
-      secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in found]
+      secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in finished]
       lines.append(
-          f"| {method} | {len(found)} | {summary_cells(sums)} "
-          f"| {statistics.mean(secs):.1f} |")
-      curves.setdefault(noise, {})[method] = [rows for _, rows in found]
+          f"| {method} | {count_cell(finished, diverged)} "
+          f"| {summary_cells([s for s, _ in finished])} "
+          f"| {f'{statistics.mean(secs):.1f}' if secs else '—'} |")
+      if finished:
+        curves.setdefault(noise, {})[method] = [rows for _, rows in finished]
     lines.append("")
   note = (f" Rows marked † ({carried}) are carried unchanged from the report this one "
           "replaced (their runs are not under this --runs; `git log -p` of this file "
@@ -238,12 +262,13 @@ def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, col
       found = [r for r in (load(run_dir(root, noise, arm, s)) for s in seeds) if r]
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, arm, s)))
-      if not found:
-        lines.append(f"| {arm} | 0 | {blank} |")
+      finished, diverged = split_diverged(found)
+      if not finished:
+        lines.append(f"| {arm} | {count_cell(finished, diverged)} | {blank} |")
         continue
-      sums, runs = [s for s, _ in found], [rows for _, rows in found]
+      sums, runs = [s for s, _ in finished], [rows for _, rows in finished]
       means[arm] = statistics.mean(s["test_accuracy"] for s in sums) * 100
-      lines.append(f"| {arm} | {len(found)} | {summary_cells(sums)} | "
+      lines.append(f"| {arm} | {count_cell(finished, diverged)} | {summary_cells(sums)} | "
                    f"{cells(arm, runs, means)} |")
       curves.setdefault(noise, {})[arm] = runs
     lines.append("")

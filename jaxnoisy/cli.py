@@ -14,6 +14,13 @@ import os
 import sys
 
 
+# Exit statuses of ``jaxnoisy train`` besides 0 (done) and 2 (bad input); a run stopped
+# by a signal after checkpointing exits 128 + its number (130 Ctrl-C, 143 SIGTERM).
+EXIT_DIVERGED = 3      # non-finite training loss or parameters (summary.json says where)
+EXIT_LOCKED = 4        # another live run holds --out
+EXIT_WRITE_FAILED = 5  # --out stopped accepting writes (full disk, read-only)
+
+
 def _flag_type(field: dataclasses.Field):
   """How a flag's text becomes the field's value (from the declaration or default)."""
   if field.metadata.get("flag_type"):
@@ -119,11 +126,10 @@ def _sweep(text: str):
 
 
 class _Parser(argparse.ArgumentParser):
-  """argparse with its errors in one line (a bad flag value, an unknown flag): no usage
-  block before it; ``--help`` shows the usage."""
+  """A bad flag fails in one line naming it and its allowed values (not the usage)."""
 
   def error(self, message):
-    self.exit(2, f"{self.prog}: error: {message}\n")
+    self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,11 +201,24 @@ def cmd_train(args) -> int:
   from jaxnoisy.train.trainer import train
   if config.train_size is not None:
     print(f"note: training on a random subset of {config.train_size} noisy examples")
+  from jaxnoisy.train import divergence, preemption, rundir
   try:
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-  except KeyboardInterrupt:
-    print("interrupted: checkpoint saved; continue with the same command plus --resume",
-          file=sys.stderr)
+  except preemption.Stopped as e:
+    print(f"jaxnoisy: {e}", file=sys.stderr)
+    return e.exit_status
+  except divergence.Diverged as e:
+    print(f"jaxnoisy: {e}", file=sys.stderr)
+    return EXIT_DIVERGED
+  except rundir.Locked as e:
+    print(f"jaxnoisy: error: {e}", file=sys.stderr)
+    return EXIT_LOCKED
+  except rundir.WriteFailed as e:
+    print(f"jaxnoisy: error: {e}", file=sys.stderr)
+    return EXIT_WRITE_FAILED
+  except KeyboardInterrupt:  # before the first step or after the last: nothing to save
+    print(f"jaxnoisy: interrupted outside training; --resume continues from the newest "
+          f"checkpoint in {os.path.join(args.out, 'checkpoints')}, if any", file=sys.stderr)
     return 130
   s = result["summary"]
   keys = ("method", "test_accuracy", "best_test_accuracy", "memorization", "ms_per_step",
@@ -225,6 +244,10 @@ def format_table(runs: list[tuple[str, dict]]) -> str:
   for name, s in runs:
     ms = s.get("ms_per_step")
     ms_text = f"{ms:.1f}" if ms is not None else "—"
+    if s.get("status") == "diverged":
+      lines.append(f"| {name} | {s['method']} | {s['config']['noise']} | diverged at epoch "
+                   f"{s['diverged']['epoch'] + 1} | — | — | {ms_text} |")
+      continue
     lines.append(
         f"| {name} | {s['method']} | {s['config']['noise']} | {100 * s['test_accuracy']:.2f}% "
         f"| {100 * s['best_test_accuracy']:.2f}% (epoch {s['best_epoch'] + 1}) "
@@ -260,7 +283,11 @@ def cmd_compare(args) -> int:
     if not os.path.exists(os.path.join(run, "summary.json")):
       raise ValueError(f"runs: {run} has no summary.json (is the run finished?)")
     with open(os.path.join(run, "summary.json")) as f:
-      labels = json.load(f).get("replicas")  # a run of several replicas: each one
+      summary = json.load(f)
+    if summary.get("status") == "diverged":  # one row, whatever its replicas
+      loaded.append((os.path.basename(os.path.normpath(run)), summary, []))
+      continue
+    labels = summary.get("replicas")  # a run of several replicas: each one
     for path in [os.path.join(run, label) for label in labels] if labels else [run]:
       loaded.append((os.path.basename(os.path.normpath(path)), *load_run(path)))
   print(format_table([(name, s) for name, s, _ in loaded]))

@@ -31,8 +31,8 @@ def with_rho(t: Trainer, rho: float) -> Trainer:
 def run_epoch(t: Trainer, state, epoch: int = 0):
   """The epoch's phase (if any) and noisy steps; yields the state after each."""
   if t.phase_steps:
-    for _ in range(t.phase_steps):
-      state, _ = t.programs.phase(state, t.train_data, t.step_key, t.hyper)
+    for k in range(t.phase_steps):
+      state, _ = t.programs.phase(state, t.train_data, t.step_key, t.hyper, k)
       yield state
     state = t.programs.phase_finish(state, t.train_data, t.hyper)
   for batch in t.batches(epoch, 0, t.steps_per_epoch):

@@ -37,6 +37,15 @@ def test_fashion_mnist_config_per_method(method):
                                                 "mwnet", "mlc", "bome_mlc", "ebomlc"})
 
 
+@pytest.mark.parametrize("name", sorted(ARGS))
+def test_paper_configs_pad_crops_as_their_authors(name):
+  """Reflection in EBOMLC's code (its MW-Net loader), zeros in torchvision's
+  RandomCrop(padding=4) of the SAM, SANER and FBR codes."""
+  want = "reflect" if name == "ebomlc_cifar.py" else "constant"
+  for arg in ARGS[name]:
+    assert load_config(f"{CONFIGS / name}:{arg}").padding_mode == want
+
+
 def test_fashion_mnist_ebomlc_reference_arm():
   config = load_config(f"{CONFIGS / 'fashion_mnist.py'}:ebomlc_reference")
   assert config.method == "ebomlc" and config.hparams.sign == "reference"
@@ -54,6 +63,8 @@ def test_clothing1m_config_is_the_fbr_authors_recipe(method):
   assert config.train_size // config.batch_size == 2000 and config.train_balanced
   assert config.crop_size == 224 and config.noise == "clothing1m:noisy"
   assert config.clean_size == (2000 if method != "sgd" else 0)
+  if method == "fbr":  # the clean passes' own batch (train_steps)
+    assert config.hparams.pass_batch_size == 128
 
 
 def test_bad_arg_and_missing_file():

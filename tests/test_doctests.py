@@ -9,6 +9,7 @@ import pytest
 MODULES = [
     "jaxnoisy.meta.correction",
     "jaxnoisy.meta.fbr",
+    "jaxnoisy.meta.phases",
     "jaxnoisy.meta.reweight",
     "jaxnoisy.ncsam",
     "jaxnoisy.sam",

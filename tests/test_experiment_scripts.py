@@ -2,10 +2,12 @@
 
 import importlib
 import json
+import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -196,10 +198,140 @@ def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_pat
   out = tmp_path / "results" / "BN_RESNET.md"
   bn_resnet.report(str(root), bn_resnet.ARMS, ["instance:0.4"], [0, 1, 2], str(out))
   text = out.read_text()
-  assert "| resnet_sam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | — | — | — |" in text
-  assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 |" in text
+  assert "| resnet_sam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | — | — | — | — |" in text
+  # Runs from before cos(ε, ε_SAM) was logged show — in its column.
+  assert "| resnet_ncsam | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 3 | 6 | 2.25 | — |" \
+      in text
   assert "| resnet_sgd | 0 |" in text
   assert (tmp_path / "results" / "bn_resnet_instance_0.4.png").is_file()
+
+
+def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
+  import importlib.util
+  table = experiment("fashion_mnist_table")
+  cnn_bn = experiment("cnn_bn")
+  spec = importlib.util.spec_from_file_location("fm_config", "experiments/configs/fashion_mnist.py")
+  config = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(config)
+  assert cnn_bn.ARMS == list(config.CNN_BN_ARMS)
+  arms = {a: config.get_config(a) for a in cnn_bn.ARMS}
+  assert {c.model for c in arms.values()} == {"cnn_bn"}
+  assert arms["bn_ncsam_samwarmup"].hparams.warmup == "sam"
+  assert arms["bn_ncsam_rho"].hparams.compensation == "rho"
+  assert arms["bn_ncsam"].hparams.compensation == "paper" and arms["bn_ncsam"].hparams.kappa == 0.1
+  root = tmp_path / "runs"
+  norms = {"ncsam_grad_norm": 2.0, "ncsam_noise_grad_norm": 4.0,
+           "ncsam_compensation_over_rho": 1.5, "ncsam_cos_eps_sam": -0.25}
+  for seed, acc in enumerate((0.80, 0.82)):
+    fake_run(table.run_dir(str(root), "symmetric:0.4", "bn_ncsam_rho", seed), acc, 0.3,
+             [{"test_accuracy": acc, "memorization": 0.3, **norms}])
+  out = tmp_path / "results" / "CNN_BN.md"
+  cnn_bn.report(str(root), cnn_bn.ARMS, ["symmetric:0.4"], [0, 1], str(out))
+  text = out.read_text()
+  assert "| bn_ncsam_rho | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 2 | 4 | 1.5 | -0.25 |" \
+      in text
+  assert "| bn_sgd | 0 |" in text and (tmp_path / "results" / "cnn_bn_symmetric_0.4.png").is_file()
+
+
+def _phase_rows(z, loss, **series):
+  """Probe rows one epoch apart with the given zero shares, clean losses and series."""
+  keys = experiment("meta_phases").WINDOW_KEYS
+  return [{"epoch": float(e), "zero_share_noisy": zv, "clean_subset_loss": lv,
+           **{k: series.get(k, [0.5] * len(z))[e] for k in keys}}
+          for e, (zv, lv) in enumerate(zip(z, loss))]
+
+
+def test_meta_phases_boundaries_and_verdict_on_known_curves():
+  meta_phases = experiment("meta_phases")
+  z = [0, 0, 0.05, 0.3, 0.6, 0.85, 0.9, 0.9, 0.9]
+  loss = [2.3, 1.5, 1.0, 0.7, 0.5, 0.4, 0.35, 0.35, 0.35]
+  rows = _phase_rows(
+      z, loss, coupling_auc=[0.8, 0.8, 0.8, 0.9, 0.9, 0.6, 0.6, 0.6, 0.6],
+      coupling_clean_positive=[0.7] * 9, coupling_noisy_negative=[0.6] * 9,
+      coupling_magnitude=[4, 4, 4, 3, 3, 1, 1, 1, 1],
+      flip_params=[0.1, 0.1, 0.1, 0.02, 0.04, 0.2, 0.2, 0.3, 0.3],
+      flip_clean=[0.4, 0.4, 0.4, 0.1, 0.1, 0.3, 0.3, 0.3, 0.3])
+  b = meta_phases.boundaries(rows)
+  # max z 0.9: opens at z ≥ 0.09 (epoch 3), closes at z ≥ 0.81 (epoch 5); the loss has
+  # fallen by 90% of 2.3 − 0.35 at L ≤ 0.545 (epoch 4).
+  assert (b["filter_start"], b["filter_end"], b["loss_plateau"]) == (3.0, 5.0, 4.0)
+  assert b["clean_loss_at_filter_end"] == 0.4 and b["z_slope_last"] == 0.0
+  assert b["z_max"] == b["z_end"] == 0.9
+  assert b["post_probes"] == 4
+  assert b["align_coupling_auc"] == pytest.approx(0.8)
+  assert b["filter_coupling_auc"] == pytest.approx(0.9)
+  assert b["post_coupling_magnitude"] == pytest.approx(1.0)
+  assert b["filter_flip_params"] == pytest.approx(0.03)
+  assert b["post_flip_clean"] == pytest.approx(0.3)
+  assert meta_phases.verdict(b) == {"alignment": True, "order": True,
+                                    "plateau_with_filter": True, "coupling_vanishes": True,
+                                    "sensitivity_rises": True}
+  # Still filtering at the end, no post phase, coupling unchanged, flips falling.
+  late = meta_phases.boundaries(_phase_rows(
+      [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], loss, coupling_magnitude=[2] * 9,
+      flip_params=[0.3] * 5 + [0.1] * 4))
+  v = meta_phases.verdict(late)
+  assert late["filter_end"] == 8.0 and late["z_slope_last"] == pytest.approx(0.1)
+  assert not v["order"] and not v["coupling_vanishes"] and not v["sensitivity_rises"]
+  # No weight ever reaches zero: no filtering, boundaries NaN, nothing holds but alignment.
+  none = meta_phases.boundaries(_phase_rows([0.0] * 9, loss))
+  assert math.isnan(none["filter_start"]) and math.isnan(none["filter_end"])
+  assert not meta_phases.verdict(none)["order"]
+
+
+def test_meta_phases_trains_probes_and_reports_on_fake_data(tmp_path):
+  """The script end to end on a tiny random dataset (MLP): its records, then the page
+  and the plot from them alone."""
+  from jaxnoisy.data import datasets
+  from jaxnoisy.train.config import TrainConfig
+  meta_phases = experiment("meta_phases")
+  rng = np.random.default_rng(0)
+  n = 200
+  ds = datasets.Dataset(
+      name="fashion_mnist", train_images=rng.integers(0, 255, (n, 28, 28, 1), dtype=np.uint8),
+      train_labels=np.arange(n, dtype=np.int32) % 10,
+      test_images=rng.integers(0, 255, (20, 28, 28, 1), dtype=np.uint8),
+      test_labels=np.arange(20, dtype=np.int32) % 10, num_classes=10,
+      class_names=tuple(map(str, range(10))), mean=(0.3,), std=(0.3,))
+  probes = {"probe_every": 2, "probe_batches": 2, "param_scale": 0.02}
+  config = TrainConfig(method="meta_reweight", model="mlp", noise="symmetric:0.4",
+                       epochs=2, train_size=64, clean_size=40, heldout_size=20,
+                       batch_size=16, clean_batch_size=10, schedule="constant",
+                       num_devices=1, tensorboard=False).validate()
+  root = tmp_path / "runs"
+  out = meta_phases.run_dir(str(root), "symmetric:0.4", 0)
+  summary = meta_phases.train_run(config, out, probes, dataset=ds)
+  assert sorted(os.listdir(out)) == ["commit.txt", "config.json", "metrics.jsonl",
+                                     "summary.json"]
+  _, rows, saved = meta_phases.load_run(out)
+  assert summary["steps"] == 8 and [r["step"] for r in rows] == [0, 2, 4, 6, 8]
+  assert saved["probes"] == probes and saved["train_config"]["model"] == "mlp"
+  first = rows[0]
+  assert first["mean_weight_clean"] == first["mean_weight_noisy"] == 1.0
+  assert first["zero_share_noisy"] == 0.0 and math.isnan(first["param_move"])
+  for key in ("clean_subset_loss", "coupling_auc", "meta_magnitude", "flip_params",
+              "flip_clean", "fbr_auc", "fbr0_flip_params", "param_move"):
+    assert all(math.isfinite(r[key]) for r in rows[1:]), key
+  assert all(0 <= r["flip_clean"] <= 1 for r in rows)
+  results = tmp_path / "results" / "META_PHASES.md"
+  assert meta_phases.main(["--report-only", "--runs", str(root), "--results", str(results),
+                           "--noise", "symmetric:0.4,instance:0.4", "--seeds", "0"]) == 0
+  text = results.read_text()
+  assert "## Noise `symmetric:0.4`" in text and "64-example subset" in text
+  assert "| filtering opens" in text and "runs where each holds" in text
+  assert "## Noise `instance:0.4`\n\nNo finished runs." in text
+  assert (tmp_path / "results" / "meta_phases_symmetric_0.4.png").is_file()
+
+
+def test_meta_phases_rejects_bad_flags_before_training(capsys):
+  meta_phases = experiment("meta_phases")
+  for argv, needle in ((["--noise", "asymmetric:0.4"], "--noise must be among"),
+                       (["--epochs", "0"], "--epochs must be > 0"),
+                       (["--param-scale", "-0.1"], "--param-scale must be >= 0"),
+                       (["--seeds", "a"], "--seeds must be")):
+    with pytest.raises(SystemExit):
+      meta_phases.main(argv)
+    assert needle in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.isdir(FMNIST), reason="Debian dataset-fashion-mnist missing")

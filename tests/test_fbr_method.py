@@ -9,12 +9,14 @@ import pytest
 
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import ModelSpec, StepInputs
-from jaxnoisy.train.methods import build
+from jaxnoisy.train.methods import METHODS, build
+from jaxnoisy.train.preemption import Stopped
 from jaxnoisy.train.reweight_methods import FBRHparams, fbr_schedule
 from jaxnoisy.train.step import to_host
 from jaxnoisy.train.trainer import Trainer, train
 from test_fbr import np_persistent, np_scores, np_weights
-from test_trainer import TOY, CtrlC, final_params, toy_with_clean
+from test_long_runs import At, assert_same_run, sigterm
+from test_trainer import TOY, toy_with_clean
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(8, 4)).astype(np.float32)
@@ -134,21 +136,19 @@ def test_phase_steps_do_not_advance_the_learning_rate_schedule():
 
 
 def test_resume_inside_the_phase_is_bit_identical(tmp_path):
-  """Ctrl-C in epoch 1's clean passes; the state records the phase step reached."""
+  """SIGTERM in epoch 1's clean passes; the state records the phase step reached, and
+  the resumed run's metrics (the phase's loss included) are the uninterrupted ones."""
   cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.0)
   data = toy_with_clean()
   full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
   # Epoch 0: 2 passes × 1 batch (64 clean, batch 64) + 6 noisy steps; then 1 phase step.
-  with pytest.raises(KeyboardInterrupt):
-    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(9))
-  assert (tmp_path / "cut" / "checkpoints" / "9").is_dir()  # saved inside the phase
+  with pytest.raises(Stopped) as stopped:
+    train(cfg, str(tmp_path / "cut"), data=data, progress=At(9, sigterm))
+  assert stopped.value.checkpoint == 9  # saved inside the phase
   resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
-  for a, b in zip(final_params(full), final_params(resumed)):
-    np.testing.assert_array_equal(a, b)
+  assert_same_run(full, resumed)
   np.testing.assert_array_equal(full["state"].method_state["weights"],
                                 resumed["state"].method_state["weights"])
-  assert [r["test_accuracy"] for r in full["metrics"]] == \
-      [r["test_accuracy"] for r in resumed["metrics"]]
 
 
 def test_a_class_missing_from_the_clean_subset_is_one_line(tmp_path):
@@ -157,3 +157,57 @@ def test_a_class_missing_from_the_clean_subset_is_one_line(tmp_path):
   data = data._replace(clean_images=data.clean_images[keep], clean_labels=data.clean_labels[keep])
   with pytest.raises(ValueError, match="3"):
     train(TOY.replace(method="fbr", epochs=1), str(tmp_path / "x"), data=data, progress=False)
+
+
+def test_clean_passes_batch_as_the_authors_loader(monkeypatch, tmp_path):
+  """``pass_batch_size`` 16 over 40 clean examples: every pass is a fresh
+  permutation cut into 16 + 16 + 8 (the code's ``DataLoader(batch_size=128,
+  shuffle=True, drop_last=False)``, recomputed here), and the two batch shapes are two
+  programs compiled once each over two epochs."""
+  m, b, passes, epochs = 40, 16, 2, 2
+  base = METHODS["fbr"]
+
+  rows = passes * 3 * epochs
+
+  def spy(record, ctx):
+    method = base.build(record, ctx)
+
+    def gradients(inp):
+      out = method.phase.gradients(inp)
+      st = out.method_state
+      row = jnp.full((b,), -1, jnp.int32).at[:inp.index.shape[0]].set(inp.index)
+      return out._replace(method_state={**st, "seen": st["seen"].at[st["n"]].set(row),
+                                        "n": st["n"] + 1})
+
+    init = lambda key: {**method.init_state(key), "n": jnp.int32(0),
+                        "seen": jnp.full((rows, b), -1, jnp.int32)}
+    return method._replace(init_state=init,
+                           phase=method.phase._replace(gradients=gradients))
+
+  monkeypatch.setitem(METHODS, "fbr", base._replace(build=spy))
+  data = toy_with_clean(clean=m)
+  cfg = TOY.replace(method="fbr", epochs=epochs, clean_epochs=passes, pass_batch_size=b)
+  trainer = Trainer(cfg, data)
+  assert trainer.phase_steps == passes * 3
+  state = train(cfg, str(tmp_path / "run"), data=data, progress=False)["state"]
+  seen = np.asarray(state.method_state["seen"]).reshape(-1, 3, b)
+  for batches in seen:  # one pass: 16, 16, then the 8 left
+    assert [int((r >= 0).sum()) for r in batches] == [16, 16, 8]
+    order = np.concatenate([r[r >= 0] for r in batches])
+    np.testing.assert_array_equal(np.sort(order), np.arange(m))
+  assert len({tuple(p.reshape(-1)) for p in seen}) == len(seen)  # reshuffled each pass
+
+
+def test_clean_passes_compile_two_programs_once():
+  cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, pass_batch_size=24)
+  trainer = Trainer(cfg, toy_with_clean(clean=64))  # 24 + 24 + 16
+  state = trainer.initial_state
+  for epoch in range(2):
+    state, _ = trainer.run_phase(state)
+    state = state._replace(step=state.step + trainer.steps_per_epoch,
+                           phase_step=state.phase_step * 0)
+  cells = trainer.programs.phase.__closure__
+  programs = {id(c.cell_contents): c.cell_contents for c in cells
+              if hasattr(c.cell_contents, "_cache_size")}
+  assert len(programs) == 2
+  assert all(p._cache_size() == 1 for p in programs.values())

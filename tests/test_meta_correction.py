@@ -250,6 +250,66 @@ def test_identity_correction_gives_plain_noisy_ce():
   np.testing.assert_array_equal(res.corrected, np.eye(C)[Y])
 
 
+def test_mlc_chain_with_torch_amsgrad_over_three_steps():
+  """Three MLC steps as the trainer runs them (hmlc_K_mix halves, ``--meta-optimizer
+  amsgrad``, SGD with momentum and coupled decay) against the chain recomputed from the
+  equations: the hypergradient through w − η(μ·buf + ∇ℓ + λw), φ stepped by torch's
+  AMSGrad in NumPy, w by SGD with momentum in NumPy."""
+  from jaxnoisy.train import correction_methods, step as step_lib
+  from jaxnoisy.train.config import TrainConfig
+  from test_amsgrad import torch_rule
+
+  lr, meta_lr, m = 0.3, 0.05, 4
+  config = TrainConfig(method="mlc", momentum=MU, weight_decay=WD).replace(meta_lr=meta_lr)
+  with jax.enable_x64(True):
+    params, lcn_apply, phi = setup()
+    # φ as initialised: setup's 3× scale saturates an LCN tanh unit, whose hypergradient
+    # (~1e-9, from 1 − tanh² near 0) Adam would blow up to a full step, rounding and all.
+    phi = jax.tree.map(lambda a: (a - 0.1) / 3.0, phi)
+    meta_tx = correction_methods._meta_tx(config.hparams)  # --meta-optimizer amsgrad
+    tx = step_lib.make_optimizer(optax.identity(), momentum=MU, weight_decay=WD)
+    w, f, opt, meta_opt = params, phi, tx.init(params), meta_tx.init(phi)
+    # The reference's state, in NumPy.
+    rw, rf = jax.tree.map(np.asarray, params), jax.tree.map(np.asarray, phi)
+    rbuf, hyper = None, []
+    for t in range(3):
+      xg, yg, xc, yc = XV[:m // 2] + t, YV[:m // 2], XV[m // 2:m] - t, YV[m // 2:m]
+      buf = optax.tree_utils.tree_get(opt, "trace")
+      res = jaxnoisy.mlc_step(logits_fn, w, lcn_apply, f, (X, Y), (xg, yg), inner_lr=lr,
+                              momentum_buffer=buf, momentum=MU, weight_decay=WD,
+                              clean_train_batch=(xc, yc))
+      upd, meta_opt = meta_tx.update(res.grads_phi, meta_opt, f)
+      f = optax.apply_updates(f, upd)
+      upd, opt = tx.update(res.grads_w, opt, w)
+      w = optax.apply_updates(w, jax.tree.map(lambda u: lr * u, upd))
+
+      def lower(p, phi_):
+        return mixed_loss(p, lcn_apply, phi_, xc, yc)
+
+      def clean_after(phi_):
+        g = jax.grad(lower)(rw, phi_)
+        return ce(logits_fn(step_to(rw, sgd_dir(g, rw, rbuf, MU, WD), lr), xg)[0], yg)
+
+      hyper.append(_flat(jax.grad(clean_after)(rf)))
+      g_w = jax.tree.map(np.asarray, jax.grad(lower)(rw, rf))
+      d = {k: g_w[k] + WD * rw[k] for k in rw}  # SGD: buf = μ·buf + g + λw; w −= lr·buf
+      rbuf = d if rbuf is None else {k: MU * rbuf[k] + d[k] for k in rw}
+      rw = {k: rw[k] - lr * rbuf[k] for k in rw}
+      shapes = [(k, np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(rf)]
+      step = torch_rule(hyper, lr=meta_lr)[-1]
+      leaves, at = [], 0
+      for _, shape in shapes:
+        n = int(np.prod(shape))
+        leaves.append(step[at:at + n].reshape(shape))
+        at += n
+      rf = jax.tree.unflatten(jax.tree.structure(rf),
+                              [a + u for a, u in zip(jax.tree.leaves(rf), leaves)])
+  np.testing.assert_allclose(_flat(f), _flat(rf), rtol=1e-12, atol=1e-14)
+  np.testing.assert_allclose(_flat(w), _flat(rw), rtol=1e-12, atol=1e-14)
+  # optax.amsgrad would have left φ visibly elsewhere after three steps.
+  assert np.max(np.abs(_flat(rf) - _flat(phi))) > 1e-3
+
+
 # --- BOME and EBOMLC coefficients -----------------------------------------------------
 def _random_tree(rng, scale=1.0):
   return {"a": rng.normal(size=(3, 2)) * scale, "b": rng.normal(size=(4,)) * scale}

@@ -495,9 +495,10 @@ def test_subset_forward_needs_a_concrete_flip_rate():
     f(0.4)
 
 
-def test_trainer_logs_the_norms_that_decide_the_projection():
-  """‖g‖, ‖g*‖ and s(t)‖g*‖/ρ at t = (epoch + 1)/T, against NumPy norms of the very
-  gradients the step returns and the ramp written out by hand."""
+@pytest.mark.parametrize("compensation", ["paper", "rho"])
+def test_trainer_logs_the_norms_that_decide_the_projection(compensation):
+  """‖g‖, ‖g*‖, s(t)‖c‖/ρ and cos(ε, ε_SAM) at t = (epoch + 1)/T, against NumPy norms
+  of the very gradients the step returns and the ramp written out by hand."""
   from jaxnoisy.train.config import TrainConfig
   from jaxnoisy.train.interface import ModelSpec, StepInputs
   from jaxnoisy.train.methods import build
@@ -509,7 +510,8 @@ def test_trainer_logs_the_norms_that_decide_the_projection():
   params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32)}
   apply = lambda p, inputs: (inputs @ p["w"], inputs, {})
   config = TrainConfig(method="ncsam", epochs=10,
-                       hparams=NCSAMHparams(rho=0.1, kappa=0.1, flip_rate=0.4))
+                       hparams=NCSAMHparams(rho=0.1, kappa=0.1, flip_rate=0.4,
+                                            compensation=compensation))
   spec = ModelSpec(num_train=64, num_classes=3, feature_dim=4, steps_per_epoch=4,
                    num_clean=0)
   out = build(config, spec).gradients(StepInputs(
@@ -524,6 +526,9 @@ def test_trainer_logs_the_norms_that_decide_the_projection():
   m = out.metrics
   assert float(m["ncsam_grad_norm"]) == pytest.approx(np.linalg.norm(g), rel=1e-6)
   assert float(m["ncsam_noise_grad_norm"]) == pytest.approx(np.linalg.norm(g_star), rel=1e-6)
-  assert float(m["ncsam_compensation_over_rho"]) == pytest.approx(
-      s * np.linalg.norm(g_star) / 0.1, rel=1e-6)
-  assert np.linalg.norm(g_star) > 0
+  c_norm = np.linalg.norm(g_star) if compensation == "paper" else 0.1
+  assert float(m["ncsam_compensation_over_rho"]) == pytest.approx(s * c_norm / 0.1, rel=1e-6)
+  e = np_perturbation({"w": g}, {"w": g_star}, 0.1, s, compensation=compensation)["w"]
+  cos = float(np.sum(e * g) / (np.linalg.norm(e) * np.linalg.norm(g)))
+  assert float(m["ncsam_cos_eps_sam"]) == pytest.approx(cos, rel=1e-5, abs=1e-6)
+  assert np.linalg.norm(g_star) > 0 and cos < 1 - 1e-6  # the compensation turned ε

@@ -18,6 +18,7 @@ N, D, C = 32, 5, 3
 X, Y, PARAMS = make_problem(5, N, D, C)
 RHO = 0.1
 HP = {"fsam": {"sigma": 0.7, "lmbda": 0.6}, "vasso": {"theta": 0.3}}
+EPS = {"fsam": 1e-12, "vasso": 1e-7}
 
 
 def batches(steps, seed=6):
@@ -28,9 +29,12 @@ def batches(steps, seed=6):
 
 # --- the independent reference: the authors' first_step, per device -----------------
 def np_step(method, w, shards, m, hp, rho=RHO):
-  """One F-SAM/VaSSO step as lhchau/saner's ``first_step`` (``m is None``: the first
-  step) on a list of (x, y) shards, one per device: returns (mean over shards of the
-  gradient at w + ε, the new EMA from the averaged gradient, the shards' g)."""
+  """One F-SAM/VaSSO step as the authors' ``first_step`` (nblt/F-SAM ``utils.py``,
+  BingcongLi/VaSSO ``solver/vasso.py``; ``m is None``: the first step) on a list of
+  (x, y) shards, one per device: returns (mean over shards of the gradient at w + ε,
+  the new EMA from the averaged gradient, the shards' g). ε = ρ d / (‖d‖ + eps) with
+  their eps: F-SAM 1e-12, VaSSO 1e-7."""
+  eps = EPS[method]
   outs, news, gs = [], [], []
   for x, y in shards:
     g = np_grad(w, x, y)
@@ -41,7 +45,7 @@ def np_step(method, w, shards, m, hp, rho=RHO):
       new = g if m is None else {k: (1 - hp["theta"]) * m[k] + hp["theta"] * g[k] for k in g}
       d = new
     norm = np_norm(d)
-    outs.append(np_grad({k: w[k] + rho * d[k] / (norm + 1e-12) for k in w}, x, y))
+    outs.append(np_grad({k: w[k] + rho * d[k] / (norm + eps) for k in w}, x, y))
     news.append(new)
     gs.append(g)
   mean = lambda trees: {k: np.mean([t[k] for t in trees], 0) for k in trees[0]}
@@ -83,26 +87,54 @@ def test_trajectory_and_ema_match_numpy(method):
         assert state[0].ema[k].dtype == jnp.float64
 
 
+# The authors' CIFAR settings (nblt/F-SAM run.sh; BingcongLi/VaSSO README command).
+AUTHORS = {"fsam": dict(rho=0.2, hp={"sigma": 1.0, "lmbda": 0.6}),
+           "vasso": dict(rho=0.05, hp={"theta": 0.9})}
+
+
+@pytest.mark.parametrize("method", ["fsam", "vasso"])
+def test_defaults_are_the_authors_over_six_steps(method):
+  """``jaxnoisy.fsam()`` / ``vasso()`` with no arguments, six steps of SGD with momentum
+  0.9 and weight decay, against the authors' rule with their constants in NumPy."""
+  lr, mu, wd = 0.3, 0.9, 5e-3
+  with jax.enable_x64(True):
+    tx = optax.chain(getattr(jaxnoisy, method)(), optax.add_decayed_weights(wd),
+                     optax.sgd(lr, momentum=mu))
+    params = jax_params(jnp.float64)
+    state = tx.init(params)
+    w, m, buf = PARAMS, None, {k: 0.0 for k in PARAMS}
+    for x, y in batches(6):
+      updates, state = update(tx, state, params, x, y)
+      params = optax.apply_updates(params, updates)
+      out, m, _ = np_step(method, w, [(x, y)], m, AUTHORS[method]["hp"],
+                          rho=AUTHORS[method]["rho"])
+      buf = {k: mu * buf[k] + out[k] + wd * w[k] for k in w}
+      w = {k: w[k] - lr * buf[k] for k in w}
+  for k in PARAMS:
+    np.testing.assert_allclose(params[k], w[k], rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("method", ["fsam", "vasso"])
 def test_first_step_is_sam_exactly(method):
   params = jax_params()
   tx = make(method)
   out, state = update(tx, tx.init(params), params, X, Y)
-  ref, _ = update(jaxnoisy.sam(RHO), optax.EmptyState(), params, X, Y)
+  ref, _ = update(jaxnoisy.sam(RHO, eps=EPS[method]), optax.EmptyState(), params, X, Y)
   g = jax.grad(loss)(params, X, Y)
   for k in PARAMS:
     np.testing.assert_array_equal(out[k], ref[k])
     np.testing.assert_array_equal(state.ema[k], g[k])  # m_0 = g_0, not (1 - λ) g_0
 
 
-@pytest.mark.parametrize("tx", [jaxnoisy.fsam(RHO, sigma=0.0, lmbda=0.6),
-                                jaxnoisy.vasso(RHO, theta=1.0)], ids=["sigma0", "theta1"])
-def test_degenerate_settings_are_sam_at_every_step(tx):
+@pytest.mark.parametrize("tx,eps", [(jaxnoisy.fsam(RHO, sigma=0.0, lmbda=0.6), EPS["fsam"]),
+                                    (jaxnoisy.vasso(RHO, theta=1.0), EPS["vasso"])],
+                         ids=["sigma0", "theta1"])
+def test_degenerate_settings_are_sam_at_every_step(tx, eps):
   params = jax_params()
   state = tx.init(params)
   for x, y in batches(3):
     out, state = update(tx, state, params, x, y)
-    ref, _ = update(jaxnoisy.sam(RHO), (), params, x, y)
+    ref, _ = update(jaxnoisy.sam(RHO, eps=eps), (), params, x, y)
     for k in PARAMS:
       np.testing.assert_array_equal(out[k], ref[k])
 

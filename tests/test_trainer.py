@@ -90,9 +90,9 @@ def test_checkpoint_of_another_state_is_refused(tmp_path):
   mngr = checkpoints.manager(str(tmp_path / "ckpt"))
   checkpoints.save(mngr, State(jnp.int32(3), {"w": jnp.ones((2, 3))}), 1.0, 3)
   good = State(jnp.zeros((), jnp.int32), {"w": jnp.zeros((2, 3))})
-  restored, elapsed = checkpoints.restore(mngr, good)
+  restored, meta = checkpoints.restore(mngr, good)
   np.testing.assert_array_equal(restored.params["w"], np.ones((2, 3)))
-  assert int(restored.step) == 3 and elapsed == 1.0
+  assert int(restored.step) == 3 and meta == {"elapsed_seconds": 1.0}
   with pytest.raises(ValueError, match=r"state\.step has shape \(\), this run's \(1,\)"):
     checkpoints.restore(mngr, good._replace(step=jnp.zeros((1,), jnp.int32)))
   with pytest.raises(ValueError, match=r"params\['w'\] has shape \(2, 3\)"):

@@ -13,7 +13,8 @@ loader's statistics. ResNet-50 (ImageNet form), SGD lr 0.01, momentum 0.9, weigh
 (``resnet50(pretrained=True)``): pass them as ``--init-params FILE.npz``
 (``models.save_params({"params": ..., "state": ...})`` of jaxnoisy's ``resnet50``; the
 14-class head keeps its fresh initialisation), or train from scratch without it. FBR: 30 passes over the clean subset before each epoch (the
-script's ``val_steps``); its Clothing1M branch leaves α₀ undefined and skips
+script's ``val_steps``), in batches of 128 whatever the noisy batch (``train_steps``:
+15 × 128 + 80); its Clothing1M branch leaves α₀ undefined and skips
 reweighting for all of its 10 epochs (``skip_epochs=10``), so the CIFAR schedule's
 proportions are kept instead: weights ½ in the first epoch, α₀ = 1/13 for the first 3.
 

@@ -5,7 +5,8 @@ authors' own setup in ``fbr_cifar.py``.
 The paper's training details are not public; jaxnoisy's choices: pre-activation
 ResNet-18, 120 epochs, batch 128, SGD lr 0.1 (momentum 0.9, weight decay 5e-4, ×0.1 at
 2/3 and 5/6 of training as in MW-Net), 1000 clean examples drawn from the training set
-(their true labels), clean batch 100.
+(their true labels), clean batch 100; random crops pad with zeros, as the first
+author's code (yiz134/Feature_based_reweight ``data_loader/cifar10.py``).
 
     jaxnoisy train --config experiments/configs/meta_reweight_cifar_n.py:cifar10_n \\
         --out runs/mr_c10n
@@ -27,4 +28,4 @@ def get_config(arg=None) -> TrainConfig:
       method="meta_reweight", dataset=dataset, noise=NOISE[dataset],
       model="preact_resnet18", epochs=120, batch_size=128, learning_rate=0.1, momentum=0.9,
       weight_decay=5e-4, schedule="step", lr_boundaries=(2 / 3, 5 / 6), heldout_size=5000,
-      clean_size=1000, clean_batch_size=100)
+      clean_size=1000, clean_batch_size=100, padding_mode="constant")

@@ -159,6 +159,11 @@ def read_cifar_n_labels(path, *, image_order=None) -> dict[str, np.ndarray]:
             f"{path}: cannot read without torch ({short_error(exc)}); convert it "
             f"to .npz where torch is installed"
         ) from exc
+      except Exception:  # torch's weights-only loader refuses it too (torch >= 2.6)
+        raise ValueError(
+            f"{path}: holds more than arrays and tensors ({short_error(exc)}); torch's "
+            f"weights-only loader refuses it too; convert it to .npz where you trust it"
+        ) from None
   else:
     raise ValueError(f"path must end in .pt, .npz or .npy, got {path.name!r}")
   if not isinstance(raw, dict) or not raw:

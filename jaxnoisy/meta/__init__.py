@@ -1,5 +1,6 @@
 """Meta-learning methods guided by a small clean subset: pure step functions."""
 
+from jaxnoisy.meta.amsgrad import TorchAMSGradState, torch_amsgrad
 from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet,
                                       MLCResult, bome_lambda, bome_mlc_step,
                                       corrected_accuracy, corrected_labels_loss,
@@ -8,6 +9,9 @@ from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrecti
                                       sgd_direction, soft_cross_entropy)
 from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
                                fbr_weights)
+from jaxnoisy.meta.phases import (clean_loss_and_gradient, coupling, perturb_params,
+                                   phase_diagnostics, score_summary, sign_flip_share,
+                                   weight_phase_stats)
 from jaxnoisy.meta.reweight import (Linearized, MetaReweightResult, check_clean_size,
                                     check_labels, cross_entropy_loss_fn, l2rw_normalize,
                                     l2rw_scores, l2rw_weights, linearize,
@@ -26,4 +30,7 @@ __all__ = [
     "bome_mlc_step", "corrected_accuracy", "corrected_labels_loss", "ebomlc_beta",
     "ebomlc_step", "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
+    "clean_loss_and_gradient", "coupling", "perturb_params", "phase_diagnostics",
+    "score_summary", "sign_flip_share", "weight_phase_stats",
+    "TorchAMSGradState", "torch_amsgrad",
 ]

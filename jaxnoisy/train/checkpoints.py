@@ -1,4 +1,5 @@
-"""Orbax checkpoints of the whole ``TrainState`` (plus the elapsed wall time).
+"""Orbax checkpoints of the whole ``TrainState``, with a small JSON record beside it
+(the elapsed wall time; a run stopped mid-epoch adds the epoch's step metrics so far).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete,
 so ``latest_step`` only ever sees complete checkpoints. The state is copied to host
@@ -17,6 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxnoisy.train import rundir
 from jaxnoisy.train.step import to_host, to_mesh
 
 
@@ -30,21 +32,34 @@ def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
                                            enable_async_checkpointing=False))
 
 
-def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float, step: int) -> None:
+def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float, step: int,
+         extra: dict | None = None) -> None:
   """Saves ``state`` under ``step``, the count of every step taken so far (noisy and
-  per-epoch phase steps: a state inside a phase has its own number); a no-op if that
-  step is already saved."""
+  per-epoch phase steps: a state inside a phase has its own number), with
+  ``{"elapsed_seconds", **extra}`` as its JSON record; a no-op if that step is already
+  saved.
+
+  A save that fails (a full disk, a directory turned read-only) raises
+  :class:`rundir.WriteFailed` in one line. Orbax writes into a temporary directory and
+  removes old checkpoints only after a save completes, so the previous ones stay.
+  """
   host_state = to_host(state)
   if step in mngr.all_steps():
     return
-  mngr.save(step, args=ocp.args.Composite(
-      state=ocp.args.StandardSave(host_state),
-      meta=ocp.args.JsonSave({"elapsed_seconds": elapsed_seconds})))
-  mngr.wait_until_finished()
+  previous = mngr.latest_step()
+  try:
+    mngr.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(host_state),
+        meta=ocp.args.JsonSave({"elapsed_seconds": elapsed_seconds, **(extra or {})})))
+    mngr.wait_until_finished()
+  except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many types)
+    _quiet_closed_event_loop()
+    raise rundir.unwritable(f"checkpoint {step}", mngr.directory, e, previous) from None
 
 
 def restore(mngr: ocp.CheckpointManager, like, *, warn=print):
-  """Restores the newest intact checkpoint into the structure and shardings of ``like``.
+  """Restores the newest intact checkpoint into the structure and shardings of ``like``:
+  ``(state, its JSON record)``.
 
   A checkpoint that cannot be read (its files truncated or corrupt: a full disk, a copy
   cut short) while an older one restores is damaged: ``warn`` says so in one line, it is
@@ -57,7 +72,7 @@ def restore(mngr: ocp.CheckpointManager, like, *, warn=print):
   errors = []
   for step in steps:
     try:
-      state, elapsed = _restore_step(mngr, step, like)
+      state, meta = _restore_step(mngr, step, like)
     except _Unreadable as e:
       errors.append((step, e))
       continue
@@ -65,7 +80,7 @@ def restore(mngr: ocp.CheckpointManager, like, *, warn=print):
       _set_aside(mngr, bad)
       warn(f"checkpoint {bad} in {mngr.directory} is damaged ({e}); resuming from "
            f"checkpoint {step}")
-    return state, elapsed
+    return state, meta
   step, e = errors[0]
   raise ValueError(f"checkpoint {step} in {mngr.directory} does not match this run's state "
                    f"or is damaged ({e}), and no older checkpoint restores: {_HINT}") \
@@ -81,7 +96,8 @@ def _restore_step(mngr, step: int, like):
   try:
     restored = mngr.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    elapsed = float(restored["meta"]["elapsed_seconds"])
+    meta = dict(restored["meta"])
+    meta["elapsed_seconds"] = float(meta["elapsed_seconds"])
   except Exception as e:  # noqa: BLE001  (Orbax and TensorStore raise many types)
     _quiet_closed_event_loop()
     raise _Unreadable(f"{type(e).__name__}: {str(e).splitlines()[0][:120]}") from e
@@ -89,7 +105,7 @@ def _restore_step(mngr, step: int, like):
   _check_matches(mngr.directory, leaves, like)  # intact but another state: refused
   state = jax.tree.unflatten(jax.tree.structure(like), leaves)
   state = jax.tree.map(lambda v, x: to_mesh(v, x.sharding), state, like)
-  return state, elapsed
+  return state, meta
 
 
 def _quiet_closed_event_loop() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional
 
+from jaxnoisy.data.augment import PADDING_MODES
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
 from jaxnoisy.models import COMPUTE_DTYPES, MODELS
 from jaxnoisy.noise import parse_noise_spec
@@ -72,6 +73,10 @@ class TrainConfig:
                                      "accelerators, one after another on CPU)")
   augment: Optional[bool] = hp(None, "random crop + flip (default: on for CIFAR, off for "
                                "MNIST-like)")
+  padding_mode: str = hp("constant", "the random crops' 4-pixel padding: zeros "
+                         "(constant, torchvision's RandomCrop(padding=4) of the SAM, "
+                         "SANER and FBR code) or mirrored (reflect, the MW-Net and EBOMLC "
+                         "loaders)", choices=PADDING_MODES)
   crop_size: Optional[int] = hp(None, "the model's input: random crop×crop windows of the "
                                 "stored images in training (no padding), central ones "
                                 "elsewhere (Clothing1M: 224 of 256)", low=1)
@@ -102,6 +107,9 @@ class TrainConfig:
                                "decoded images exceed this many GiB", low=0.0)
   stream_threads: int = hp(8, "streaming: batches read ahead in parallel", low=1)
   tfds_data_dir: Optional[str] = hp(None, "TFDS data directory")
+  on_nonfinite: str = hp("stop", "a non-finite training loss or parameters at an epoch's "
+                         "end: stop the run (summary.json records it) or continue "
+                         "training through it", choices=("stop", "continue"))
 
   def __post_init__(self):
     if self.hparams is None and self.method in METHODS:  # the method's defaults

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnoisy.meta import correction
+from jaxnoisy.meta.amsgrad import torch_amsgrad
 from jaxnoisy.train.ascent import AscentHparams
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, Registration, RunContext,
@@ -26,7 +27,8 @@ class CorrectionHparams:
   """Label correction: the LCN's optimiser (MLC, BOME-MLC, EBOMLC)"""
 
   meta_optimizer: str = hp("amsgrad", "the label-correction network's optimiser "
-                           "(EBOMLC's code: Adam with AMSGrad)",
+                           "(the MLC and EBOMLC code: torch's Adam with AMSGrad, "
+                           "jaxnoisy.meta.torch_amsgrad)",
                            choices=("adam", "amsgrad", "sgd"))
   meta_lr: float = hp(3e-4, "the LCN's learning rate (EBOMLC's code: 3e-4)", low=0.0,
                       low_open=True)
@@ -75,11 +77,11 @@ class EBOMLCHparams(CorrectionHparams):
 
 
 def _meta_tx(r: CorrectionHparams) -> optax.GradientTransformation:
-  """The LCN's optimiser (EBOMLC: Adam with AMSGrad, 3e-4)."""
+  """The LCN's optimiser (MLC, EBOMLC: torch's Adam with AMSGrad, 3e-4)."""
   if r.meta_optimizer == "sgd":
     return optax.sgd(r.meta_lr, momentum=0.9)
-  if r.meta_optimizer == "amsgrad":
-    return optax.amsgrad(r.meta_lr)
+  if r.meta_optimizer == "amsgrad":  # torch's convention, not optax.amsgrad's
+    return torch_amsgrad(r.meta_lr)
   return optax.adam(r.meta_lr)
 
 

@@ -32,9 +32,10 @@ class Stream(enum.IntEnum):
   METHOD_INIT = 4        # the method's state (e.g. Meta-Weight-Net's network)
   # Of a step's key:
   LCN_DROPOUT = 7        # the label-correction network's dropout (EBOMLC's LCN)
+  CLEAN_PASSES = 2**31 - 4  # of the run's step key: the order of the clean batches
   PHASE = 2**31 - 3      # of the epoch's first step key: its phase's batches and keys
   AUGMENT = 2**31 - 2    # random crops and flips
-  CLEAN_BATCH = 2**31 - 1  # the clean batch (in a phase: the phase step's keys)
+  CLEAN_BATCH = 2**31 - 1  # the clean batch's crops and flips (in a phase: its keys)
 
 
 def cross_entropy_loss(apply: Callable, x, y) -> Callable:
@@ -125,11 +126,14 @@ class Phase(NamedTuple):
   """A method's program run at the start of every epoch, before its noisy batches.
 
   passes: passes over the clean subset per epoch; each step of a pass is a training
-    step on a batch of the clean subset (``batch_size`` examples, reshuffled every
-    pass), run through the same optimizer and learning rate as the noisy steps.
+    step on a batch of the clean subset (``batch_size`` examples; passes reshuffled
+    every time, every example in each, the last batch of a pass smaller when
+    ``batch_size`` does not divide the subset), run through the same optimizer and
+    learning rate as the noisy steps.
   gradients: ``StepInputs -> Gradients`` of a phase step.
   finish: ``PhaseEnd -> method_state`` after the last step (e.g. the clean subset's
     features in eval mode).
+  batch_size: the phase's batch size (at most the clean subset's; None: the run's).
   The train state records how many phase steps of the epoch are done, so a run
   interrupted inside the phase resumes there.
   """
@@ -137,6 +141,7 @@ class Phase(NamedTuple):
   passes: int
   gradients: Callable[[StepInputs], Gradients]
   finish: Callable[[PhaseEnd], Any]
+  batch_size: Optional[int] = None
 
 
 def plain_gradients(inp: StepInputs) -> Gradients:
@@ -170,6 +175,8 @@ class Method(NamedTuple):
   epoch_metrics: ``(method_state, data: trainer.NoisyData) -> dict`` logged each epoch.
   check_data: ``data: trainer.NoisyData -> None`` raises a one-line ``ValueError``
     before anything compiles when the data cannot serve the method.
+  clean_passes_per_epoch: its clean batches restart their passes over the clean subset
+    every epoch (MW-Net's loader) instead of running on across epochs.
   """
 
   transform: optax.GradientTransformation
@@ -181,6 +188,7 @@ class Method(NamedTuple):
   state_metrics: Optional[Callable[[Any], dict]] = None
   epoch_metrics: Optional[Callable[[Any, Any], dict]] = None
   check_data: Optional[Callable[[Any], None]] = None
+  clean_passes_per_epoch: bool = False
 
 
 class Registration(NamedTuple):

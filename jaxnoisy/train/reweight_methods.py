@@ -11,8 +11,9 @@ yiz134/Feature_based_reweight, ``trainer/train.py::train_loop``) runs on its aut
 schedule. Every epoch:
 
 1. a phase of ``clean_epochs`` passes of plain cross-entropy over the clean subset
-   (train mode, the same SGD, momentum buffer and learning rate as the noisy steps; the
-   schedule does not advance during them), then the clean subset's features in eval mode;
+   in batches of ``pass_batch_size`` (the last of a pass smaller; train mode, the same
+   SGD, momentum buffer and learning rate as the noisy steps; the schedule does not
+   advance during them), then the clean subset's features in eval mode;
 2. per noisy batch: its features in eval mode (no gradient), the scores d
    (:func:`jaxnoisy.meta.fbr_scores`) against that epoch's clean features, the weights w
    (:func:`jaxnoisy.meta.fbr_weights`, or the persistent rule), and the step on
@@ -62,6 +63,8 @@ class FBRHparams(AscentHparams):
 
   clean_epochs: int = hp(30, "passes over the clean subset before each epoch's noisy "
                          "batches (code: 30)", low=0)
+  pass_batch_size: int = hp(128, "batch size of the clean passes, the last batch of a "
+                            "pass smaller (code: train_steps' 128)", low=1)
   warmup_fraction: float = hp(11 / 150, "fraction of the epochs with weights 1/2 before "
                               "reweighting starts (code: epochs 0-10 of 150)", low=0.0,
                               high=1.0)
@@ -200,7 +203,9 @@ def _mwnet(r: MWNetHparams, ctx: RunContext) -> Method:
     state = {**record_weights(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
     return weighted_step(inp, lin, model_state, w, state, {"clean_loss": clean_loss})
 
-  return Method(optax.identity(), gradients, init, epoch_metrics=weight_metrics())
+  # The authors' loader restarts its clean batches every epoch (iter() per epoch).
+  return Method(optax.identity(), gradients, init, epoch_metrics=weight_metrics(),
+                clean_passes_per_epoch=True)
 
 
 def fbr_schedule(r: FBRHparams, epochs: int, epoch):
@@ -251,7 +256,8 @@ def _fbr(r: FBRHparams, ctx: RunContext) -> Method:
       clean_features=jnp.zeros((spec.num_clean, spec.feature_dim), jnp.float32),
       clean_labels=jnp.zeros((spec.num_clean,), jnp.int32), alpha0=jnp.zeros((), jnp.float32))
   return Method(optax.identity(), gradients, init,
-                phase=Phase(r.clean_epochs, plain_gradients, finish),
+                phase=Phase(r.clean_epochs, plain_gradients, finish,
+                            batch_size=min(r.pass_batch_size, spec.num_clean)),
                 epoch_metrics=metrics,
                 check_data=lambda data: fbr.check_fbr_clean_set(data.clean_labels,
                                                                 data.num_classes))

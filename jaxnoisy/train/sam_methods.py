@@ -14,11 +14,12 @@ from typing import Optional
 
 import optax
 
-from jaxnoisy.ncsam import ncsam, ncsam_gradients, ncsam_strength
+from jaxnoisy.ncsam import (COMPENSATIONS, ncsam, ncsam_gradients, ncsam_perturbation,
+                             ncsam_strength)
 from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.sam_variants import fsam, vasso
 from jaxnoisy.saner import SANER_RHO, saner
-from jaxnoisy.tree import global_norm
+from jaxnoisy.tree import cosine, global_norm
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, Registration, RunContext,
                                       StepInputs, cross_entropy_loss, plain_gradients)
@@ -68,11 +69,11 @@ class GSAMHparams:
 class FSAMHparams:
   """F-SAM (Li et al. 2024)"""
 
-  rho: float = _rho()
+  rho: float = _rho(0.2, "F-SAM's radius ρ (authors' run.sh: 0.2)")
   sigma: float = hp(1.0, "F-SAM's σ, the share of the gradients' EMA removed from the "
                     "ascent (code: 1; 0: SAM)", low=0.0, sweepable=True)
-  lmbda: float = hp(0.9, "F-SAM's λ, the EMA's decay (code: 0.9)", low=0.0, high=1.0,
-                    sweepable=True)
+  lmbda: float = hp(0.6, "F-SAM's λ, the EMA's decay (authors' run.sh: 0.6)", low=0.0,
+                    high=1.0, sweepable=True)
 
   def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
     return fsam(self.rho, self.sigma, self.lmbda, axis_name=axis_name, has_aux=True)
@@ -83,9 +84,9 @@ class VaSSOHparams:
   """VaSSO (Li and Giannakis 2023)"""
 
   rho: float = _rho()
-  theta: float = hp(0.2, "VaSSO's θ, the new gradient's weight in the EMA the ascent "
-                    "follows (lhchau/saner: 0.2; 1: SAM)", low=0.0, high=1.0,
-                    sweepable=True)
+  theta: float = hp(0.9, "VaSSO's θ, the new gradient's weight in the EMA the ascent "
+                    "follows (authors: 0.9; lhchau/saner: 0.2; 1: SAM)", low=0.0,
+                    high=1.0, sweepable=True)
 
   def transform(self, axis_name: Optional[str] = None) -> optax.GradientTransformation:
     return vasso(self.rho, self.theta, axis_name=axis_name, has_aux=True)
@@ -130,6 +131,9 @@ class NCSAMHparams:
       choices=("shared", "subset"))
   label_smoothing: float = hp(0.0, "label smoothing of g*'s cross-entropy (the authors' "
                               "later code: 0.1)", low=0.0, high=1.0)
+  compensation: str = hp("paper", "NCSAM's compensation: the raw g* (paper) or, a variant "
+                         "beyond the paper, g* sized to ρ, s·ρ·g*/‖g*‖ (rho)",
+                         choices=COMPENSATIONS)
 
 
 def during_warmup(inner: optax.GradientTransformation,
@@ -178,9 +182,11 @@ def _saner(r: SANERHparams, ctx: RunContext) -> Method:
 def noise_compensated_gradients(r: NCSAMHparams, ctx: RunContext):
   """g and NCSAM's g* (from the batch's forward pass, or with ``noise_forward=
   "subset"`` from a pass over the flipped examples only); g* is passed as
-  ``noise_grads``. Logged per step (epoch means): ‖g‖, ‖g*‖ and s(t)‖g*‖/ρ, the
-  compensation's length against the ascent's at the step's t = (epoch + 1)/T (above 1,
-  ε is projected back onto the ρ-ball and points mostly along g*)."""
+  ``noise_grads``. Logged per step (epoch means): ‖g‖, ‖g*‖, s(t)‖c‖/ρ, the
+  compensation's length against the ascent's at the step's t = (epoch + 1)/T (c = g*,
+  or ρ·ĝ* with ``compensation="rho"``; above 1, ε is projected back onto the ρ-ball and
+  points mostly along c), and cos(ε, ε_SAM) = cos(ε, g), the ascent actually taken
+  against SAM's."""
 
   def gradients(inp: StepInputs) -> Gradients:
     logits_fn = lambda p: (lambda out: (out[0], out[2]))(inp.apply(p, inp.x))
@@ -192,10 +198,15 @@ def noise_compensated_gradients(r: NCSAMHparams, ctx: RunContext):
         noise_forward=r.noise_forward, subset_logits_fn=subset,
         label_smoothing=r.label_smoothing)
     t = (inp.step // ctx.spec.steps_per_epoch + 1) / ctx.run.epochs
+    s = ncsam_strength(t, r.kappa)
     noise_norm = global_norm(noise_grads)
+    # The compensation's length: s‖g*‖ (paper) or sρ (rho-sized), against ρ.
+    compensation = s * (noise_norm if r.compensation == "paper" else r.rho)
+    # ε against SAM's ascent ρ·g/‖g‖: below 0 the compensation undoes the ascent.
+    eps = ncsam_perturbation(grads, noise_grads, r.rho, s, compensation=r.compensation)
     metrics = {"ncsam_grad_norm": global_norm(grads), "ncsam_noise_grad_norm": noise_norm,
-               "ncsam_compensation_over_rho":
-                   ncsam_strength(t, r.kappa) * noise_norm / r.rho}
+               "ncsam_compensation_over_rho": compensation / r.rho,
+               "ncsam_cos_eps_sam": cosine(eps, grads)}
     return Gradients(loss, grads, model_state, inp.method_state, metrics,
                      extra_args={"noise_grads": noise_grads},
                      loss_fn=cross_entropy_loss(inp.apply, inp.x, inp.y))
@@ -206,7 +217,8 @@ def noise_compensated_gradients(r: NCSAMHparams, ctx: RunContext):
 def _ncsam(r: NCSAMHparams, ctx: RunContext) -> Method:
   axis = ctx.axis_name
   warm = sam(r.rho, axis_name=axis, has_aux=True) if r.warmup == "sam" else optax.identity()
-  tx = during_warmup(ncsam(r.rho, r.kappa, axis_name=axis, has_aux=True), warm)
+  tx = during_warmup(ncsam(r.rho, r.kappa, axis_name=axis, has_aux=True,
+                           compensation=r.compensation), warm)
   return Method(tx, noise_compensated_gradients(r, ctx),
                 warmup_epochs=round(r.warmup_fraction * ctx.run.epochs))
 

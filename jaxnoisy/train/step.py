@@ -104,25 +104,47 @@ def epoch_permutation(key: jax.Array, epoch, n: int) -> jax.Array:
 
 
 def prepare_batch(x, labels, idx, key, *, mean, std, augment: bool = False,
-                  crop: Optional[int] = None):
+                  crop: Optional[int] = None, padding_mode: str = "constant"):
   """The training batch of images ``x`` (uint8) with example indices ``idx``: randomly
-  cropped (padding 4; with ``crop``, a ``crop``-sized window, no padding) and flipped
-  when ``augment`` (keyed: reproducible), else center-cropped to ``crop``; normalized;
-  the labels gathered by index. Returns ``(x, y, idx)``."""
+  cropped (padding 4 with ``padding_mode``; with ``crop``, a ``crop``-sized window, no
+  padding) and flipped when ``augment`` (keyed: reproducible), else center-cropped to
+  ``crop``; normalized; the labels gathered by index. Returns ``(x, y, idx)``."""
   if augment:
-    x = augment_batch(key, x, crop_padding=4 if crop is None else 0, crop_size=crop)
+    x = augment_batch(key, x, crop_padding=4 if crop is None else 0, crop_size=crop,
+                      padding_mode=padding_mode)
   else:
     x = center_crop(x, crop)
   return normalize(x, mean, std), labels[idx], idx
 
 
+def clean_batch_indices(key: jax.Array, position, *, num_clean: int, batch_size: int):
+  """The example indices of clean batch number ``position`` (``position`` ≥ 0).
+
+  The clean subset is read in passes, pass p a permutation drawn from
+  ``fold_in(key, p)``, the batches back to back over the passes: batch k holds items
+  k·b … k·b + b − 1 of that endless sequence, so every clean example is in every pass
+  once and a batch that crosses the end of a pass takes the rest of it and the start of
+  the next (L2RW's ``DataSet.next_batch``; the torch loaders of MLC, EBOMLC and MW-Net
+  yield a smaller last batch instead, the same batches when b divides the subset).
+  A pure function of (key, position): a resumed run reads the same batches.
+  """
+  m, b = num_clean, batch_size
+  # p·m + o = position·b without overflowing int32: position = q·m + r.
+  q, r = jnp.divmod(position, m)
+  first, offset = q * b + (r * b) // m, (r * b) % m
+  slots = offset + jnp.arange(b)  # < 2m, as b ≤ m
+  perm = lambda p: jax.random.permutation(jax.random.fold_in(key, p), m)
+  return jnp.where(slots < m, perm(first)[slots % m], perm(first + 1)[slots % m])
+
+
 def gather_batch(images, labels, perm, index, key, *, batch_size: int, mean, std,
-                 augment: bool = False, crop: Optional[int] = None):
+                 augment: bool = False, crop: Optional[int] = None,
+                 padding_mode: str = "constant"):
   """Batch ``index`` of the epoch on the device-resident path: the example indices are
   a slice of the permutation, the images gathered on device; then :func:`prepare_batch`."""
   idx = jax.lax.dynamic_slice_in_dim(perm, index * batch_size, batch_size)
   return prepare_batch(images[idx], labels, idx, key, mean=mean, std=std, augment=augment,
-                       crop=crop)
+                       crop=crop, padding_mode=padding_mode)
 
 
 def model_input(setup: "StepSetup", images):
@@ -170,6 +192,7 @@ class StepSetup(NamedTuple):
   std: tuple
   vmap_replicas: bool
   crop: Optional[int] = None  # the model's input size, cropped from larger stored images
+  padding_mode: str = "constant"  # of the random crops' padding (augment.PADDING_MODES)
 
 
 def _inputs(setup: StepSetup, state: TrainState, hyper, x, y, index, clean_x, clean_y,
@@ -208,7 +231,7 @@ def _apply_update(tx, state: TrainState, inp: StepInputs, out, average, *, phase
 def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int,
                     clean_batch_size: int, per_device_ascent: bool, augment: bool = False,
                     warmup: bool = False, state_metrics: Optional[Callable] = None,
-                    streamed: bool = False):
+                    streamed: bool = False, clean_epoch_steps: Optional[int] = None):
   """Returns the jitted ``step(state, data, perm, index, key, progress, hyper)``, or
   with ``streamed=True`` ``step(state, data, images, idx, key, progress, hyper)``.
 
@@ -226,7 +249,12 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
 
   ``gradients_fn(hyper) -> (StepInputs -> Gradients)`` is the method's gradient of one
   replica (under a sweep it receives that replica's traced values). ``augment`` turns
-  on random crops and flips of the training batch (CIFAR). ``warmup=True`` builds the
+  on random crops and flips of the training batch (CIFAR) and of the clean batch. The
+  clean batch of noisy step s is :func:`clean_batch_indices` at position s (passes over
+  the clean subset that run on across epochs, as the MLC and EBOMLC authors'
+  ``DataIterator``), or, with ``clean_epoch_steps``, at position s mod
+  ``clean_epoch_steps`` with a key of the epoch's own (passes restarted every epoch, as
+  MW-Net's ``iter(train_meta_loader)``). ``warmup=True`` builds the
   step of a method's warm-up epochs: the transform receives ``warmup=True``.
   ``state_metrics(opt_state) -> dict`` adds the method's metrics read from its state.
 
@@ -260,10 +288,12 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
         state.phase_step), step_increment=1, state_metrics=state_metrics, **extra)
 
   def step(state, data, perm_or_images, index_or_idx, key, progress, hyper):
+    clean_key = jax.random.fold_in(key, Stream.CLEAN_PASSES)  # not the step's
     key = jax.random.fold_in(key, state.step)
     images, labels, clean_images, clean_labels = data
     aug_key = jax.random.fold_in(key, Stream.AUGMENT)
-    norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop)
+    norm = dict(mean=setup.mean, std=setup.std, augment=augment, crop=setup.crop,
+                padding_mode=setup.padding_mode)
     if streamed:  # the pipeline's images and example indices
       batch = prepare_batch(perm_or_images, labels, index_or_idx, aug_key, **norm)
     else:
@@ -272,10 +302,16 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
     # Inside the shard_map over replicas: the context mesh (REPLICA_AXIS manual).
     batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
     x, y, idx = jax.lax.with_sharding_constraint(batch, batch_sharded)
-    if clean_labels.shape[0]:  # a fresh random clean batch (meta methods)
-      cidx = jax.random.choice(jax.random.fold_in(key, Stream.CLEAN_BATCH), clean_labels.shape[0],
-                               (clean_batch_size,), replace=False)
-      clean_x, clean_y = model_input(setup, clean_images[cidx]), clean_labels[cidx]
+    if clean_labels.shape[0]:  # the clean batch of this step (meta methods)
+      position = state.step
+      if clean_epoch_steps is not None:  # passes restarted every epoch
+        epoch, position = jnp.divmod(state.step, clean_epoch_steps)
+        clean_key = jax.random.fold_in(clean_key, epoch)
+      cidx = clean_batch_indices(clean_key, position, num_clean=clean_labels.shape[0],
+                                 batch_size=clean_batch_size)
+      clean_x, clean_y, _ = prepare_batch(clean_images[cidx], clean_labels, cidx,
+                                          jax.random.fold_in(key, Stream.CLEAN_BATCH),
+                                          **norm)
       if clean_batch_size % n_data == 0:  # sharded like the noisy batch, not repeated
         clean_x, clean_y = jax.lax.with_sharding_constraint((clean_x, clean_y), batch_sharded)
     else:
@@ -292,51 +328,55 @@ def make_train_step(setup: StepSetup, gradients_fn: Callable, *, batch_size: int
                    vmap_replicas=setup.vmap_replicas)
 
 
-def phase_batch_size(num_clean: int, batch_size: int, n_data: int) -> tuple[int, int]:
-  """``(batches per pass, batch size)`` of a phase's passes over the clean subset.
-
-  The passes use ``ceil(m / batch_size)`` equal batches (at most ``batch_size``, a
-  multiple of the data-parallel devices), so a pass covers the subset but for fewer
-  than ``batches + n_data`` examples left out at random (the authors' loader keeps a
-  smaller last batch; static shapes need equal ones).
-  """
+def phase_batches(num_clean: int, batch_size: int) -> tuple[int, int]:
+  """``(batches per pass, size of the last)`` of a phase's passes over the clean subset:
+  ``ceil(m / batch_size)`` batches, all of ``batch_size`` but the last, which holds the
+  rest (``DataLoader(shuffle=True, drop_last=False)``: every example in every pass)."""
   batches = -(-num_clean // batch_size)
-  size = (num_clean // batches) // n_data * n_data
-  if size < 1:
-    raise ValueError(f"clean_size must be at least the {n_data} devices per replica for a "
-                     f"phase over the clean subset, got {num_clean}")
-  return batches, size
+  return batches, num_clean - (batches - 1) * batch_size
 
 
 def make_phase_step(setup: StepSetup, gradients_fn: Callable, *, num_clean: int,
                     batch_size: int):
-  """Returns the jitted ``phase_step(state, data, key, hyper)`` of a method's per-epoch
-  phase: the step ``state.phase_step`` of the epoch on a batch of the clean subset
-  (pass p = phase_step // batches, reshuffled per epoch and pass), through the same
-  optimizer as the noisy steps; it advances ``phase_step``, not ``step``."""
+  """Returns ``phase_step(state, data, key, hyper, index)``: step ``index`` (the host's
+  count of ``state.phase_step``) of a method's per-epoch phase, on a batch of the clean
+  subset (pass p = index // batches, reshuffled per epoch and pass; batches of
+  :func:`phase_batches`), through the same optimizer as the noisy steps; it advances
+  ``phase_step``, not ``step``. The full batches and the smaller last one of a pass are
+  two jitted programs, each compiled once."""
   n_data = setup.mesh.shape[DATA_AXIS]
-  batches, size = phase_batch_size(num_clean, batch_size, n_data)
+  batches, last = phase_batches(num_clean, batch_size)
 
-  def step(state, data, key, hyper):
-    tx, _ = setup.build(hyper)
-    _, _, clean_images, clean_labels = data
-    # state.step is the epoch's first noisy step: keys of this epoch's phase.
-    epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), Stream.PHASE)
-    pass_index, b = jnp.divmod(state.phase_step, batches)
-    perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
-    idx = jax.lax.dynamic_slice_in_dim(perm, b * size, size)
-    batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
-    x, y, idx = jax.lax.with_sharding_constraint(
-        (model_input(setup, clean_images[idx]), clean_labels[idx], idx),
-        batch_sharded)
-    step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, Stream.CLEAN_BATCH),
-                                  state.phase_step)
-    inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
-    out = gradients_fn(hyper)(inp)
-    return _apply_update(tx, state, inp, out, lambda t: t,
-                         phase_step=state.phase_step + 1, step_increment=0)
+  def make(size: int):
+    def step(state, data, key, hyper):
+      tx, _ = setup.build(hyper)
+      _, _, clean_images, clean_labels = data
+      # state.step is the epoch's first noisy step: keys of this epoch's phase.
+      epoch_key = jax.random.fold_in(jax.random.fold_in(key, state.step), Stream.PHASE)
+      pass_index, b = jnp.divmod(state.phase_step, batches)
+      perm = jax.random.permutation(jax.random.fold_in(epoch_key, pass_index), num_clean)
+      idx = jax.lax.dynamic_slice_in_dim(perm, b * batch_size, size)
+      x, y = model_input(setup, clean_images[idx]), clean_labels[idx]
+      if size % n_data == 0:  # sharded like the noisy batch (else whole on each device)
+        batch_sharded = NamedSharding(jax.sharding.get_abstract_mesh(), P(DATA_AXIS))
+        x, y, idx = jax.lax.with_sharding_constraint((x, y, idx), batch_sharded)
+      step_key = jax.random.fold_in(jax.random.fold_in(epoch_key, Stream.CLEAN_BATCH),
+                                    state.phase_step)
+      inp = _inputs(setup, state, hyper, x, y, idx, x[:0], y[:0], step_key)
+      out = gradients_fn(hyper)(inp)
+      return _apply_update(tx, state, inp, out, lambda t: t,
+                           phase_step=state.phase_step + 1, step_increment=0)
 
-  return replicate(step, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas)
+    return replicate(step, setup.mesh, (0, 0, 0, 0), vmap_replicas=setup.vmap_replicas)
+
+  full = make(batch_size) if batches > 1 or last == batch_size else None
+  rest = make(last) if last != batch_size else full
+
+  def phase_step(state, data, key, hyper, index: int):
+    program = rest if index % batches == batches - 1 else full
+    return program(state, data, key, hyper)
+
+  return phase_step
 
 
 def make_phase_finish(setup: StepSetup, finish_fn: Callable):

@@ -7,9 +7,11 @@ complete checkpoint and reaches the same parameters as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -28,7 +30,10 @@ from jaxnoisy import noise as noise_lib
 from jaxnoisy.data import stream as stream_lib
 from jaxnoisy.dataset_info import REAL_NOISE_DATASETS
 from jaxnoisy.train import checkpoints
+from jaxnoisy.train import divergence
 from jaxnoisy.train import methods as methods_lib
+from jaxnoisy.train import preemption
+from jaxnoisy.train import rundir
 from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.interface import Method, ModelSpec, Stream
@@ -255,7 +260,8 @@ class Programs(NamedTuple):
 
 def create_programs(config: TrainConfig, setup: step_lib.StepSetup, method_of: Callable,
                     method: Method, *, num_clean: int, phase_steps: int,
-                    streamed: bool, chunk: int) -> Programs:
+                    phase_batch_size: int, steps_per_epoch: int, streamed: bool,
+                    chunk: int) -> Programs:
   """The jitted programs of a run; ``method_of(hyper)`` is a replica's method (its swept
   value traced), ``method`` the one built from the config (its static structure)."""
   augment = config.augment if config.augment is not None else \
@@ -264,11 +270,12 @@ def create_programs(config: TrainConfig, setup: step_lib.StepSetup, method_of: C
       setup, lambda hyper: gradients(method_of(hyper)), batch_size=config.batch_size,
       clean_batch_size=min(config.clean_batch_size, num_clean), augment=augment,
       per_device_ascent=config.per_device_ascent, warmup=warmup,
-      state_metrics=method.state_metrics, streamed=streamed)
+      state_metrics=method.state_metrics, streamed=streamed,
+      clean_epoch_steps=steps_per_epoch if method.clean_passes_per_epoch else None)
   phase = None
   if phase_steps:
     phase = step_lib.make_phase_step(setup, lambda hyper: method_of(hyper).phase.gradients,
-                                     num_clean=num_clean, batch_size=config.batch_size)
+                                     num_clean=num_clean, batch_size=phase_batch_size)
   finish = None
   if method.phase is not None:
     finish = step_lib.make_phase_finish(setup, lambda hyper: method_of(hyper).phase.finish)
@@ -352,16 +359,20 @@ class Trainer:
                                                   config.seeds)} if config.sweep else {})
     self.warmup_epochs = self.method.warmup_epochs
     phase = self.method.phase
-    self.phase_steps = phase.passes * step_lib.phase_batch_size(
-        num_clean, config.batch_size, n_dev)[0] if phase else 0
+    # A phase's pass: ⌈m / batch size⌉ batches, the last smaller (step.phase_batches).
+    phase_batch_size = min(phase.batch_size or config.batch_size, num_clean) if phase else 0
+    self.phase_steps = phase.passes * step_lib.phase_batches(
+        num_clean, phase_batch_size)[0] if phase else 0
     # A device's several replicas: by default vmapped on accelerators, one after another
     # on XLA:CPU (its vmapped convolutions are grouped ones, slower; see step.py).
     self.vmap_replicas = (config.vmap_replicas if config.vmap_replicas is not None
                           else self.mesh.devices.flat[0].platform != "cpu")
     setup = step_lib.StepSetup(self.apply, build, self.mesh, data.mean, data.std,
-                               self.vmap_replicas, config.crop_size)
+                               self.vmap_replicas, config.crop_size, config.padding_mode)
     self.programs = create_programs(config, setup, method_of, self.method,
                                     num_clean=num_clean, phase_steps=self.phase_steps,
+                                    phase_batch_size=phase_batch_size,
+                                    steps_per_epoch=self.steps_per_epoch,
                                     streamed=self.streamed, chunk=self.eval_chunk)
     # Host-side reads of sharded arrays run as one jitted program each, which the
     # caller waits for (see sync_each_step): no eager per-leaf multi-device ops.
@@ -447,18 +458,24 @@ class Trainer:
       jax.block_until_ready(state)
     return state
 
-  def run_phase(self, state, bar=None):
+  def run_phase(self, state, bar=None, stop=None, history=None):
     """The method's per-epoch phase from the step it reached: its remaining steps over
-    the clean subset, then its ``finish``; returns (state, its step metrics)."""
-    history = []
+    the clean subset, then its ``finish``; returns (state, its step metrics, appended to
+    ``history`` when given). ``stop()`` (see :meth:`run_epoch`) is called after each
+    step."""
+    history = [] if history is None else history
     try:
-      for _ in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
+      for k in range(int(step_lib.to_host(state.phase_step)[0]), self.phase_steps):
         state, metrics = self.programs.phase(state, self.train_data, self.step_key,
-                                             self.hyper)
+                                             self.hyper, k)
         state = self.sync(state)
         history.append(metrics)
         if bar is not None:
           bar.update(1)
+        if stop is not None and stop():
+          raise Interrupted(state)
+    except Interrupted:
+      raise
     except KeyboardInterrupt:
       raise Interrupted(state) from None
     if self.programs.phase_finish is not None:
@@ -466,19 +483,24 @@ class Trainer:
     return state, history
 
   def run_epoch(self, state, epoch: int, start: int, end: int, bar=None,
-                on_step=None):
+                on_step=None, stop=None, history=None):
     """The epoch's phase (when ``start`` is 0 and the method has one), then noisy steps
     ``start..end-1`` of ``epoch``; returns (state, each replica's epoch means of the
     step metrics; the phase's as ``phase_<name>``). ``on_step(steps done, metrics)``
-    is called after each noisy step.
+    is called after each noisy step. ``history``: the step metrics (noisy, phase) the
+    epoch took before an interruption, carried by its checkpoint, so that a resumed
+    epoch's means are those of an uninterrupted one.
 
-    A ``KeyboardInterrupt`` becomes :class:`Interrupted` carrying the latest state.
+    ``stop()`` is called after every step (phase and noisy); True ends the epoch there
+    with :class:`Interrupted` (after its last step the epoch completes as usual). A
+    ``KeyboardInterrupt`` also becomes :class:`Interrupted` carrying the latest state
+    and the epoch's step metrics so far.
     """
     t = (epoch + 1) / self.config.epochs  # NCSAM's t = e / T, e the 1-based epoch
-    history, phase_history = [], []
+    history, phase_history = (list(h) for h in history or ([], []))
     try:
       if start == 0 and self.method.phase is not None:
-        state, phase_history = self.run_phase(state, bar)
+        state, _ = self.run_phase(state, bar, stop, phase_history)
       for i, batch in zip(range(start, end), self.batches(epoch, start, end)):
         state, metrics = self.step(state, batch, t, warmup=epoch < self.warmup_epochs)
         history.append(metrics)
@@ -486,10 +508,12 @@ class Trainer:
           on_step(epoch * self.steps_per_epoch + i + 1, metrics)
         if bar is not None:
           bar.update(1)
-    except Interrupted:
-      raise
+        if stop is not None and stop() and i + 1 < end:
+          raise Interrupted(state)
+    except Interrupted as e:
+      raise Interrupted(e.state, (history, phase_history)) from None
     except KeyboardInterrupt:
-      raise Interrupted(state) from None
+      raise Interrupted(state, (history, phase_history)) from None
     out = [{} for _ in self.replicas]
     for prefix, h in (("", history), ("phase_", phase_history)):
       if h:
@@ -500,19 +524,39 @@ class Trainer:
 
 
 class Interrupted(KeyboardInterrupt):
-  """Ctrl-C during an epoch, with the state of the last completed step."""
+  """Ctrl-C or a stop request during an epoch, with the state of the last completed
+  step and (from :meth:`Trainer.run_epoch`) the epoch's step metrics so far."""
 
-  def __init__(self, state):
+  def __init__(self, state, history=([], [])):
     super().__init__()
-    self.state = state
+    self.state, self.history = state, history
+
+
+def history_record(history) -> dict:
+  """The epoch's step metrics so far (noisy, phase) as JSON, for the checkpoint."""
+  return {"epoch_history": [[{k: [str(v.dtype), v.tolist()]
+                              for k, v in step_lib.to_host(m).items()} for m in h]
+                            for h in history]}
+
+
+def history_from_record(meta: dict):
+  """:func:`history_record`'s metrics back as arrays (empty when there are none)."""
+  return tuple([{k: np.asarray(v, dtype) for k, (dtype, v) in m.items()} for m in h]
+               for h in meta.get("epoch_history", ([], [])))
 
 
 def write_atomic(path: str, text: str) -> None:
-  """Writes a temp file beside ``path`` and renames it: readers never see half a file."""
+  """Writes a temp file beside ``path`` and renames it: readers never see half a file
+  (and a failed write, a full disk, leaves ``path`` as it was and no temp file)."""
   fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-  with os.fdopen(fd, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
 
 
 def _read_metrics(path: str, upto_epoch: int) -> list[dict]:
@@ -523,8 +567,8 @@ def _read_metrics(path: str, upto_epoch: int) -> list[dict]:
   return [r for r in rows if r["epoch"] <= upto_epoch]
 
 
-def _write_metrics(path: str, rows: list[dict]) -> None:
-  write_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))
+def _metrics_text(rows: list[dict]) -> str:
+  return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 SUMMARY_KEYS = ("test_accuracy", "best_test_accuracy", "memorization")
@@ -534,6 +578,7 @@ def _summary(config: TrainConfig, data: NoisyData, rows: list[dict]) -> dict:
   best = max(rows, key=lambda r: r["heldout_accuracy"])
   return {
       "method": config.method,
+      "status": "finished",
       "test_accuracy": rows[-1]["test_accuracy"],
       "best_test_accuracy": best["test_accuracy"],
       "best_epoch": best["epoch"],
@@ -558,7 +603,8 @@ def _mean_std(summaries: list[dict]) -> dict:
 def aggregate(config: TrainConfig, labels: list[str], summaries: list[dict]) -> dict:
   """The summary of a multi-replica run: mean ± std (sample std) over the seeds, per
   swept value when a hyper-parameter is swept."""
-  out = {"method": config.method, "replicas": labels, "seeds": config.seeds,
+  out = {"method": config.method, "status": "finished", "replicas": labels,
+         "seeds": config.seeds,
          "sweep": list(config.sweep) if config.sweep else None,
          "config": config.to_dict(), **_mean_std(summaries)}
   if config.sweep:
@@ -583,17 +629,46 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   aggregate ``summary.json`` (mean ± std) in ``out_dir``. ``data``: one
   :class:`NoisyData` per replica (default: prepared from each replica's config).
   ``progress``: True for a tqdm bar, False for none, or any object with ``update(n)``.
-  On Ctrl-C the state of the last completed step is checkpointed and
-  ``KeyboardInterrupt`` is re-raised; ``resume=True`` continues from there.
+
+  A run on a shared cluster:
+
+  * it holds ``out_dir``'s lock throughout; another live run there raises
+    :class:`rundir.Locked` naming it, before anything is written;
+  * on SIGTERM or Ctrl-C the step in flight completes, the state is checkpointed at
+    that step and :class:`preemption.Stopped` (a ``KeyboardInterrupt``) is raised;
+    ``resume=True`` continues from the newest checkpoint to the metrics of an
+    uninterrupted run;
+  * an epoch with a non-finite training loss or parameters ends the run with
+    :class:`divergence.Diverged` (``summary.json`` records it) unless
+    ``config.on_nonfinite`` is ``"continue"`` (the summary then records the first
+    non-finite epoch);
+  * a write that fails (full disk, read-only directory) raises
+    :class:`rundir.WriteFailed`; the checkpoints already written stay.
 
   Returns ``{"summary", "replicas": [{"label", "summary", "state", "metrics"}]}``; with
   one replica also its ``state`` and ``metrics`` at the top level.
   """
   config = config.validate()
-  replicas = config.replicas()
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f"out_dir must be a run directory, but {out_dir} is a file")
-  os.makedirs(out_dir, exist_ok=True)
+  with rundir.hold(out_dir):
+    return _train(config, out_dir, resume, progress, data)
+
+
+def _run_info(trainer: Trainer, step_seconds: list[float], wall_seconds: float) -> dict:
+  return {
+      "num_devices": int(trainer.mesh.devices.size),
+      "num_processes": jax.process_count(),
+      "ms_per_step": 1e3 * float(np.median(step_seconds)) if step_seconds else None,
+      "wall_seconds": wall_seconds,
+      "versions": {"jaxnoisy": jaxnoisy.__version__, "jax": jax.__version__},
+      "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
+                 f"{jax.devices()[0].platform}",
+  }
+
+
+def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> dict:
+  replicas = config.replicas()
   if data is None:  # replicas of one seed (a sweep) share its data
     by_seed = {}
     for _, c in replicas:
@@ -602,17 +677,25 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
     data = [by_seed[c.seed] for _, c in replicas]
   trainer = Trainer(config, data)
   single = len(replicas) == 1
-  dirs = [out_dir if single else os.path.join(out_dir, label) for label, _ in replicas]
+  labels = [label for label, _ in replicas]
+  dirs = [out_dir if single else os.path.join(out_dir, label) for label in labels]
   for d in dirs:
     os.makedirs(d, exist_ok=True)
   metrics_paths = [os.path.join(d, "metrics.jsonl") for d in dirs]
   summary_path = os.path.join(out_dir, "summary.json")
   manager = checkpoints.manager(os.path.join(out_dir, "checkpoints"))
 
+  def write(path, text):
+    try:
+      write_atomic(path, text)
+    except OSError as e:
+      raise rundir.unwritable(os.path.basename(path), os.path.dirname(path) or ".", e,
+                              manager.latest_step()) from None
+
   def result(state, rows, summaries, summary):
     reps = [{"label": label, "summary": s, "metrics": rw,
              "state": jax.block_until_ready(trainer.replica_state(state, r))}
-            for r, ((label, _), s, rw) in enumerate(zip(replicas, summaries, rows))]
+            for r, (label, s, rw) in enumerate(zip(labels, summaries, rows))]
     out = {"summary": summary, "replicas": reps}
     if single:
       out.update(state=reps[0]["state"], metrics=reps[0]["metrics"])
@@ -620,9 +703,9 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
 
   state = trainer.initial_state
   rows: list[list[dict]] = [[] for _ in replicas]
-  elapsed = 0.0
+  meta = {"elapsed_seconds": 0.0}
   if resume and manager.latest_step() is not None:
-    state, elapsed = checkpoints.restore(
+    state, meta = checkpoints.restore(
         manager, state, warn=lambda m: print(f"jaxnoisy: {m}", file=sys.stderr))
     done_steps = steps_done(state)
     if done_steps >= trainer.total_steps and os.path.exists(summary_path):
@@ -641,7 +724,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   primary = jax.process_index() == 0  # one process writes the run's files
   for p, r in zip(metrics_paths, rows):
     if primary:
-      _write_metrics(p, r)
+      write(p, _metrics_text(r))
 
   bar = None
   if progress is True:
@@ -652,77 +735,113 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
                dynamic_ncols=True)
   elif progress:
     bar = progress
-  tb = TensorBoard(out_dir, [label for label, _ in replicas], steps_done(state)) \
-      if config.tensorboard and primary else None
+  tb = None
+  if config.tensorboard and primary:
+    try:
+      tb = TensorBoard(out_dir, labels, steps_done(state))
+    except OSError as e:
+      raise rundir.unwritable("TensorBoard events", os.path.join(out_dir, "tb"), e,
+                              manager.latest_step()) from None
+
+  def log(r, step, values, prefix):
+    try:
+      tb.scalars(r, step, values, prefix)
+    except OSError as e:
+      raise rundir.unwritable("TensorBoard events", tb.dirs[r], e,
+                              manager.latest_step()) from None
+
   on_step = None
   if config.tensorboard and config.log_every:
     def on_step(step, metrics):
       if step % config.log_every == 0:
         losses = step_lib.to_host(metrics["train_loss"])  # every process: may gather
         for r in range(len(replicas) if tb is not None else 0):
-          tb.scalars(r, step, {"train_loss": float(losses[r])}, prefix="step/")
-  t0 = time.perf_counter() - elapsed
+          log(r, step, {"train_loss": float(losses[r])}, "step/")
+  t0 = time.perf_counter() - meta["elapsed_seconds"]
+  history = history_from_record(meta)  # the resumed epoch's steps before the stop
   step_seconds: list[float] = []
+  nonfinite: dict[int, dict] = {}  # replica → its first non-finite epoch (continue)
+  stop = preemption.Listener(manager, trainer.steps_taken(state))
   try:
-    while steps_done(state) < trainer.total_steps:
-      epoch, start = divmod(steps_done(state), trainer.steps_per_epoch)
-      te = time.perf_counter()
-      state, train_metrics = trainer.run_epoch(state, epoch, start, trainer.steps_per_epoch,
-                                               bar, on_step)
-      epoch_seconds = time.perf_counter() - te
-      step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
-      te = time.perf_counter()
-      evals = trainer.evaluate(state)
-      eval_seconds = time.perf_counter() - te
-      for r, p in enumerate(metrics_paths):
-        rows[r].append({"epoch": epoch, "step": steps_done(state), **train_metrics[r],
-                        **evals[r], "epoch_seconds": epoch_seconds,
-                        "eval_seconds": eval_seconds})
-        if primary:
-          _write_metrics(p, rows[r])
-        if tb is not None:
-          tb.scalars(r, steps_done(state), {k: v for k, v in rows[r][-1].items()
-                                            if k not in ("epoch", "step")}, prefix="epoch/")
-      checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
-      if hasattr(bar, "set_postfix"):
-        row = rows[0][-1]
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
-                        mem=f"{row['memorization']:.3f}")
+    with stop:
+      while steps_done(state) < trainer.total_steps:
+        epoch, start = divmod(steps_done(state), trainer.steps_per_epoch)
+        te = time.perf_counter()
+        state, train_metrics = trainer.run_epoch(
+            state, epoch, start, trainer.steps_per_epoch, bar, on_step, stop, history)
+        history = None
+        epoch_seconds = time.perf_counter() - te
+        step_seconds.append(epoch_seconds / max(1, trainer.steps_per_epoch - start))
+        bad = divergence.nonfinite(
+            train_metrics, step_lib.to_host(divergence.params_finite(state.params)))
+        if bad:
+          record = divergence.record(
+              method=config.method, epoch=epoch,
+              steps=(epoch * (trainer.steps_per_epoch + trainer.phase_steps) + 1,
+                     trainer.steps_taken(state)),
+              replicas=[] if single else [labels[r] for r in bad],
+              last_checkpoint=manager.latest_step(), checkpoint_dir=str(manager.directory),
+              learning_rate=config.learning_rate)
+          if config.on_nonfinite == "stop":
+            raise divergence.Diverged(record)
+          for r in bad:
+            nonfinite.setdefault(r, record)
+        te = time.perf_counter()
+        evals = trainer.evaluate(state)
+        eval_seconds = time.perf_counter() - te
+        for r, p in enumerate(metrics_paths):
+          rows[r].append({"epoch": epoch, "step": steps_done(state), **train_metrics[r],
+                          **evals[r], "epoch_seconds": epoch_seconds,
+                          "eval_seconds": eval_seconds})
+          if primary:
+            write(p, _metrics_text(rows[r]))
+          if tb is not None:
+            log(r, steps_done(state), {k: v for k, v in rows[r][-1].items()
+                                       if k not in ("epoch", "step")}, "epoch/")
+        checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
+        if hasattr(bar, "set_postfix"):
+          row = rows[0][-1]
+          bar.set_postfix(loss=f"{row['train_loss']:.3f}", test=f"{row['test_accuracy']:.3f}",
+                          mem=f"{row['memorization']:.3f}")
+        if stop.stopping:  # asked during the epoch's last step: it is saved
+          raise Interrupted(state)
   except KeyboardInterrupt as interrupt:
+    extra = {}
     if isinstance(interrupt, Interrupted):
-      state = interrupt.state
-    # If Ctrl-C hit while a step held the donated state, that state is gone: the last
-    # epoch's checkpoint stays the resume point.
+      state, extra = interrupt.state, history_record(interrupt.history)
+    # If a second Ctrl-C hit while a step held the donated state, that state is gone:
+    # the last checkpoint stays the resume point.
     if not any(x.is_deleted() for x in jax.tree.leaves(state)):
-      checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state))
+      checkpoints.save(manager, state, time.perf_counter() - t0, trainer.steps_taken(state),
+                       extra)
     manager.wait_until_finished()
+    raise preemption.Stopped(stop.signum or signal.SIGINT, manager.latest_step(),
+                             str(manager.directory)) from None
+  except divergence.Diverged as diverged:
+    if primary:
+      write(summary_path, json.dumps({
+          "method": config.method, "status": "diverged", "diverged": diverged.record,
+          "epochs_finished": len(rows[0]), "replicas": None if single else labels,
+          "seed": config.seed, "config": config.to_dict(),
+          **_run_info(trainer, step_seconds, time.perf_counter() - t0)}, indent=2))
+    raise
+  finally:
     if hasattr(bar, "close"):
       bar.close()
     if tb is not None:
-      tb.close()
-    raise KeyboardInterrupt from None
+      with contextlib.suppress(OSError):  # a full disk: the write that failed says so
+        tb.close()
   manager.wait_until_finished()
-  if tb is not None:
-    tb.close()
-  if hasattr(bar, "close"):
-    bar.close()
 
-  run_info = {
-      "num_devices": int(trainer.mesh.devices.size),
-      "num_processes": jax.process_count(),
-      "ms_per_step": 1e3 * float(np.median(step_seconds)) if step_seconds else None,
-      "wall_seconds": time.perf_counter() - t0,
-      "versions": {"jaxnoisy": jaxnoisy.__version__, "jax": jax.__version__},
-      "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
-                 f"{jax.devices()[0].platform}",
-  }
-  summaries = [{**_summary(c, d, rw), **run_info}
-               for (_, c), d, rw in zip(replicas, trainer.datas, rows)]
+  run_info = _run_info(trainer, step_seconds, time.perf_counter() - t0)
+  summaries = [{**_summary(c, d, rw), **({"nonfinite": nonfinite[r]} if r in nonfinite
+                                         else {}), **run_info}
+               for r, ((_, c), d, rw) in enumerate(zip(replicas, trainer.datas, rows))]
   summary = summaries[0] if single else {
-      **aggregate(config, [label for label, _ in replicas], summaries), **run_info}
+      **aggregate(config, labels, summaries), **run_info}
   if primary:
     if not single:
       for d, s in zip(dirs, summaries):
-        write_atomic(os.path.join(d, "summary.json"), json.dumps(s, indent=2))
-    write_atomic(summary_path, json.dumps(summary, indent=2))
+        write(os.path.join(d, "summary.json"), json.dumps(s, indent=2))
+    write(summary_path, json.dumps(summary, indent=2))
   return result(state, rows, summaries, summary)
