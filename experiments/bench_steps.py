@@ -28,11 +28,22 @@ PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
          "ncsam_subset_to_sam": ("ncsam_subset", "sam"),
          "saner_untracked_to_sam": ("saner_untracked", "sam"),
          "ebomlc_to_mlc": ("ebomlc", "mlc"), "fbr_to_sgd": ("fbr", "sgd"),
-         "fbr_phase_to_sgd": ("fbr_phase", "sgd")}
+         "fbr_phase_to_sgd": ("fbr_phase", "sgd"),
+         # A method over an ascent (--ascent) against both of its parents.
+         "l2rw_over_sam_to_l2rw": ("l2rw_over_sam", "l2rw"),
+         "l2rw_over_sam_to_sam": ("l2rw_over_sam", "sam"),
+         "fbr_over_saner_to_fbr": ("fbr_over_saner", "fbr"),
+         "fbr_over_saner_to_saner": ("fbr_over_saner", "saner"),
+         "mlc_over_saner_to_mlc": ("mlc_over_saner", "mlc"),
+         "mlc_over_saner_to_saner": ("mlc_over_saner", "saner")}
 # Timed next to their method whenever it runs: (method, config overrides).
 VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # NCSAM's g* from a forward pass over the flipped subset (label smoothing 0.1).
-            "ncsam_subset": ("ncsam", {"noise_forward": "subset", "label_smoothing": 0.1})}
+            "ncsam_subset": ("ncsam", {"noise_forward": "subset", "label_smoothing": 0.1}),
+            # A method's real step over an ascent at the timed ρ (SANER's default 0.1).
+            "l2rw_over_sam": ("l2rw", {"ascent": "sam", "rho": 0.1}),
+            "fbr_over_saner": ("fbr", {"ascent": "saner"}),
+            "mlc_over_saner": ("mlc", {"ascent": "saner"})}
 # The table protocol's epoch (15,000 noisy examples, 1,000 clean, batch 128): FBR's
 # noisy steps plus its clean passes, over SGD's noisy steps.
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}

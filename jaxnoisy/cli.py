@@ -52,11 +52,17 @@ def _method_flags() -> dict:
   """``{name: [(method, field, default)]}`` over every method's record (nested records
   included): a name shared by several methods is one flag, set on the chosen one's."""
   from jaxnoisy.train import hparams as hparams_lib
+  from jaxnoisy.train.ascent import AscentHparams
   from jaxnoisy.train.methods import METHODS
+  # An ascent's names are listed under the SAM-family methods (--ascent says so).
+  via_ascent = {f.name for f in hparams_lib.declarations(AscentHparams)} - {"ascent"}
   out: dict = {}
   for method, registration in METHODS.items():
     defaults = registration.hparams()
+    own = {f.name for f in dataclasses.fields(registration.hparams)}
     for f in hparams_lib.declarations(registration.hparams):
+      if f.name in via_ascent - own:
+        continue
       try:
         default = hparams_lib.get_value(defaults, f.name)
       except ValueError:  # a field of a nested record not chosen by default

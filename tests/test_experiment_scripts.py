@@ -141,6 +141,24 @@ def test_saner_bases_report_gives_saners_gain_over_its_base(tmp_path):
   assert (tmp_path / "results" / "saner_bases_asymmetric_0.4.png").is_file()
 
 
+def test_ascents_report_gives_each_combinations_gain_over_both_parents(tmp_path):
+  table = experiment("fashion_mnist_table")
+  ascents = experiment("ascents")
+  root = tmp_path / "runs"
+  for arm, acc in (("mlc", 0.81), ("saner", 0.86), ("mlc_over_saner", 0.85)):
+    fake_run(table.run_dir(str(root), "symmetric:0.4", arm, 0), acc, 0.03,
+             [{"test_accuracy": acc, "memorization": 0.03}])
+  out = tmp_path / "results" / "ASCENTS.md"
+  ascents.report(str(root), ["mlc_over_saner", "mlc", "saner", "fbr_over_saner"],
+                 ["symmetric:0.4"], [0], str(out))
+  text = out.read_text()
+  assert "| mlc_over_saner | 1 | 85.00 ± 0.00 | 85.00 ± 0.00 | 3.0 ± 0.0 | +4.00 | -1.00 |" \
+      in text
+  assert "| mlc | 1 | 81.00 ± 0.00 | 81.00 ± 0.00 | 3.0 ± 0.0 | — | — |" in text
+  assert "| fbr_over_saner | 0 |" in text
+  assert (tmp_path / "results" / "ascents_symmetric_0.4.png").is_file()
+
+
 def test_bench_stream_writes_its_numbers_as_json(tmp_path):
   import math
   out = tmp_path / "bench_stream.json"

@@ -11,7 +11,9 @@ first 25% of training; NCSAM κ = 0.1, r = 0.4, plain SGD for the first 25% of e
 F-SAM and VaSSO ρ = 0.1 with σ = 1, λ = 0.9, θ = 0.2 (the values the table
 ran with, kept; the library's defaults are now their authors' λ = 0.6, θ = 0.9). ARG ``saner_fsam`` (``_vasso``,
 ``_asam``, ``_gsam``) is SANER over that base, with the base's settings (ρ included);
-ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign. ARG
+ARG ``ebomlc_reference`` is EBOMLC with the authors' code's upper-loss sign; ARG
+``M_over_A`` (e.g. ``fbr_over_saner``) is method M with its real step taken by the
+SAM-family arm A, A's record exactly as its own arm (``--ascent``; issue 27). ARG
 ``resnet_<arm>`` (``RESNET_ARMS``) is the same protocol with the batch-norm ResNet-20 at
 half width (68k parameters) instead of the CNN: issue 16's test of the sharpness-aware
 claims in their papers' architecture family (``experiments/bn_resnet.py``). ARG
@@ -59,7 +61,10 @@ VARIANTS.update({arm: (m, {"model": "cnn_bn", **over}) for arm, (m, over) in CNN
 def get_config(arg=None) -> TrainConfig:
   method = arg or "sgd"
   over = {}
-  if method in SANER_OVER:
+  if "_over_" in method:  # a method under an ascent: the ascent's own arm's record
+    method, ascent = method.split("_over_")
+    over = dict(ascent=get_config(ascent).hparams)
+  elif method in SANER_OVER:
     base = SANER_OVER[method]
     method, over = "saner", dict(base=base, **PER_METHOD.get(base, {}))
   elif method in VARIANTS:

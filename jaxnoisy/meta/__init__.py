@@ -3,7 +3,8 @@
 from jaxnoisy.meta.amsgrad import TorchAMSGradState, torch_amsgrad
 from jaxnoisy.meta.correction import (BomeMLCResult, EBOMLCResult, LabelCorrectionNet,
                                       MLCResult, bome_lambda, bome_mlc_step,
-                                      corrected_accuracy, ebomlc_beta, ebomlc_step,
+                                      corrected_accuracy, corrected_labels_loss,
+                                      ebomlc_beta, ebomlc_step,
                                       ebomlc_upper_loss, lcn_init, mlc_step,
                                       sgd_direction, soft_cross_entropy)
 from jaxnoisy.meta.fbr import (check_fbr_clean_set, fbr_persistent_weights, fbr_scores,
@@ -26,8 +27,8 @@ __all__ = [
     "mwnet_weights", "surrogate_agreement", "weight_auc", "weight_diagnostics",
     "weighted_gradient", "weighted_loss",
     "BomeMLCResult", "EBOMLCResult", "LabelCorrectionNet", "MLCResult", "bome_lambda",
-    "bome_mlc_step", "corrected_accuracy", "ebomlc_beta", "ebomlc_step",
-    "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
+    "bome_mlc_step", "corrected_accuracy", "corrected_labels_loss", "ebomlc_beta",
+    "ebomlc_step", "ebomlc_upper_loss", "lcn_init", "mlc_step", "sgd_direction", "soft_cross_entropy",
     "check_fbr_clean_set", "fbr_persistent_weights", "fbr_scores", "fbr_weights",
     "clean_loss_and_gradient", "coupling", "perturb_params", "phase_diagnostics",
     "score_summary", "sign_flip_share", "weight_phase_stats",

@@ -322,15 +322,44 @@ def _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch, key):
   return jnp.mean(soft_cross_entropy(logits, corrected)), (corrected, state)
 
 
-def _lower_loss(logits_fn, params, lcn_apply, lcn_params, batch, clean_train_batch, key):
-  """ℓ, optionally the size-weighted mean with CE on clean training examples."""
-  noisy, aux = _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch, key)
+def _with_clean(noisy, logits_fn, params, batch, clean_train_batch):
+  """ℓ_noisy, or its size-weighted mean with CE on clean training examples."""
   if clean_train_batch is None:
-    return noisy, aux
+    return noisy
   xc, yc = clean_train_batch
   b, m = batch[1].shape[0], yc.shape[0]
   clean = _ce(logits_fn(params, xc)[0], yc)
-  return (b * noisy + m * clean.astype(noisy.dtype)) / (b + m), aux
+  return (b * noisy + m * clean.astype(noisy.dtype)) / (b + m)
+
+
+def _lower_loss(logits_fn, params, lcn_apply, lcn_params, batch, clean_train_batch, key):
+  """ℓ, optionally the size-weighted mean with CE on clean training examples."""
+  noisy, aux = _corrected_loss(logits_fn, params, lcn_apply, lcn_params, batch, key)
+  return _with_clean(noisy, logits_fn, params, batch, clean_train_batch), aux
+
+
+def corrected_labels_loss(logits_fn: LogitsFn, params, corrected, batch,
+                          clean_train_batch=None):
+  r"""MLC's lower loss with the corrected labels held fixed: the loss its real step
+  descends, to differentiate at other weights (a sharpness-aware optimizer's w + ε).
+
+  .. math::
+
+    \ell(w) = rac{B\,\overline{\mathrm{softCE}}(f_w(x), \hat y)
+              + m\,\overline{\mathrm{CE}}(f_w(x_c), y_c)}{B + m}
+
+  with ŷ = ``corrected`` (:attr:`MLCResult.corrected`, under ``stop_gradient``) and the
+  clean term only with ``clean_train_batch`` (m of its examples), as :func:`mlc_step`'s
+  ℓ. At the step's w its gradient is ``MLCResult.grads_w``.
+
+  Returns:
+    ``(loss, logits_fn's third output on the noisy batch, or None)``.
+  """
+  x, _ = batch
+  out = logits_fn(params, x)
+  noisy = jnp.mean(soft_cross_entropy(out[0], jax.lax.stop_gradient(corrected)))
+  loss = _with_clean(noisy, logits_fn, params, batch, clean_train_batch)
+  return loss, (out[2] if len(out) > 2 else None)
 
 
 def _clean_loss(logits_fn, params, clean_batch):

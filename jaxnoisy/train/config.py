@@ -15,6 +15,7 @@ from jaxnoisy.data.augment import PADDING_MODES
 from jaxnoisy.dataset_info import DATASET_INFO, REAL_NOISE_DATASETS
 from jaxnoisy.models import COMPUTE_DTYPES, MODELS
 from jaxnoisy.noise import parse_noise_spec
+from jaxnoisy.train import ascent as ascent_lib
 from jaxnoisy.train import hparams as hparams_lib
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.methods import METHODS
@@ -125,6 +126,9 @@ class TrainConfig:
     if rest:
       if new.hparams is None:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {new.method!r}")
+      if "ascent" in rest and "ascent" not in hparams_lib.names(new.hparams):
+        if not ascent_lib.is_none(rest.pop("ascent")):
+          raise ValueError(ascent_lib.refusal(new.method, METHODS[new.method].no_ascent))
       record = hparams_lib.set_values(new.hparams, rest)
       new = dataclasses.replace(new, hparams=record)
     return new
@@ -191,7 +195,7 @@ class TrainConfig:
     if self.per_device_ascent and not registration.per_device_ascent:
       raise ValueError(f"per_device_ascent applies to the SAM-family methods "
                        f"({', '.join(k for k, r in METHODS.items() if r.per_device_ascent)}"
-                       f"), not {self.method!r}")
+                       f"), not {self.method!r} (its --ascent is global)")
     if self.per_device_ascent and (self.seeds > 1 or self.sweep):
       raise ValueError("per_device_ascent must be off when training replicas "
                        f"(seeds={self.seeds}, sweep={self.sweep!r})")

@@ -16,6 +16,7 @@ import optax
 
 from jaxnoisy.meta import correction
 from jaxnoisy.meta.amsgrad import torch_amsgrad
+from jaxnoisy.train.ascent import AscentHparams
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, Registration, RunContext,
                                       StepInputs, Stream)
@@ -39,7 +40,7 @@ class CorrectionHparams:
 
 
 @dataclasses.dataclass(frozen=True)
-class MLCHparams(CorrectionHparams):
+class MLCHparams(CorrectionHparams, AscentHparams):
   """MLC (Zheng et al., AAAI 2021; code microsoft/MLC)"""
 
   gradient_steps: int = hp(1, "K: the LCN steps every K real steps on discounted, "
@@ -113,8 +114,10 @@ def _halves(inp: StepInputs):
 def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
                        gradient_steps: int = 1, epoch_metrics=_corrected_accuracy) -> Method:
   """An MLC-family method around ``step_fn(inp, lcn_apply, state, key) -> (result,
-  metrics)``: updates the LCN (every ``gradient_steps`` steps on accumulated
-  hypergradients when more than 1, MLC's K), records the corrected labels."""
+  metrics, loss_fn)``: updates the LCN (every ``gradient_steps`` steps on accumulated
+  hypergradients when more than 1, MLC's K), records the corrected labels. ``loss_fn``
+  is the loss the real step descends (``Gradients.loss_fn``), None where the real step
+  is not the gradient of one loss."""
   spec = ctx.spec
   lcn_apply, lcn_params = correction.lcn_init(
       spec.num_classes, spec.feature_dim, seed=ctx.run.seed, embed_dim=r.lcn_embed_dim,
@@ -139,7 +142,7 @@ def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
         if r.lcn_variant == "ebomlc" else None
     # inp.apply returns (logits, features, batch statistics): the step hands back the
     # statistics of its forward pass of the noisy batch as res.model_state.
-    res, metrics = step_fn(inp, lcn_apply, st, key)
+    res, metrics, loss_fn = step_fn(inp, lcn_apply, st, key)
     updates, lcn_opt = meta_tx.update(res.grads_phi, st["lcn_opt"], st["lcn"])
     lcn = optax.apply_updates(st["lcn"], updates)
     state = {**st, "lcn": lcn, "lcn_opt": lcn_opt,
@@ -155,7 +158,7 @@ def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
       metrics = dict(metrics)
       state["beta"] = st["beta"].at[inp.step % spec.steps_per_epoch].set(metrics.pop("beta"))
     return Gradients(res.loss, res.grads_w, res.model_state, state, metrics,
-                     step_from=getattr(res, "params", None))
+                     loss_fn=loss_fn, step_from=getattr(res, "params", None))
 
   return Method(optax.identity(), gradients, init, epoch_metrics=epoch_metrics)
 
@@ -169,7 +172,10 @@ def _mlc(r: MLCHparams, ctx: RunContext) -> Method:
                               meta, clean_train_batch=train,
                               accumulated_grads_phi=st.get("lcn_accum"), key=key,
                               **_optimizer(ctx, inp))
-    return res, {"clean_loss": res.clean_loss}
+    # ℓ with this step's corrected labels held fixed (an ascent's gradient at w + ε).
+    loss_fn = lambda p: correction.corrected_labels_loss(inp.apply, p, res.corrected,
+                                                         (inp.x, inp.y), train)
+    return res, {"clean_loss": res.clean_loss}, loss_fn
 
   return _correction_method(r, ctx, step, gradient_steps=r.gradient_steps)
 
@@ -181,7 +187,7 @@ def _bome_mlc(r: BOMEMLCHparams, ctx: RunContext) -> Method:
                                    (inp.x, inp.y), meta, clean_train_batch=train,
                                    inner_steps=r.inner_steps, u=r.u, key=key,
                                    **_optimizer(ctx, inp))
-    return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}
+    return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}, None
 
   return _correction_method(r, ctx, step)
 
@@ -194,16 +200,24 @@ def _ebomlc(r: EBOMLCHparams, ctx: RunContext) -> Method:
         sign=r.sign, mixture=r.mixture, delta_update=r.delta_update, key=key,
         **_optimizer(ctx, inp))
     # The optimizer steps from w₁ (res.params), as the authors' step_ebomlc.
-    return res, {"beta": res.beta, "upper_loss": res.upper_loss}
+    return res, {"beta": res.beta, "upper_loss": res.upper_loss}, None
 
   return _correction_method(r, ctx, step, epoch_metrics=_beta_metrics)
 
+
+# Why BOME-MLC and EBOMLC take no --ascent (jaxnoisy.train.ascent): a sharpness-aware
+# optimizer differentiates one loss at w + ε, and their real steps are no loss's gradient.
+_NO_ASCENT = ("its real step ({}) is not the gradient of one loss, so no loss can be "
+              "differentiated at the perturbed weights")
 
 METHODS: dict[str, Registration] = {
     "mlc": Registration(MLCHparams, _mlc, "MLC (Zheng et al. 2021)", needs_clean=True),
     "bome_mlc": Registration(BOMEMLCHparams, _bome_mlc,
                              "BOME applied to MLC (the naive first-order extension)",
-                             needs_clean=True),
+                             needs_clean=True,
+                             no_ascent=_NO_ASCENT.format("∇f + λΔ_w, λ from T inner "
+                                                         "steps")),
     "ebomlc": Registration(EBOMLCHparams, _ebomlc, "EBOMLC (Nguyen and Ta)",
-                           needs_clean=True),
+                           needs_clean=True,
+                           no_ascent=_NO_ASCENT.format("βΔ_w + d_f, from w₁")),
 }

@@ -141,10 +141,12 @@ def set_value(record, name: str, value):
 
 
 def set_values(record, changes: dict):
-  """:func:`set_value` for each of ``changes``; a nested record chosen by name first,
-  so that the other names set its fields."""
-  selectors = {f.name for f, _ in _nested(record)}
-  for name in sorted(changes, key=lambda n: n not in selectors):
+  """:func:`set_value` for each of ``changes``; the nested records chosen by name first
+  (outer before inner: a method's ``ascent``, then SANER's ``base``), so that the other
+  names set their fields."""
+  selectors = [f.name for f in declarations(type(record)) if f.metadata.get("records")]
+  order = lambda n: selectors.index(n) if n in selectors else len(selectors)
+  for name in sorted(changes, key=order):
     record = set_value(record, name, changes[name])
   return record
 

@@ -208,6 +208,8 @@ class Registration(NamedTuple):
     needs_clean: the method learns from the clean subset (requires ``clean_size > 0``).
     per_device_ascent: the transform can form its ascent from each device's own
       gradient (``--per-device-ascent``).
+    no_ascent: why the method takes no ``--ascent`` (its record has no ``ascent`` field:
+      :class:`jaxnoisy.train.ascent.AscentHparams`); said in the one-line error.
   """
 
   hparams: type
@@ -215,3 +217,4 @@ class Registration(NamedTuple):
   description: str
   needs_clean: bool = False
   per_device_ascent: bool = False
+  no_ascent: str = ""

@@ -13,7 +13,7 @@ import dataclasses
 
 import optax
 
-from jaxnoisy.train import correction_methods, reweight_methods, sam_methods
+from jaxnoisy.train import ascent, correction_methods, reweight_methods, sam_methods
 from jaxnoisy.train.interface import (Method, ModelSpec, Registration, RunContext,
                                       plain_gradients)
 
@@ -26,7 +26,9 @@ class SGDHparams:
 #: Every method the trainer runs, by its ``--method`` name.
 METHODS: dict[str, Registration] = {
     "sgd": Registration(SGDHparams, lambda r, ctx: Method(optax.identity(), plain_gradients),
-                        "plain SGD with momentum"),
+                        "plain SGD with momentum",
+                        no_ascent="plain SGD under an ascent is that ascent's method "
+                        "(--method sam, saner, ...)"),
     **sam_methods.METHODS,
     **reweight_methods.METHODS,
     **correction_methods.METHODS,
@@ -48,5 +50,8 @@ def register(name: str, registration: Registration) -> None:
 
 def build(config, spec: ModelSpec, axis_name=None) -> Method:
   """The :class:`~jaxnoisy.train.interface.Method` of ``config``'s method: its factory
-  applied to ``config.hparams`` and this run's context."""
-  return METHODS[config.method].build(config.hparams, RunContext(config, spec, axis_name))
+  applied to ``config.hparams`` and this run's context, its real step taken by the
+  record's ``ascent`` where it has one (:mod:`jaxnoisy.train.ascent`)."""
+  ctx = RunContext(config, spec, axis_name)
+  method = METHODS[config.method].build(config.hparams, ctx)
+  return ascent.over_ascent(method, config.hparams, ctx, config.method)

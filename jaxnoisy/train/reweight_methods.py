@@ -33,18 +33,19 @@ import jax.numpy as jnp
 import optax
 
 from jaxnoisy.meta import fbr, reweight
+from jaxnoisy.train.ascent import AscentHparams
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, Phase, PhaseEnd, Registration,
                                       RunContext, StepInputs, plain_gradients)
 
 
 @dataclasses.dataclass(frozen=True)
-class L2RWHparams:
+class L2RWHparams(AscentHparams):
   """L2RW (Ren et al. 2018): no hyper-parameters of its own"""
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaReweightHparams:
+class MetaReweightHparams(AscentHparams):
   """Persistent meta-reweighting (Zhang et al., arXiv 2510.12209)"""
 
   weight_lr: float = hp(100.0, "the weights' step size α (mean-loss convention)", low=0.0,
@@ -52,12 +53,12 @@ class MetaReweightHparams:
 
 
 @dataclasses.dataclass(frozen=True)
-class MWNetHparams:
+class MWNetHparams(AscentHparams):
   """Meta-Weight-Net (Shu et al. 2019): no hyper-parameters of its own"""
 
 
 @dataclasses.dataclass(frozen=True)
-class FBRHparams:
+class FBRHparams(AscentHparams):
   """FBR (Zhang et al., arXiv 2510.12209; code yiz134/Feature_based_reweight)"""
 
   clean_epochs: int = hp(30, "passes over the clean subset before each epoch's noisy "
@@ -82,6 +83,14 @@ def _per_example_loss(inp: StepInputs):
   return reweight.cross_entropy_loss_fn(lambda p, x: inp.apply(p, x)[0])
 
 
+def _losses(inp: StepInputs):
+  """``params -> (per-example CE on the noisy batch (B,), batch statistics)``."""
+  def forward(p):
+    logits, _, model_state = inp.apply(p, inp.x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, inp.y), model_state
+  return forward
+
+
 def linearize_batch(inp: StepInputs):
   """The one forward pass of the noisy batch that every reweighting method shares.
 
@@ -89,13 +98,23 @@ def linearize_batch(inp: StepInputs):
   (:class:`reweight.Linearized`: the virtual step, the meta-gradient and the real
   step's gradient are all taken from it) and the batch statistics of this pass.
   """
-  def forward(p):
-    logits, _, model_state = inp.apply(p, inp.x)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, inp.y)
-    return losses, model_state
-
-  losses, vjp_fn, model_state = jax.vjp(forward, inp.params, has_aux=True)
+  losses, vjp_fn, model_state = jax.vjp(_losses(inp), inp.params, has_aux=True)
   return reweight.Linearized(losses, vjp_fn), model_state
+
+
+def weighted_step(inp: StepInputs, lin, model_state, w, method_state,
+                  metrics=None) -> Gradients:
+  """The real step on :math:`\\frac{1}{B}\\sum_i w_i \\mathrm{CE}_i` from the shared
+  forward pass, with its loss as ``loss_fn`` (w held fixed) for an ascent's gradient at
+  the perturbed weights."""
+  loss, grads = reweight.weighted_gradient(lin, w)
+  w = jax.lax.stop_gradient(w)
+
+  def loss_fn(p):
+    losses, state = _losses(inp)(p)
+    return reweight.weighted_loss(losses, w), state
+
+  return Gradients(loss, grads, model_state, method_state, metrics or {}, loss_fn=loss_fn)
 
 
 def record_weights(state: dict, index, weights) -> dict:
@@ -135,8 +154,8 @@ def _l2rw(r: L2RWHparams, ctx: RunContext) -> Method:
                               (inp.clean_x, inp.clean_y), linearized=lin)
     # Σ w_i l_i with Σ w_i = 1 is the mean convention's loss at weights B·w.
     w = w * w.shape[0]
-    loss, grads = reweight.weighted_gradient(lin, w)
-    return Gradients(loss, grads, model_state, record_weights(inp.method_state, inp.index, w))
+    return weighted_step(inp, lin, model_state, w,
+                         record_weights(inp.method_state, inp.index, w))
 
   return Method(optax.identity(), gradients, _weights_state(ctx.spec.num_train, 1.0),
                 epoch_metrics=weight_metrics())
@@ -151,9 +170,9 @@ def _meta_reweight(r: MetaReweightHparams, ctx: RunContext) -> Method:
         _per_example_loss(inp), inp.params, inp.method_state["weights"][inp.index],
         (inp.x, inp.y), (inp.clean_x, inp.clean_y), inner_lr=inp.learning_rate,
         weight_lr=r.weight_lr, linearized=lin)
-    loss, grads = reweight.weighted_gradient(lin, result.weights)
     state = record_weights(inp.method_state, inp.index, result.weights)
-    return Gradients(loss, grads, model_state, state, {"clean_loss": result.clean_loss})
+    return weighted_step(inp, lin, model_state, result.weights, state,
+                         {"clean_loss": result.clean_loss})
 
   return Method(optax.identity(), gradients, _weights_state(ctx.spec.num_train, 1.0),
                 epoch_metrics=weight_metrics())
@@ -181,9 +200,8 @@ def _mwnet(r: MWNetHparams, ctx: RunContext) -> Method:
     updates, mw_opt = _MWNET_TX.update(mw_grads, st["mw_opt"], st["mw"])
     mw = optax.apply_updates(st["mw"], updates)
     w = reweight.mwnet_weights(mw, lin.losses)
-    loss, grads = reweight.weighted_gradient(lin, w)
     state = {**record_weights(st, inp.index, w), "mw": mw, "mw_opt": mw_opt}
-    return Gradients(loss, grads, model_state, state, {"clean_loss": clean_loss})
+    return weighted_step(inp, lin, model_state, w, state, {"clean_loss": clean_loss})
 
   # The authors' loader restarts its clean batches every epoch (iter() per epoch).
   return Method(optax.identity(), gradients, init, epoch_metrics=weight_metrics(),
@@ -217,9 +235,8 @@ def _fbr(r: FBRHparams, ctx: RunContext) -> Method:
         fbr.fbr_persistent_weights(stored, scores, r.step_size)
     w = jnp.where(reweighting, fresh, stored)
     lin, model_state = linearize_batch(inp)
-    loss, grads = reweight.weighted_gradient(lin, w)
-    return Gradients(loss, grads, model_state,
-                     {**record_weights(st, inp.index, w), "alpha0": alpha0})
+    return weighted_step(inp, lin, model_state, w,
+                         {**record_weights(st, inp.index, w), "alpha0": alpha0})
 
   def finish(end: PhaseEnd):
     """The clean subset's features in eval mode, after the epoch's clean passes."""

@@ -1,0 +1,65 @@
+"""Noisy-label methods over a sharpness-aware optimizer, beside both parents, on
+Fashion-MNIST (issue 27: any noisy-label method over any SAM-like optimizer).
+
+Trains ``experiments/configs/fashion_mnist.py:ARM`` for every arm (``M_over_A``: method
+M with its real step taken by the table's arm A, ``--ascent``; or a parent M or A on its
+own), noise setting and seed not finished yet (each run resumes from its own
+checkpoint), then writes ``experiments/results/ASCENTS.md`` with each combination's gain
+over both parents and one plot of test accuracy and memorization per noise setting. The
+table's protocol and settings. EBOMLC and BOME-MLC take no ascent (their real step is
+not the gradient of one loss).
+
+Usage:
+  python experiments/ascents.py [--arms fbr,mlc,saner,fbr_over_saner,mlc_over_saner] \\
+      [--noise symmetric:0.4,symmetric:0.6,instance:0.4] [--seeds 0,1,2] \\
+      [--runs runs/ascents] [--report-only]
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries)
+
+METHODS = ["l2rw", "meta_reweight", "mwnet", "fbr", "mlc"]
+ASCENTS = ["sam", "saner"]
+ARMS = [*METHODS, *ASCENTS] + [f"{m}_over_{a}" for m in METHODS for a in ASCENTS]
+DEFAULT_ARMS = ["fbr", "mlc", "saner", "fbr_over_saner", "mlc_over_saner"]
+NOISE = ["symmetric:0.4", "symmetric:0.6", "instance:0.4"]
+
+
+def parents(arm: str) -> list:
+  """``fbr_over_saner`` → ``["fbr", "saner"]``; a parent has none."""
+  return arm.split("_over_") if "_over_" in arm else []
+
+
+def report(root, arms, noises, seeds, out_path):
+  def deltas(arm, runs, means):
+    return " | ".join(f"{means[arm] - means[p]:+.2f}" if p in means else "—"
+                      for p in parents(arm) or ["", ""])
+  arms = sorted(arms, key=lambda arm: bool(parents(arm)))  # the parents' means first
+  table.arm_report(
+      root, arms, noises, seeds, out_path, script="ascents.py",
+      title="Noisy-label methods over sharpness-aware optimizers on Fashion-MNIST",
+      about="`M_over_A` is method M with its real step taken by A (`--ascent A`, A's "
+            "table settings), on M's loss with its weights or corrected labels held "
+            "fixed; Δ is the gain in the mean last-epoch accuracy over each parent.",
+      columns=["Δ vs method", "Δ vs ascent"], cells=deltas, prefix="ascents",
+      style=arm_style)
+
+
+def arm_style(arm) -> dict:
+  """A colour per method (the ascents alone: their own), solid when combined."""
+  method = parents(arm)[0] if parents(arm) else arm
+  return {"color": f"C{(METHODS + ASCENTS).index(method)}",
+          "linestyle": "-" if parents(arm) else ":"}
+
+
+def main() -> int:
+  return table.arm_main(__doc__, arms=ARMS, default_arms=DEFAULT_ARMS, noises=NOISE,
+                        runs="runs/ascents", results="experiments/results/ASCENTS.md",
+                        report_fn=report)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
