@@ -223,22 +223,20 @@ def _ncsam(r: NCSAMHparams, ctx: RunContext) -> Method:
                 warmup_epochs=round(r.warmup_fraction * ctx.run.epochs))
 
 
-# Why a SAM-family method takes no --ascent (jaxnoisy.train.ascent).
-_IS_ASCENT = "it is a sharpness-aware optimizer itself (SANER's --base composes them)"
+def _sharpness_aware(hparams: type, build, description: str) -> Registration:
+  """A SAM-family entry: its ascent may be per device; it takes no ``--ascent``
+  (:mod:`jaxnoisy.train.ascent`), being one itself."""
+  return Registration(hparams, build, description, per_device_ascent=True,
+                      no_ascent="it is a sharpness-aware optimizer itself (SANER's --base "
+                      "composes them)")
+
 
 METHODS: dict[str, Registration] = {
-    "sam": Registration(SAMHparams, _sam_family, "SAM (Foret et al. 2021)",
-                        per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "asam": Registration(ASAMHparams, _sam_family, "ASAM (Kwon et al. 2021)",
-                         per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "gsam": Registration(GSAMHparams, _sam_family, "GSAM (Zhuang et al. 2022)",
-                         per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "fsam": Registration(FSAMHparams, _sam_family, "F-SAM (Li et al. 2024)",
-                         per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "vasso": Registration(VaSSOHparams, _sam_family, "VaSSO (Li and Giannakis 2023)",
-                          per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "saner": Registration(SANERHparams, _saner, "SANER (Luong et al.) over --base",
-                          per_device_ascent=True, no_ascent=_IS_ASCENT),
-    "ncsam": Registration(NCSAMHparams, _ncsam, "NCSAM (Xu et al.)",
-                          per_device_ascent=True, no_ascent=_IS_ASCENT),
+    "sam": _sharpness_aware(SAMHparams, _sam_family, "SAM (Foret et al. 2021)"),
+    "asam": _sharpness_aware(ASAMHparams, _sam_family, "ASAM (Kwon et al. 2021)"),
+    "gsam": _sharpness_aware(GSAMHparams, _sam_family, "GSAM (Zhuang et al. 2022)"),
+    "fsam": _sharpness_aware(FSAMHparams, _sam_family, "F-SAM (Li et al. 2024)"),
+    "vasso": _sharpness_aware(VaSSOHparams, _sam_family, "VaSSO (Li and Giannakis 2023)"),
+    "saner": _sharpness_aware(SANERHparams, _saner, "SANER (Luong et al.) over --base"),
+    "ncsam": _sharpness_aware(NCSAMHparams, _ncsam, "NCSAM (Xu et al.)"),
 }
