@@ -121,9 +121,11 @@ def over_ascent(method: Method, record, ctx: RunContext, name: str) -> Method:
 
   phase = method.phase
   if phase is not None:  # plain SGD in the phase (see the module's decisions)
-    phase_gradients = phase.gradients
-    phase = phase._replace(gradients=lambda inp: (lambda out: out._replace(
-        extra_args={**out.extra_args, "ascend": False}))(phase_gradients(inp)))
+    def phase_gradients(inp: StepInputs, inner=phase.gradients) -> Gradients:
+      out = inner(inp)
+      return out._replace(extra_args={**out.extra_args, "ascend": False})
+
+    phase = phase._replace(gradients=phase_gradients)
   metrics = [m for m in (method.state_metrics, ascent.state_metrics) if m is not None]
   return method._replace(
       transform=optax.chain(skipped_in_phase(ascent.transform), method.transform),
