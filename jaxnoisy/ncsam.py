@@ -266,6 +266,12 @@ def _subset_noise_grads(subset_logits_fn, params, index, targets, classes, label
 COMPENSATIONS = ("paper", "rho")
 
 
+def _check_compensation(compensation: str) -> None:
+  if compensation not in COMPENSATIONS:
+    raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, "
+                     f"got {compensation!r}")
+
+
 def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12,
                        compensation: str = "paper"):
   r"""NCSAM's ascent step: SAM's ε plus s·g*, projected onto the ρ-ball.
@@ -312,17 +318,14 @@ def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12,
   References:
     Xu, Deng, Pang, Noise-Compensated Sharpness-Aware Minimization, arXiv 2601.19947.
   """
-  if compensation not in COMPENSATIONS:
-    raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, "
-                     f"got {compensation!r}")
+  _check_compensation(compensation)
   dtype = accumulation_dtype(grads, noise_grads)
   sam_eps = cast(sam_perturbation(grads, rho, eps=eps), dtype)
   s = jnp.asarray(strength).astype(dtype)
-  if compensation == "rho":
-    noise_grads = cast(sam_perturbation(noise_grads, rho, eps=eps), dtype)
-  v = axpy(s, noise_grads, sam_eps)
-  compensation = jnp.abs(s) * global_norm(noise_grads)
-  factor = jnp.where(compensation > 0,
+  c = noise_grads if compensation == "paper" else \
+      cast(sam_perturbation(noise_grads, rho, eps=eps), dtype)
+  v = axpy(s, c, sam_eps)
+  factor = jnp.where(jnp.abs(s) * global_norm(c) > 0,
                      jnp.minimum(1.0, rho / (scaled_norm(v) + eps)), 1.0)
   return jax.tree.map(lambda x, g: (factor * x).astype(g.dtype), v, grads)
 
@@ -391,9 +394,7 @@ def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
   check_range("rho", rho, low=0.0, low_open=True)
   check_range("kappa", kappa, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
-  if compensation not in COMPENSATIONS:
-    raise ValueError(f"compensation must be one of {', '.join(COMPENSATIONS)}, "
-                     f"got {compensation!r}")
+  _check_compensation(compensation)
 
   def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
                 noise_grads=None, progress=None, **extra_args):
