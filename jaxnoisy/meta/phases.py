@@ -70,8 +70,8 @@ import jax.numpy as jnp
 
 from jaxnoisy import tree as tree_lib
 from jaxnoisy._validate import check_range
-from jaxnoisy.meta.reweight import (LossFn, meta_reweight_step, surrogate_agreement,
-                                    weight_auc, weight_diagnostics)
+from jaxnoisy.meta.reweight import (LossFn, linearize, meta_reweight_step,
+                                    surrogate_agreement, weight_auc, weight_diagnostics)
 
 
 def _float(x):
@@ -272,14 +272,17 @@ def phase_diagnostics(loss_fn: LossFn, params, weights, batch, corrupted, clean_
   check_range("param_scale", param_scale, low=0.0)
   loss, clean_grad = clean_loss_and_gradient(loss_fn, params, clean_batch)
   a = coupling(loss_fn, params, batch, clean_grad)
-  meta = lambda p, clean: meta_reweight_step(loss_fn, p, weights, batch, clean,
-                                             inner_lr=inner_lr, weight_lr=0.0).meta_grad
-  g = meta(params, clean_batch)
+  # θ's forward pass of the batch (and its VJP) serves both meta-gradients at θ.
+  lin = linearize(loss_fn, params, batch)
+  meta = lambda p, clean, lin=None: meta_reweight_step(
+      loss_fn, p, weights, batch, clean, inner_lr=inner_lr, weight_lr=0.0,
+      linearized=lin).meta_grad
+  g = meta(params, clean_batch, lin)
   out = {"clean_loss": loss, "clean_grad_norm": tree_lib.global_norm(clean_grad),
          **{f"coupling_{k}": v for k, v in score_summary(a, corrupted).items()},
          **{f"meta_{k}": v for k, v in score_summary(-g, corrupted).items()},
          "coupling_meta_correlation": surrogate_agreement(a, g)["correlation"],
          "flip_params": sign_flip_share(g, meta(perturb_params(params, key, param_scale),
                                                 clean_batch)),
-         "flip_clean": sign_flip_share(g, meta(params, alt_clean_batch))}
+         "flip_clean": sign_flip_share(g, meta(params, alt_clean_batch, lin))}
   return out

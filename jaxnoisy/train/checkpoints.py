@@ -43,9 +43,9 @@ def save(mngr: ocp.CheckpointManager, state, elapsed_seconds: float, step: int,
   :class:`rundir.WriteFailed` in one line. Orbax writes into a temporary directory and
   removes old checkpoints only after a save completes, so the previous ones stay.
   """
-  host_state = to_host(state)
-  if step in mngr.all_steps():
+  if step in mngr.all_steps():  # before the copy to host: a no-op costs nothing
     return
+  host_state = to_host(state)
   previous = mngr.latest_step()
   try:
     mngr.save(step, args=ocp.args.Composite(

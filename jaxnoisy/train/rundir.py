@@ -103,3 +103,13 @@ def unwritable(what: str, path: str, error: BaseException, last_checkpoint) -> W
           else "no checkpoint was written yet")
   return WriteFailed(f"could not write {what} to {path} ({reason}); {kept}: free space "
                      "or restore write access, then rerun with --resume")
+
+
+@contextlib.contextmanager
+def writing(what: str, path: str, last_checkpoint):
+  """Turns an ``OSError`` raised in the block into :func:`unwritable`'s one line;
+  ``last_checkpoint()`` is asked only then."""
+  try:
+    yield
+  except OSError as e:
+    raise unwritable(what, path, e, last_checkpoint()) from None

@@ -686,11 +686,9 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
   manager = checkpoints.manager(os.path.join(out_dir, "checkpoints"))
 
   def write(path, text):
-    try:
+    with rundir.writing(os.path.basename(path), os.path.dirname(path) or ".",
+                        manager.latest_step):
       write_atomic(path, text)
-    except OSError as e:
-      raise rundir.unwritable(os.path.basename(path), os.path.dirname(path) or ".", e,
-                              manager.latest_step()) from None
 
   def result(state, rows, summaries, summary):
     reps = [{"label": label, "summary": s, "metrics": rw,
@@ -737,18 +735,13 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
     bar = progress
   tb = None
   if config.tensorboard and primary:
-    try:
+    with rundir.writing("TensorBoard events", os.path.join(out_dir, "tb"),
+                        manager.latest_step):
       tb = TensorBoard(out_dir, labels, steps_done(state))
-    except OSError as e:
-      raise rundir.unwritable("TensorBoard events", os.path.join(out_dir, "tb"), e,
-                              manager.latest_step()) from None
 
   def log(r, step, values, prefix):
-    try:
+    with rundir.writing("TensorBoard events", tb.dirs[r], manager.latest_step):
       tb.scalars(r, step, values, prefix)
-    except OSError as e:
-      raise rundir.unwritable("TensorBoard events", tb.dirs[r], e,
-                              manager.latest_step()) from None
 
   on_step = None
   if config.tensorboard and config.log_every:
