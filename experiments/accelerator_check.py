@@ -152,34 +152,20 @@ def finish_tests(proc, junit: str, timeout: float) -> dict:
 
 
 # --- the trainer's steps -----------------------------------------------------------------
-def random_data(shape, n: int, clean: int, seed: int = 0):
-  import numpy as np
-
-  from jaxnoisy.train.trainer import NoisyData
-  rng = np.random.default_rng(seed)
-  images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
-  labels = rng.integers(0, 10, n, dtype=np.int32)
-  c = shape[-1]
-  return NoisyData(
-      train_images=images, train_labels=labels, train_true=labels,
-      train_corrupted=np.zeros(n, bool), heldout_images=images[:0],
-      heldout_labels=labels[:0], clean_images=images[:clean], clean_labels=labels[:clean],
-      test_images=images[:0], test_labels=labels[:0], num_classes=10, mean=(0.5,) * c,
-      std=(0.25,) * c, noise_summary={})
-
-
 class CompiledStep:
   """One method's trainer step, lowered and compiled ahead of time."""
 
   def __init__(self, method: str, model: str, shape, batch: int, dtype: str):
     import numpy as np
 
-    from bench_steps import step_config
+    from bench_steps import random_data, step_config
     from jaxnoisy.train.trainer import Trainer
     self.name = self.label(method, model, shape, batch, dtype)
     config = step_config(method, model=model, batch_size=batch, compute_dtype=dtype,
                          tensorboard=False, augment=shape[-1] == 3)
-    self.trainer = t = Trainer(config, random_data(shape, 4 * batch, 256))
+    c = shape[-1]
+    data = random_data(shape, 4 * batch, 256, mean=(0.5,) * c, std=(0.25,) * c)
+    self.trainer = t = Trainer(config, data)
     self.state = t.initial_state
     self.batch = next(iter(t.batches(0, 0, 1)))
     self.args = lambda state: (state, t.train_data, *self.batch, t.step_key,

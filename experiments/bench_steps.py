@@ -49,6 +49,23 @@ VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
 
 
+def random_data(shape, n: int, clean: int, *, mean, std, seed: int = 0):
+  """``n`` seeded random uint8 images of ``shape`` with random labels (the first
+  ``clean`` also the clean subset), as the trainer's ``NoisyData``; nothing held out."""
+  import numpy as np
+
+  from jaxnoisy.train.trainer import NoisyData
+  rng = np.random.default_rng(seed)
+  images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+  labels = rng.integers(0, 10, n, dtype=np.int32)
+  return NoisyData(
+      train_images=images, train_labels=labels, train_true=labels,
+      train_corrupted=np.zeros(n, bool), heldout_images=images[:0],
+      heldout_labels=labels[:0], clean_images=images[:clean], clean_labels=labels[:clean],
+      test_images=images[:0], test_labels=labels[:0], num_classes=10, mean=mean, std=std,
+      noise_summary={})
+
+
 def step_config(method: str, **run):
   """The config of a timed step: one epoch, no held-out set, the run's ``run`` fields,
   and ρ = 0.1 and NCSAM's and SANER's warm-up fraction 0 where the method has them
@@ -89,7 +106,7 @@ def main() -> int:
 
   from jaxnoisy.train import step as step_lib
   from jaxnoisy.train.methods import METHODS
-  from jaxnoisy.train.trainer import NoisyData, Trainer
+  from jaxnoisy.train.trainer import Trainer
 
   names = args.methods.split(",") if args.methods else list(METHODS)
   unknown = [n for n in names if n not in METHODS]
@@ -99,15 +116,7 @@ def main() -> int:
     names = ["sgd"] + names
   names += [v for v, (method, _) in VARIANTS.items() if method in names]
 
-  n = 4096
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
-  labels = rng.integers(0, 10, n, dtype=np.int32)
-  data = NoisyData(
-      train_images=images, train_labels=labels, train_true=labels,
-      train_corrupted=np.zeros(n, bool), heldout_images=images[:0], heldout_labels=labels[:0],
-      clean_images=images[:256], clean_labels=labels[:256], test_images=images[:0],
-      test_labels=labels[:0], num_classes=10, mean=(0.286,), std=(0.353,), noise_summary={})
+  data = random_data((28, 28, 1), 4096, 256, mean=(0.286,), std=(0.353,))
 
   clean_batch = {"clean_batch_size": args.clean_batch_size} if args.clean_batch_size else {}
   trainers, states, batches = {}, {}, {}
