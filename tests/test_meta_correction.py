@@ -257,7 +257,7 @@ def test_mlc_chain_with_torch_amsgrad_over_three_steps():
   AMSGrad in NumPy, w by SGD with momentum in NumPy."""
   from jaxnoisy.train import correction_methods, step as step_lib
   from jaxnoisy.train.config import TrainConfig
-  from test_amsgrad import torch_rule
+  from test_amsgrad import run, torch_rule
 
   lr, meta_lr, m = 0.3, 0.05, 4
   config = TrainConfig(method="mlc", momentum=MU, weight_decay=WD).replace(meta_lr=meta_lr)
@@ -304,10 +304,14 @@ def test_mlc_chain_with_torch_amsgrad_over_three_steps():
         at += n
       rf = jax.tree.unflatten(jax.tree.structure(rf),
                               [a + u for a, u in zip(jax.tree.leaves(rf), leaves)])
+    # optax.amsgrad's three steps on the same hypergradients (its max is of the
+    # bias-corrected moment): what the chain must tell apart from torch's rule.
+    optax_moved = np.sum(run(optax.amsgrad(meta_lr), hyper), axis=0)
   np.testing.assert_allclose(_flat(f), _flat(rf), rtol=1e-12, atol=1e-14)
   np.testing.assert_allclose(_flat(w), _flat(rw), rtol=1e-12, atol=1e-14)
   # optax.amsgrad would have left φ visibly elsewhere after three steps.
   assert np.max(np.abs(_flat(rf) - _flat(phi))) > 1e-3
+  assert np.max(np.abs(_flat(rf) - _flat(phi) - optax_moved)) > 1e-3
 
 
 # --- BOME and EBOMLC coefficients -----------------------------------------------------
