@@ -330,6 +330,32 @@ def ncsam_perturbation(grads, noise_grads, rho, strength, eps: float = 1e-12,
   return jax.tree.map(lambda x, g: (factor * x).astype(g.dtype), v, grads)
 
 
+def ncsam_cosine(grad_norm, noise_norm, inner, rho, strength, compensation: str = "paper",
+                 eps: float = 1e-12):
+  r"""cos(ε, ε_SAM) of :func:`ncsam_perturbation` from three scalars of g and g*.
+
+  .. math::
+
+    a = \frac{\rho}{\lVert g \rVert + \epsilon}, \quad
+    \cos(\varepsilon, g) = \frac{a\lVert g \rVert^2 + s\langle c, g \rangle}
+    {\lVert g \rVert \sqrt{a^2\lVert g \rVert^2 + 2as\langle c, g \rangle
+    + s^2\lVert c \rVert^2}}
+
+  (the projection only rescales v, so it cancels), with ⟨c, g⟩ = ⟨g*, g⟩ and ‖c‖ = ‖g*‖
+  for ``"paper"``, or both scaled by ρ/(‖g*‖ + ϵ) for ``"rho"``. From ‖g‖, ‖g*‖ and
+  ⟨g*, g⟩ (``inner``) alone: a logged diagnostic that adds no pass over the parameters
+  beside the step's own ε. 0 when g = 0.
+  """
+  _check_compensation(compensation)
+  scale = 1.0 if compensation == "paper" else rho / (noise_norm + eps)
+  cg, cc = scale * inner, scale * noise_norm
+  a = rho / (grad_norm + eps)
+  num = a * grad_norm ** 2 + strength * cg
+  sq = a * a * grad_norm ** 2 + 2 * a * strength * cg + (strength * cc) ** 2
+  den = grad_norm * jnp.sqrt(jnp.maximum(sq, 0.0))
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
 def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
           axis_name: Optional[str] = None, has_aux: bool = False,
           compensation: str = "paper") -> optax.GradientTransformationExtraArgs:

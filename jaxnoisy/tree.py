@@ -73,13 +73,6 @@ def vdot(a, b) -> jax.Array:
               for x, y in pairs), jnp.zeros((), dtype))
 
 
-def cosine(a, b) -> jax.Array:
-  r""":math:`\langle a, b \rangle / (\lVert a \rVert \lVert b \rVert)` of two pytrees of the
-  same structure; 0 when either is zero."""
-  norms = global_norm(a) * global_norm(b)
-  return jnp.where(norms > 0, vdot(a, b) / jnp.where(norms > 0, norms, 1), 0)
-
-
 def axpy(alpha, x, y):
   r""":math:`\alpha x + y` leaf by leaf, in ``y``'s dtypes (α a scalar, may be traced)."""
   return jax.tree.map(lambda a, b: jnp.asarray(alpha, b.dtype) * a.astype(b.dtype) + b, x, y)

@@ -14,12 +14,12 @@ from typing import Optional
 
 import optax
 
-from jaxnoisy.ncsam import (COMPENSATIONS, ncsam, ncsam_gradients, ncsam_perturbation,
+from jaxnoisy.ncsam import (COMPENSATIONS, ncsam, ncsam_cosine, ncsam_gradients,
                              ncsam_strength)
 from jaxnoisy.sam import asam, gsam, sam
 from jaxnoisy.sam_variants import fsam, vasso
 from jaxnoisy.saner import SANER_RHO, saner
-from jaxnoisy.tree import cosine, global_norm
+from jaxnoisy.tree import global_norm, vdot
 from jaxnoisy.train.hparams import hp
 from jaxnoisy.train.interface import (Gradients, Method, Registration, RunContext,
                                       StepInputs, cross_entropy_loss, plain_gradients)
@@ -202,11 +202,11 @@ def noise_compensated_gradients(r: NCSAMHparams, ctx: RunContext):
     noise_norm = global_norm(noise_grads)
     # The compensation's length: s‖g*‖ (paper) or sρ (rho-sized), against ρ.
     compensation = s * (noise_norm if r.compensation == "paper" else r.rho)
-    # ε against SAM's ascent ρ·g/‖g‖: below 0 the compensation undoes the ascent.
-    eps = ncsam_perturbation(grads, noise_grads, r.rho, s, compensation=r.compensation)
-    metrics = {"ncsam_grad_norm": global_norm(grads), "ncsam_noise_grad_norm": noise_norm,
+    grad_norm = global_norm(grads)
+    metrics = {"ncsam_grad_norm": grad_norm, "ncsam_noise_grad_norm": noise_norm,
                "ncsam_compensation_over_rho": compensation / r.rho,
-               "ncsam_cos_eps_sam": cosine(eps, grads)}
+               "ncsam_cos_eps_sam": ncsam_cosine(grad_norm, noise_norm, vdot(grads, noise_grads),
+                                                 r.rho, s, r.compensation)}
     return Gradients(loss, grads, model_state, inp.method_state, metrics,
                      extra_args={"noise_grads": noise_grads},
                      loss_fn=cross_entropy_loss(inp.apply, inp.x, inp.y))
