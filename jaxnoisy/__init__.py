@@ -6,7 +6,7 @@ from jaxnoisy import tree
 from jaxnoisy.ncsam import (flip_targets, ncsam, ncsam_gradients, ncsam_perturbation,
                             ncsam_strength)
 from jaxnoisy.sam import (asam, gsam, gsam_direction, perturbed_gradient, sam,
-                          sam_perturbation)
+                          sam_perturbation, sharpness_aware)
 from jaxnoisy.sam_variants import (GradientEMAState, fsam, fsam_direction, gradient_ema,
                                    vasso)
 from jaxnoisy.saner import (SANERState, samwo, samwo_direction, saner, saner_down_weight,
@@ -18,7 +18,8 @@ __all__ = [
     "global_norm", "gradient_ema", "gsam", "gsam_direction", "ncsam", "ncsam_gradients",
     "ncsam_perturbation", "ncsam_strength", "perturbed_gradient", "sam",
     "sam_perturbation", "samwo", "samwo_direction", "saner", "saner_down_weight",
-    "saner_group_fractions", "saner_masks", "saner_reweight", "tree", "vasso",
+    "saner_group_fractions", "saner_masks", "saner_reweight", "sharpness_aware", "tree",
+    "vasso",
 ]
 
 from jaxnoisy.meta import (MetaReweightResult, check_clean_size, l2rw_normalize,

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxnoisy._validate import check_range
-from jaxnoisy.sam import GradFn, perturbed_gradient, sam_perturbation
+from jaxnoisy.sam import perturbed_gradient, sam_perturbation, sharpness_aware
 from jaxnoisy.tree import accumulation_dtype, axpy, cast, global_norm, scaled_norm
 
 
@@ -422,20 +422,11 @@ def ncsam(rho: float = 0.05, kappa: float = 0.1, *, eps: float = 1e-12,
   check_range("eps", eps, low=0.0, low_open=True)
   _check_compensation(compensation)
 
-  def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
-                noise_grads=None, progress=None, **extra_args):
-    del extra_args
-    if grad_fn is None or params is None:
-      raise ValueError("ncsam needs params and the extra argument grad_fn(params) -> grads")
-    if noise_grads is None:
-      raise ValueError("ncsam needs the extra argument noise_grads (g*, from ncsam_gradients)")
-    if progress is None:
-      raise ValueError("ncsam needs the extra argument progress (t in [0, 1])")
+  def step(g, state, params, grad_fn, noise_grads, progress):
     strength = ncsam_strength(progress, kappa)
-    perturbation = ncsam_perturbation(updates, noise_grads, rho, strength, eps,
-                                      compensation)
-    g_sam = perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
-                               axis_name=axis_name)
-    return jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates), state
+    perturbation = ncsam_perturbation(g, noise_grads, rho, strength, eps, compensation)
+    return perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
+                              axis_name=axis_name), state
 
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+  return sharpness_aware("ncsam", step, needs={
+      "noise_grads": "g*, from ncsam_gradients", "progress": "t in [0, 1]"})

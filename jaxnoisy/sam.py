@@ -99,6 +99,42 @@ def perturbed_gradient(grad_fn: GradFn, params, perturbation, *, has_aux: bool =
   return grads
 
 
+def sharpness_aware(name: str, step: Callable, init_fn: Callable = optax.init_empty_state,
+                    needs: dict = None) -> optax.GradientTransformationExtraArgs:
+  """The ``update`` every SAM-family transform shares, around its own ``step``.
+
+  ``step(g, state, params, grad_fn, **needed) -> (direction, state)`` is the method;
+  this checks that ``params`` and ``grad_fn`` (and each extra argument named in
+  ``needs``, ``{name: what it is}``) were given, and casts the direction to the
+  incoming gradient's dtypes (``grad_fn`` may compute in a wider type). A new
+  variant is its ``step``; e.g. SAM that ascends along the sign of the gradient:
+
+  >>> import jax, jax.numpy as jnp, jaxnoisy
+  >>> def step(g, state, params, grad_fn):
+  ...   eps = jax.tree.map(lambda x: 0.05 * jnp.sign(x), g)
+  ...   return jaxnoisy.perturbed_gradient(grad_fn, params, eps), state
+  >>> tx = jaxnoisy.sharpness_aware("sign_sam", step)
+  >>> grad_fn = jax.grad(lambda w: jnp.sum(w ** 3))
+  >>> w = jnp.array([1.0, -2.0])
+  >>> tx.update(grad_fn(w), tx.init(w), w, grad_fn=grad_fn)[0]
+  Array([ 3.3074994, 11.407501 ], dtype=float32)
+  """
+  needs = needs or {}
+
+  def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
+                **extra_args):
+    if grad_fn is None or params is None:
+      raise ValueError(f"{name} needs params and the extra argument grad_fn(params) -> grads")
+    for arg, what in needs.items():
+      if extra_args.get(arg) is None:
+        raise ValueError(f"{name} needs the extra argument {arg} ({what})")
+    direction, state = step(updates, state, params, grad_fn,
+                            **{arg: extra_args[arg] for arg in needs})
+    return jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates), state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
         eps: float = 1e-12, axis_name: Optional[str] = None,
         has_aux: bool = False) -> optax.GradientTransformationExtraArgs:
@@ -160,18 +196,13 @@ def sam(rho: float = 0.05, *, adaptive: bool = False, eta: float = 0.01,
   check_range("eta", eta, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
 
-  def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
-                **extra_args):
-    del extra_args
-    if grad_fn is None or params is None:
-      raise ValueError("sam needs params and the extra argument grad_fn(params) -> grads")
-    perturbation = sam_perturbation(updates, rho, params=params, adaptive=adaptive,
-                                    eta=eta, eps=eps)
-    g_sam = perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
-                               axis_name=axis_name)
-    return jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates), state
+  def step(g, state, params, grad_fn):
+    perturbation = sam_perturbation(g, rho, params=params, adaptive=adaptive, eta=eta,
+                                    eps=eps)
+    return perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
+                              axis_name=axis_name), state
 
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+  return sharpness_aware("sam", step)
 
 
 def asam(rho: float = 0.5, eta: float = 0.01, *, eps: float = 1e-12,
@@ -302,18 +333,14 @@ def gsam(rho: float = 0.05, alpha: float = 0.1, *, adaptive: bool = False,
   check_range("eta", eta, low=0.0)
   check_range("eps", eps, low=0.0, low_open=True)
 
-  def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
-                **extra_args):
-    del extra_args
-    if grad_fn is None or params is None:
-      raise ValueError("gsam needs params and the extra argument grad_fn(params) -> grads")
-    perturbation = sam_perturbation(updates, rho, params=params, adaptive=adaptive,
-                                    eta=eta, eps=eps)
+  def step(g, state, params, grad_fn):
+    perturbation = sam_perturbation(g, rho, params=params, adaptive=adaptive, eta=eta,
+                                    eps=eps)
     # Local g_SAM (no averaging yet): the decomposition is per device, like big_vision.
     g_sam = perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux)
-    direction = gsam_direction(updates, g_sam, alpha, eps)
+    direction = gsam_direction(g, g_sam, alpha, eps)
     if axis_name is not None:
       direction = jax.lax.pmean(direction, axis_name)
-    return jax.tree.map(lambda d, g: d.astype(g.dtype), direction, updates), state
+    return direction, state
 
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+  return sharpness_aware("gsam", step)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxnoisy._validate import check_range
-from jaxnoisy.sam import GradFn, perturbed_gradient, sam_perturbation
+from jaxnoisy.sam import perturbed_gradient, sam_perturbation, sharpness_aware
 
 
 class GradientEMAState(NamedTuple):
@@ -95,22 +95,17 @@ def _ema_ascent(name: str, rho, decay, direction_fn: Callable, *, eps: float,
     return GradientEMAState(count=jnp.zeros((), jnp.int32),
                             ema=jax.tree.map(jnp.zeros_like, params))
 
-  def update_fn(updates, state, params=None, *, grad_fn: Optional[GradFn] = None,
-                **extra_args):
-    del extra_args
-    if grad_fn is None or params is None:
-      raise ValueError(f"{name} needs params and the extra argument grad_fn(params) -> grads")
+  def step(g, state, params, grad_fn):
     beta = jnp.where(state.count == 0, 0.0, decay)
-    ema = gradient_ema(state.ema, updates, beta)
-    perturbation = sam_perturbation(direction_fn(updates, state.ema, ema), rho, eps=eps)
+    ema = gradient_ema(state.ema, g, beta)
+    perturbation = sam_perturbation(direction_fn(g, state.ema, ema), rho, eps=eps)
     g_sam = perturbed_gradient(grad_fn, params, perturbation, has_aux=has_aux,
                                axis_name=axis_name)
     if axis_name is not None:  # the EMA of the averaged gradient: replicated state
       ema = jax.lax.pmean(ema, axis_name)
-    out = jax.tree.map(lambda s, g: s.astype(g.dtype), g_sam, updates)
-    return out, GradientEMAState(count=optax.safe_increment(state.count), ema=ema)
+    return g_sam, GradientEMAState(count=optax.safe_increment(state.count), ema=ema)
 
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return sharpness_aware(name, step, init_fn)
 
 
 def fsam(rho: float = 0.2, sigma: float = 1.0, lmbda: float = 0.6, *,

@@ -177,6 +177,30 @@ def test_missing_grad_fn():
     jaxnoisy.sam(0.05).update(params, (), params)
 
 
+
+def test_sharpness_aware_builds_a_variant():
+  """A variant written as its step alone: SAM's ε by hand (g/‖g‖ in NumPy) equals the
+  NumPy g_SAM; a float32 grad_fn's direction comes back in the bfloat16 of g; missing
+  params, grad_fn or a declared extra argument are one error naming the variant."""
+  def step(g, state, params, grad_fn, scale):
+    norm = np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in jax.tree.leaves(g)))
+    eps = jax.tree.map(lambda v: scale * 0.05 * v / norm, g)
+    return jaxnoisy.perturbed_gradient(grad_fn, params, eps), state
+
+  tx = jaxnoisy.sharpness_aware("mine", step, needs={"scale": "a multiplier"})
+  params, grad_fn = jax_params(), lambda p: jax.grad(loss)(p, X, Y)
+  out, _ = tx.update(grad_fn(params), tx.init(params), params, grad_fn=grad_fn, scale=1.0)
+  expected = np_sam_grad(PARAMS, X, Y, 0.05)
+  for k in PARAMS:
+    np.testing.assert_allclose(out[k], expected[k], rtol=1e-5, atol=1e-6)
+  g16 = jax.tree.map(lambda v: v.astype(jnp.bfloat16), grad_fn(params))
+  out16, _ = tx.update(g16, (), params, grad_fn=grad_fn, scale=1.0)
+  assert all(v.dtype == jnp.bfloat16 for v in jax.tree.leaves(out16))
+  with pytest.raises(ValueError, match="mine needs params and the extra argument grad_fn"):
+    tx.update(g16, (), params, scale=1.0)
+  with pytest.raises(ValueError, match=r"mine needs the extra argument scale \(a multiplier\)"):
+    tx.update(g16, (), params, grad_fn=grad_fn)
+
 # --- per-device ascent (m-sharpness) on 8 fake CPU devices ---------------------------
 def per_shard_reference(rho, n_dev, adaptive=False):
   xs, ys = np.split(X, n_dev), np.split(Y, n_dev)

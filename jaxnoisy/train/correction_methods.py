@@ -114,10 +114,11 @@ def _halves(inp: StepInputs):
 def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
                        gradient_steps: int = 1, epoch_metrics=_corrected_accuracy) -> Method:
   """An MLC-family method around ``step_fn(inp, lcn_apply, state, key) -> (result,
-  metrics, loss_fn)``: updates the LCN (every ``gradient_steps`` steps on accumulated
-  hypergradients when more than 1, MLC's K), records the corrected labels. ``loss_fn``
-  is the loss the real step descends (``Gradients.loss_fn``), None where the real step
-  is not the gradient of one loss."""
+  metrics, extra)``: updates the LCN (every ``gradient_steps`` steps on accumulated
+  hypergradients when more than 1, MLC's K), records the corrected labels. ``extra``
+  holds the method's other :class:`Gradients` fields: ``loss_fn``, the loss the real
+  step descends, where it is the gradient of one loss; ``step_from``, where the
+  optimizer steps from, where that is not the step's parameters."""
   spec = ctx.spec
   lcn_apply, lcn_params = correction.lcn_init(
       spec.num_classes, spec.feature_dim, seed=ctx.run.seed, embed_dim=r.lcn_embed_dim,
@@ -142,7 +143,7 @@ def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
         if r.lcn_variant == "ebomlc" else None
     # inp.apply returns (logits, features, batch statistics): the step hands back the
     # statistics of its forward pass of the noisy batch as res.model_state.
-    res, metrics, loss_fn = step_fn(inp, lcn_apply, st, key)
+    res, metrics, extra = step_fn(inp, lcn_apply, st, key)
     updates, lcn_opt = meta_tx.update(res.grads_phi, st["lcn_opt"], st["lcn"])
     lcn = optax.apply_updates(st["lcn"], updates)
     state = {**st, "lcn": lcn, "lcn_opt": lcn_opt,
@@ -157,8 +158,7 @@ def _correction_method(r: CorrectionHparams, ctx: RunContext, step_fn, *,
     if "beta" in metrics:  # logged as the epoch's mean and quantiles instead
       metrics = dict(metrics)
       state["beta"] = st["beta"].at[inp.step % spec.steps_per_epoch].set(metrics.pop("beta"))
-    return Gradients(res.loss, res.grads_w, res.model_state, state, metrics,
-                     loss_fn=loss_fn, step_from=getattr(res, "params", None))
+    return Gradients(res.loss, res.grads_w, res.model_state, state, metrics, **extra)
 
   return Method(optax.identity(), gradients, init, epoch_metrics=epoch_metrics)
 
@@ -175,7 +175,7 @@ def _mlc(r: MLCHparams, ctx: RunContext) -> Method:
     # ℓ with this step's corrected labels held fixed (an ascent's gradient at w + ε).
     loss_fn = lambda p: correction.corrected_labels_loss(inp.apply, p, res.corrected,
                                                          (inp.x, inp.y), train)
-    return res, {"clean_loss": res.clean_loss}, loss_fn
+    return res, {"clean_loss": res.clean_loss}, {"loss_fn": loss_fn}
 
   return _correction_method(r, ctx, step, gradient_steps=r.gradient_steps)
 
@@ -187,7 +187,7 @@ def _bome_mlc(r: BOMEMLCHparams, ctx: RunContext) -> Method:
                                    (inp.x, inp.y), meta, clean_train_batch=train,
                                    inner_steps=r.inner_steps, u=r.u, key=key,
                                    **_optimizer(ctx, inp))
-    return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}, None
+    return res, {"bome_lambda": res.lam, "upper_loss": res.upper_loss}, {}
 
   return _correction_method(r, ctx, step)
 
@@ -200,7 +200,7 @@ def _ebomlc(r: EBOMLCHparams, ctx: RunContext) -> Method:
         sign=r.sign, mixture=r.mixture, delta_update=r.delta_update, key=key,
         **_optimizer(ctx, inp))
     # The optimizer steps from w₁ (res.params), as the authors' step_ebomlc.
-    return res, {"beta": res.beta, "upper_loss": res.upper_loss}, None
+    return res, {"beta": res.beta, "upper_loss": res.upper_loss}, {"step_from": res.params}
 
   return _correction_method(r, ctx, step, epoch_metrics=_beta_metrics)
 
