@@ -12,7 +12,7 @@ not the gradient of one loss).
 Usage:
   python experiments/ascents.py [--arms fbr,mlc,saner,fbr_over_saner,mlc_over_saner] \\
       [--noise symmetric:0.4,symmetric:0.6,instance:0.4] [--seeds 0,1,2] \\
-      [--runs runs/ascents] [--report-only]
+      [--runs experiments/results/runs] [--report-only]
 """
 
 import os
@@ -57,7 +57,7 @@ def arm_style(arm) -> dict:
 
 def main() -> int:
   return table.arm_main(__doc__, arms=ARMS, default_arms=DEFAULT_ARMS, noises=NOISE,
-                        runs="runs/ascents", results="experiments/results/ASCENTS.md",
+                        results="experiments/results/ASCENTS.md",
                         report_fn=report)
 
 

@@ -12,25 +12,17 @@ setting.
 
 Usage:
   python experiments/cnn_bn.py [--arms bn_sgd,...] [--noise symmetric:0.4,...] \\
-      [--seeds 0,1,2] [--runs runs/cnn_bn] [--report-only]
+      [--seeds 0,1,2] [--runs experiments/results/runs] [--report-only]
 """
 
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bn_resnet  # noqa: E402  (NCSAM's norm columns)
+import bn_resnet  # noqa: E402  (NCSAM's norm columns, the arms' look)
 import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries)
 
 ARMS = ["bn_sgd", "bn_sam", "bn_saner", "bn_ncsam", "bn_ncsam_samwarmup", "bn_ncsam_rho"]
-
-
-def arm_style(arm) -> dict:
-  """One colour per arm; NCSAM's three share a colour, told apart by the line."""
-  method = arm.removeprefix("bn_").split("_")[0]
-  lines = {"bn_ncsam_samwarmup": "--", "bn_ncsam_rho": ":"}
-  return {"color": f"C{['sgd', 'sam', 'saner', 'ncsam'].index(method)}",
-          "linestyle": lines.get(arm, "-")}
 
 
 def report(root, arms, noises, seeds, out_path):
@@ -41,12 +33,12 @@ def report(root, arms, noises, seeds, out_path):
             "RESULTS.md. NCSAM's last-epoch norms: s‖c‖/ρ > 1 leaves ε mostly along the "
             "compensation c; cos(ε, ε_SAM) < 0 means the ascent is undone.",
       columns=bn_resnet.NORM_COLUMNS, cells=lambda arm, runs, means: bn_resnet.norm_cells(runs),
-      prefix="cnn_bn", style=arm_style)
+      prefix="cnn_bn", style=bn_resnet.arm_style)
 
 
 def main() -> int:
   return table.arm_main(
-      __doc__, arms=ARMS, default_arms=ARMS, noises=table.NOISE, runs="runs/cnn_bn",
+      __doc__, arms=ARMS, default_arms=ARMS, noises=table.NOISE,
       results="experiments/results/CNN_BN.md",
       report_fn=lambda root, _, noises, seeds, out: report(root, ARMS, noises, seeds, out))
 

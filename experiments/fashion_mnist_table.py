@@ -9,9 +9,16 @@ accuracy and memorization per epoch for each noise setting. A row with no runs u
 2 CPU cores: run it in parts with ``--noise``/``--methods``/``--seeds`` and rerun to
 fill in; ``--report-only`` rewrites it without training.
 
+Results are data: every run's small records (``summary.json``, ``metrics.jsonl``,
+``commit.txt``) live under ``experiments/results/runs/<noise>/<arm>/seed<S>/`` and are
+committed (checkpoints and event files are ignored). The arm scripts (``ascents.py``,
+``cnn_bn.py``, ``bn_resnet.py``) share that store: arm names are unique, so a parent
+arm of ``ascents.py`` (``saner``, ``fbr``, ``mlc``) is this table's own run.
+
 Usage:
   python experiments/fashion_mnist_table.py [--noise symmetric:0.4,...] \\
-      [--methods sgd,sam,...] [--seeds 0,1,2] [--runs runs/table] [--report-only]
+      [--methods sgd,sam,...] [--seeds 0,1,2] \\
+      [--runs experiments/results/runs] [--report-only]
 """
 
 import argparse
@@ -29,6 +36,7 @@ NOISE = ["none", "symmetric:0.4", "symmetric:0.6", "asymmetric:0.4", "instance:0
 METHODS = ["sgd", "sam", "asam", "saner", "ncsam", "l2rw", "meta_reweight",
            "fbr", "mwnet", "mlc", "bome_mlc", "ebomlc", "ebomlc_reference"]
 CONFIG = "experiments/configs/fashion_mnist.py"
+RUNS = "experiments/results/runs"  # every script's run store (see above)
 
 
 def run_dir(root, noise, method, seed):
@@ -278,14 +286,14 @@ def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, col
   write_atomic(out_path, "\n".join(lines) + "\n")
 
 
-def arm_main(doc, *, arms, default_arms, noises, runs, results, report_fn) -> int:
+def arm_main(doc, *, arms, default_arms, noises, results, report_fn) -> int:
   """The command line of an arm script: train what is missing, then ``report_fn(runs
   root, arms, noises, seeds, results path)`` (its report covers all of ``arms``)."""
   parser = argparse.ArgumentParser(description=doc.splitlines()[0])
   parser.add_argument("--arms", default=",".join(default_arms))
   parser.add_argument("--noise", default=",".join(noises))
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--runs", default=runs)
+  parser.add_argument("--runs", default=RUNS)
   parser.add_argument("--results", default=results)
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()
@@ -306,7 +314,7 @@ def main() -> int:
   parser.add_argument("--noise", default=",".join(NOISE))
   parser.add_argument("--methods", default=",".join(METHODS))
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--runs", default="runs/table")
+  parser.add_argument("--runs", default=RUNS)
   parser.add_argument("--results", default="experiments/results/RESULTS.md")
   parser.add_argument("--report-only", action="store_true")
   args = parser.parse_args()

@@ -5,7 +5,7 @@ the initial parameters and at the end of a finished NCSAM run of the results tab
 (``python experiments/fashion_mnist_table.py --methods ncsam ...`` first). When
 κ·‖g*‖ exceeds ρ, the projection onto the ρ-ball leaves ε pointing mostly along g*.
 
-Usage: python experiments/ncsam_scale.py [--run runs/table/symmetric_0.4/ncsam/seed0]
+Usage: python experiments/ncsam_scale.py [--run experiments/results/runs/symmetric_0.4/ncsam/seed0]
 """
 
 import argparse
@@ -15,7 +15,7 @@ import sys
 
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--run", default="runs/table/symmetric_0.4/ncsam/seed0")
+  parser.add_argument("--run", default="experiments/results/runs/symmetric_0.4/ncsam/seed0")
   parser.add_argument("--config", default="experiments/configs/fashion_mnist.py:ncsam")
   args = parser.parse_args()
 

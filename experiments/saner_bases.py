@@ -10,8 +10,8 @@ of ``RESULTS.md``.
 
 Usage:
   python experiments/saner_bases.py [--arms fsam,saner_fsam,vasso,saner_vasso] \\
-      [--noise asymmetric:0.4,instance:0.4] [--seeds 0,1,2] [--runs runs/saner_bases] \\
-      [--report-only]
+      [--noise asymmetric:0.4,instance:0.4] [--seeds 0,1,2] \\
+      [--runs experiments/results/runs] [--report-only]
 """
 
 import os
@@ -50,7 +50,6 @@ def arm_style(arm) -> dict:
 
 def main() -> int:
   return table.arm_main(__doc__, arms=ARMS, default_arms=DEFAULT_ARMS, noises=NOISE,
-                        runs="runs/saner_bases",
                         results="experiments/results/SANER_BASES.md", report_fn=report)
 
 

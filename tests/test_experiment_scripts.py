@@ -184,8 +184,9 @@ def test_bn_resnet_report_gives_ncsam_norms_and_its_arms_are_the_configs(tmp_pat
   spec = importlib.util.spec_from_file_location("fm_config", "experiments/configs/fashion_mnist.py")
   config = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(config)
-  assert bn_resnet.ARMS == list(config.RESNET_ARMS)
-  assert {config.get_config(a).model for a in bn_resnet.ARMS} == {"resnet20_narrow"}
+  assert bn_resnet.ARMS == [f"resnet_{a}" for a in config.BN_ARMS]
+  assert {(config.get_config(a).model, config.get_config(a).train_size)
+          for a in bn_resnet.ARMS} == {("resnet20_narrow", 5000)}
   root = tmp_path / "runs"
   norms = {"ncsam_grad_norm": 2.0, "ncsam_noise_grad_norm": 4.0,
            "ncsam_compensation_over_rho": 1.5}
@@ -213,7 +214,7 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
   spec = importlib.util.spec_from_file_location("fm_config", "experiments/configs/fashion_mnist.py")
   config = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(config)
-  assert cnn_bn.ARMS == list(config.CNN_BN_ARMS)
+  assert cnn_bn.ARMS == [f"bn_{a}" for a in config.BN_ARMS]
   arms = {a: config.get_config(a) for a in cnn_bn.ARMS}
   assert {c.model for c in arms.values()} == {"cnn_bn"}
   assert arms["bn_ncsam_samwarmup"].hparams.warmup == "sam"
