@@ -245,11 +245,12 @@ def plot_curves(curves, directory, prefix="results", style=None):
 
 
 def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, columns, cells,
-               prefix, style):
+               prefix, style, verdict=None):
   """The report of other config arms (saner_bases.py, bn_resnet.py) under ``root``: per
   noise setting one row per arm, ``| arm | n | last | chosen | memorization |`` then
   ``cells(arm, runs, means)`` under the extra ``columns`` (``runs``: the arm's metrics
-  rows per seed; ``means``: mean last accuracy of the arms before it), and a plot."""
+  rows per seed; ``means``: mean last accuracy of the arms before it), then the lines
+  of ``verdict({noise: means})`` (conclusions computed from the means), and a plot."""
   from jaxnoisy.train.trainer import write_atomic
   directory = os.path.dirname(out_path) or "."
   os.makedirs(directory, exist_ok=True)
@@ -259,13 +260,13 @@ def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, col
            "{commits}; " f"{platform.machine()}, {os.cpu_count()} CPU cores). Settings: "
            f"`{CONFIG}:ARM`. Test accuracy in %, mean ± std over the seeds that finished "
            f"(n); memorization at the last epoch. {about}", ""]
-  commits, curves = set(), {}
+  commits, curves, all_means = set(), {}, {}
   blank = " | ".join(["—"] * (3 + len(columns)))
   for noise in noises:
     lines += [f"## Noise: `{noise}`", "",
               "| arm | n | test acc. (last) | test acc. (chosen) | memorization | "
               + " | ".join(columns) + " |", "|---" * (5 + len(columns)) + "|"]
-    means = {}
+    means = all_means[noise] = {}
     for arm in arms:
       found = [r for r in (load(run_dir(root, noise, arm, s)) for s in seeds) if r]
       for s in seeds:
@@ -281,6 +282,8 @@ def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, col
       curves.setdefault(noise, {})[arm] = runs
     lines.append("")
   lines[2] = lines[2].replace("{commits}", ", ".join(sorted(commits)) or "none")
+  if verdict:
+    lines += [*verdict(all_means), ""]
   for path in plot_curves(curves, directory, prefix, style):
     lines.append(f"![{os.path.basename(path)}]({os.path.relpath(path, directory)})")
   write_atomic(out_path, "\n".join(lines) + "\n")

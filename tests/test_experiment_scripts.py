@@ -145,17 +145,22 @@ def test_ascents_report_gives_each_combinations_gain_over_both_parents(tmp_path)
   table = experiment("fashion_mnist_table")
   ascents = experiment("ascents")
   root = tmp_path / "runs"
-  for arm, acc in (("mlc", 0.81), ("saner", 0.86), ("mlc_over_saner", 0.85)):
-    fake_run(table.run_dir(str(root), "symmetric:0.4", arm, 0), acc, 0.03,
-             [{"test_accuracy": acc, "memorization": 0.03}])
+  for noise, accs in (("symmetric:0.4", (0.81, 0.86, 0.85)), ("instance:0.4", (0.86, 0.80, 0.79))):
+    for arm, acc in zip(("mlc", "saner", "mlc_over_saner"), accs):
+      fake_run(table.run_dir(str(root), noise, arm, 0), acc, 0.03,
+               [{"test_accuracy": acc, "memorization": 0.03}])
   out = tmp_path / "results" / "ASCENTS.md"
   ascents.report(str(root), ["mlc_over_saner", "mlc", "saner", "fbr_over_saner"],
-                 ["symmetric:0.4"], [0], str(out))
+                 ["symmetric:0.4", "instance:0.4"], [0], str(out))
   text = out.read_text()
   assert "| mlc_over_saner | 1 | 85.00 ± 0.00 | 85.00 ± 0.00 | 3.0 ± 0.0 | +4.00 | -1.00 |" \
       in text
   assert "| mlc | 1 | 81.00 ± 0.00 | 81.00 ± 0.00 | 3.0 ± 0.0 | — | — |" in text
   assert "| fbr_over_saner | 0 |" in text
+  assert "Goal ≥ 87.0% last-epoch at symmetric 40%: not reached (best arm saner, 86.00%)" in text
+  assert "`symmetric:0.4` mlc_over_saner: 85.00% — between its parents (mlc 81.00%, " \
+         "saner 86.00%)" in text
+  assert "`instance:0.4` mlc_over_saner: 79.00% — below both parents (combining hurts)" in text
   assert (tmp_path / "results" / "ascents_symmetric_0.4.png").is_file()
 
 
