@@ -151,7 +151,8 @@ def train_missing(root, noises, args, seeds) -> None:
 def report(root, seeds, out_path):
   """RESULTS.md over every noise setting and method from the runs under ``root``. A row
   whose runs are not there is carried unchanged from the report being replaced (marked
-  †), so that the table can be brought up to date method by method."""
+  †), so that the table can be brought up to date method by method; a carried row with
+  more seeds than the runs there stays below their row until they catch up."""
   from jaxnoisy.train.trainer import write_atomic
   os.makedirs(os.path.dirname(out_path) or ".", exist_ok=True)
   carried_from = previous_rows(out_path)
@@ -172,13 +173,12 @@ def report(root, seeds, out_path):
               "|---|---|---|---|---|---|"]
     for method in METHODS:
       found = [r for r in (load(run_dir(root, noise, method, s)) for s in seeds) if r]
+      row = carried_from.get((noise, method))
+      carry = row is not None and not row.startswith(f"| {method} | 0 |")
       if not found:
-        row = carried_from.get((noise, method))
-        if row is None or row.startswith(f"| {method} | 0 |"):
-          lines.append(f"| {method} | 0 | — | — | — | — |")
-        else:
-          lines.append(row.replace(f"| {method} |", f"| {method}† |", 1))
-          carried += 1
+        lines.append(row.replace(f"| {method} |", f"| {method}† |", 1) if carry
+                     else f"| {method} | 0 | — | — | — | — |")
+        carried += carry
         continue
       finished, diverged = split_diverged(found)
       wall += sum(s["wall_seconds"] for s, _ in found)
@@ -191,6 +191,9 @@ def report(root, seeds, out_path):
           f"| {f'{statistics.mean(secs):.1f}' if secs else '—'} |")
       if finished:
         curves.setdefault(noise, {})[method] = [rows for _, rows in finished]
+      if carry and int(row.split("|")[2].split()[0]) > len(found):
+        lines.append(row.replace(f"| {method} |", f"| {method}† |", 1))
+        carried += 1
     lines.append("")
   note = (f" Rows marked † ({carried}) are carried unchanged from the report this one "
           "replaced (their runs are not under this --runs; `git log -p` of this file "

@@ -67,7 +67,7 @@ def experiment(name: str):
 def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   """fashion_mnist_table's report: mean ± std over the seeds found, every commit that
   trained a run (a resumed run records each once), — for memorization without noise, the
-  replaced report's rows carried where no runs are found."""
+  replaced report's rows carried where no runs are found or fewer than theirs."""
   table = experiment("fashion_mnist_table")
   root = tmp_path / "runs"
   for noise, memo in (("none", float("nan")), ("symmetric:0.4", 0.1)):
@@ -91,7 +91,9 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   out.write_text("# old\n\n## Noise: `none`\n\n| method | n | a | b | c | d |\n"
                  "| sgd | 3 | 88.50 ± 0.20 | 88.60 ± 0.10 | — | 1.2 |\n"
                  "| mlc† | 3 | 87.00 ± 0.10 | 87.10 ± 0.10 | — | 3.3 |\n"
-                 "| sam | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | — | 9.9 |\n")
+                 "| sam | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | — | 9.9 |\n\n"
+                 "## Noise: `symmetric:0.4`\n\n| method | n | a | b | c | d |\n"
+                 "| sam | 2 | 1.00 ± 0.00 | 1.00 ± 0.00 | 1.0 ± 0.0 | 7.7 |\n")
   table.report(str(root), [0, 1, 2], str(out))
   text = out.read_text()
   assert "runs trained at commit(s) aaaaaaa, bbbbbb0, bbbbbb1" in text
@@ -102,7 +104,12 @@ def test_table_report_from_fake_runs(tmp_path, monkeypatch):
   assert "| sgd† | 3 | 88.50 ± 0.20 | 88.60 ± 0.10 | — | 1.2 |" in text
   assert "| mlc† | 3 | 87.00 ± 0.10 | 87.10 ± 0.10 | — | 3.3 |" in text
   assert "| sgd | 0 | — | — | — | — |" in text  # symmetric:0.4 had no sgd row
-  assert "9.9" not in text and "Rows marked † (2)" in text
+  # A carried row with more seeds than the runs found stays below theirs, once; one
+  # with no more seeds is replaced.
+  assert text.count("| sam† | 3 | 1.00 ± 0.00 | 1.00 ± 0.00 | — | 9.9 |") == 1
+  table.report(str(root), [0, 1, 2], str(out))  # and so again from this report
+  assert out.read_text() == text
+  assert "7.7" not in text and "Rows marked † (3)" in text
   assert (tmp_path / "results" / "results_symmetric_0.4.png").is_file()
 
 
