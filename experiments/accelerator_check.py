@@ -411,7 +411,7 @@ def epoch_cost(method: str, size: dict, data_dir, ms_per_step: float) -> dict:
       **({"clean_epochs": size["fbr_clean_epochs"]} if method == "fbr" else {}))
   with tempfile.TemporaryDirectory() as out:
     t0 = time.perf_counter()
-    result = train(config, out, progress=False)
+    result = train(config, out, progress_bar=False)
     wall = time.perf_counter() - t0
   s, rows = result["summary"], result["metrics"]
   epoch_s = [r["epoch_seconds"] for r in rows]

@@ -40,7 +40,7 @@ def main() -> int:
     config = config.replace(eval_batch_size=args.eval_batch_size)
   shutil.rmtree(args.out, ignore_errors=True)
   t0 = time.perf_counter()
-  result = train(config, args.out, progress=False)
+  result = train(config, args.out, progress_bar=False)
   outer = time.perf_counter() - t0
   s, rows = result["summary"], result["metrics"]
   steps = config.epochs * (args.train_size // config.batch_size)

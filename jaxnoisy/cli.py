@@ -203,7 +203,7 @@ def cmd_train(args) -> int:
     print(f"note: training on a random subset of {config.train_size} noisy examples")
   from jaxnoisy.train import divergence, preemption, rundir
   try:
-    result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.out, resume=args.resume, progress_bar=not args.no_progress)
   except preemption.Stopped as e:
     print(f"jaxnoisy: {e}", file=sys.stderr)
     return e.exit_status

@@ -174,12 +174,12 @@ def test_fbr_phase_keeps_plain_sgd_and_the_ascent_state():
 def test_resume_with_an_ascent_is_exact(tmp_path):
   """FBR over SANER: Ctrl-C inside epoch 1 and --resume reach the uninterrupted run."""
   config = BASE.replace(method="fbr", clean_size=64, clean_epochs=2, ascent="saner")
-  full = train(config, str(tmp_path / "full"), data=DATA, progress=False)
+  full = train(config, str(tmp_path / "full"), data=DATA, progress_bar=False)
   t = Trainer(config, DATA)
   with pytest.raises(KeyboardInterrupt):
     train(config, str(tmp_path / "cut"), data=DATA,
-          progress=CtrlC(2 * t.phase_steps + t.steps_per_epoch + 1))
-  resumed = train(config, str(tmp_path / "cut"), data=DATA, progress=False, resume=True)
+          progress_bar=CtrlC(2 * t.phase_steps + t.steps_per_epoch + 1))
+  resumed = train(config, str(tmp_path / "cut"), data=DATA, progress_bar=False, resume=True)
   for a, b in zip(leaves(full["state"]), leaves(resumed["state"])):
     np.testing.assert_array_equal(a, b)
   assert resumed["summary"]["config"]["hparams"]["ascent"]["name"] == "saner"

@@ -87,8 +87,8 @@ def _seen(monkeypatch, tmp_path, method, augment=False, cut=None, padding_mode="
   out, data = str(tmp_path / f"{method}{augment}"), _data()
   if cut is not None:
     with pytest.raises(KeyboardInterrupt):
-      train(cfg, out, data=data, progress=CtrlC(cut))
-  state = train(cfg, out, data=data, progress=False, resume=cut is not None)["state"]
+      train(cfg, out, data=data, progress_bar=CtrlC(cut))
+  state = train(cfg, out, data=data, progress_bar=False, resume=cut is not None)["state"]
   return (np.asarray(state.method_state["ids"]) - 100,
           np.asarray(state.method_state["changed"]))
 

@@ -100,7 +100,7 @@ def test_fbr_trains_logs_and_runs_its_phase(tmp_path):
   cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.5,
                     alpha_fraction=0.5)
   data = toy_with_clean()
-  result = train(cfg, str(tmp_path / "run"), data=data, progress=False)
+  result = train(cfg, str(tmp_path / "run"), data=data, progress_bar=False)
   rows = result["metrics"]
   for key in ("weight_auc", "weight_precision", "weight_recall", "mean_weight_clean",
               "mean_weight_noisy", "zero_weight_share", "alpha0", "phase_train_loss"):
@@ -140,12 +140,12 @@ def test_resume_inside_the_phase_is_bit_identical(tmp_path):
   the resumed run's metrics (the phase's loss included) are the uninterrupted ones."""
   cfg = TOY.replace(method="fbr", epochs=2, clean_epochs=2, warmup_fraction=0.0)
   data = toy_with_clean()
-  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  full = train(cfg, str(tmp_path / "full"), data=data, progress_bar=False)
   # Epoch 0: 2 passes × 1 batch (64 clean, batch 64) + 6 noisy steps; then 1 phase step.
   with pytest.raises(Stopped) as stopped:
-    train(cfg, str(tmp_path / "cut"), data=data, progress=At(9, sigterm))
+    train(cfg, str(tmp_path / "cut"), data=data, progress_bar=At(9, sigterm))
   assert stopped.value.checkpoint == 9  # saved inside the phase
-  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress_bar=False, resume=True)
   assert_same_run(full, resumed)
   np.testing.assert_array_equal(full["state"].method_state["weights"],
                                 resumed["state"].method_state["weights"])
@@ -156,7 +156,7 @@ def test_a_class_missing_from_the_clean_subset_is_one_line(tmp_path):
   keep = data.clean_labels != 3
   data = data._replace(clean_images=data.clean_images[keep], clean_labels=data.clean_labels[keep])
   with pytest.raises(ValueError, match="3"):
-    train(TOY.replace(method="fbr", epochs=1), str(tmp_path / "x"), data=data, progress=False)
+    train(TOY.replace(method="fbr", epochs=1), str(tmp_path / "x"), data=data, progress_bar=False)
 
 
 def test_clean_passes_batch_as_the_authors_loader(monkeypatch, tmp_path):
@@ -189,7 +189,7 @@ def test_clean_passes_batch_as_the_authors_loader(monkeypatch, tmp_path):
   cfg = TOY.replace(method="fbr", epochs=epochs, clean_epochs=passes, pass_batch_size=b)
   trainer = Trainer(cfg, data)
   assert trainer.phase_steps == passes * 3
-  state = train(cfg, str(tmp_path / "run"), data=data, progress=False)["state"]
+  state = train(cfg, str(tmp_path / "run"), data=data, progress_bar=False)["state"]
   seen = np.asarray(state.method_state["seen"]).reshape(-1, 3, b)
   for batches in seen:  # one pass: 16, 16, then the 8 left
     assert [int((r >= 0).sum()) for r in batches] == [16, 16, 8]

@@ -26,7 +26,7 @@ from test_trainer import FMNIST, TOY, final_params, toy_data
 def full():
   """TOY trained without interruption."""
   with tempfile.TemporaryDirectory() as d:
-    yield train(TOY, d, data=toy_data(), progress=False)
+    yield train(TOY, d, data=toy_data(), progress_bar=False)
 
 
 def assert_same_run(a, b):
@@ -74,7 +74,7 @@ def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
   out, data = str(tmp_path / "run"), toy_data()
   if first == "resume":  # a run stopped by SIGTERM at step 3, resumed below
     with pytest.raises(preemption.Stopped) as stopped:
-      train(TOY, out, data=data, progress=At(3, sigterm))
+      train(TOY, out, data=data, progress_bar=At(3, sigterm))
     assert stopped.value.exit_status == 143 and stopped.value.checkpoint == 3
     assert "stopped by SIGTERM: checkpoint 3 is in" in str(stopped.value)
   seen = {}
@@ -86,7 +86,7 @@ def test_a_second_run_beside_a_live_one_is_refused_and_writes_nothing(
     seen["err"] = capsys.readouterr().err
     seen["unchanged"] = listing(out) == before
 
-  result = train(TOY, out, data=data, progress=At(10, second_run), resume=first == "resume")
+  result = train(TOY, out, data=data, progress_bar=At(10, second_run), resume=first == "resume")
   assert_same_run(full, result)
   assert seen["status"] == cli.EXIT_LOCKED and seen["unchanged"], seen
   lines = seen["err"].strip().splitlines()
@@ -125,7 +125,7 @@ def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):
   uninterrupted run."""
   out, data = str(tmp_path / "run"), toy_data()
   with pytest.raises(preemption.Stopped) as stopped:
-    train(TOY, out, data=data, progress=At(5, lambda: os.kill(os.getpid(), signal.SIGINT)))
+    train(TOY, out, data=data, progress_bar=At(5, lambda: os.kill(os.getpid(), signal.SIGINT)))
   assert stopped.value.exit_status == 130 and stopped.value.checkpoint == 5
   holder = subprocess.run(
       [sys.executable, "-c", "import os, signal, sys; from jaxnoisy.train import rundir; "
@@ -133,7 +133,7 @@ def test_a_killed_runs_lock_does_not_block_its_resume(tmp_path, full):
       env={**os.environ, "PYTHONPATH": os.getcwd()}, capture_output=True, text=True)
   assert holder.returncode == -signal.SIGKILL, holder.stderr
   assert json.loads((tmp_path / "run" / rundir.LOCK_NAME).read_text())["pid"] != os.getpid()
-  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+  assert_same_run(full, train(TOY, out, data=data, progress_bar=False, resume=True))
 
 
 # 2. Preemption loses at most the step in flight.
@@ -144,13 +144,13 @@ def test_sigterm_at_an_epochs_last_step_completes_the_epoch_first(tmp_path, full
   at, out, data = 8, str(tmp_path / "run"), toy_data()
   handler = signal.getsignal(signal.SIGTERM)
   with pytest.raises(preemption.Stopped) as stopped:
-    train(TOY, out, data=data, progress=At(at, sigterm))
+    train(TOY, out, data=data, progress_bar=At(at, sigterm))
   assert stopped.value.exit_status == 128 + signal.SIGTERM and stopped.value.checkpoint == at
   assert f"stopped by SIGTERM: checkpoint {at} is in" in str(stopped.value)
   assert os.listdir(tmp_path / "run" / "checkpoints") == ["8"]
   assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 1
   assert signal.getsignal(signal.SIGTERM) is handler  # restored
-  assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+  assert_same_run(full, train(TOY, out, data=data, progress_bar=False, resume=True))
 
 
 def test_a_second_ctrl_c_interrupts_at_once():
@@ -202,7 +202,7 @@ DIVERGES = TOY.replace(method="sgd", learning_rate=200.0, schedule="constant")  
 def test_a_nonfinite_run_stops_in_one_line_and_summary_records_it(tmp_path):
   out = tmp_path / "run"
   with pytest.raises(divergence.Diverged) as diverged:
-    train(DIVERGES.replace(epochs=4), str(out), data=toy_data(), progress=False)
+    train(DIVERGES.replace(epochs=4), str(out), data=toy_data(), progress_bar=False)
   message = str(diverged.value)
   assert len(message.splitlines()) == 1
   assert message.startswith("sgd diverged: non-finite training loss or parameters in "
@@ -219,7 +219,7 @@ def test_a_nonfinite_run_stops_in_one_line_and_summary_records_it(tmp_path):
 def test_on_nonfinite_continue_trains_through_and_records_the_diverged_replica(tmp_path):
   """A learning-rate sweep: only the large value diverges; it is named and recorded."""
   cfg = DIVERGES.replace(sweep=("learning_rate", (0.02, 200.0)), on_nonfinite="continue")
-  result = train(cfg, str(tmp_path / "run"), data=[toy_data()] * 2, progress=False)
+  result = train(cfg, str(tmp_path / "run"), data=[toy_data()] * 2, progress_bar=False)
   small, large = result["replicas"]
   assert np.isfinite(small["metrics"][1]["train_loss"]) and "nonfinite" not in small["summary"]
   assert np.isnan(large["metrics"][1]["train_loss"])
@@ -326,7 +326,7 @@ def test_a_directory_that_stops_taking_writes_ends_in_one_line(shared_tmp, full,
   block = ReadOnly(out if where == "run" else os.path.join(out, "checkpoints"))
   try:
     with pytest.raises(rundir.WriteFailed) as failed:
-      train(TOY, out, data=data, progress=At(12, block))
+      train(TOY, out, data=data, progress_bar=At(12, block))
   finally:
     block.undo()
   message = str(failed.value)
@@ -335,7 +335,7 @@ def test_a_directory_that_stops_taking_writes_ends_in_one_line(shared_tmp, full,
   assert sorted(os.listdir(os.path.join(out, "checkpoints"))) == ["8"]
   assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
   if where == "checkpoints":  # metrics.jsonl holds epoch 1's row, checkpoint 16 is gone
-    assert_same_run(full, train(TOY, out, data=data, progress=False, resume=True))
+    assert_same_run(full, train(TOY, out, data=data, progress_bar=False, resume=True))
 
 
 def test_cli_out_that_cannot_be_written_is_one_line(shared_tmp, capsys):

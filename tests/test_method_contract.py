@@ -71,12 +71,12 @@ def test_resume_and_metrics(tmp_path, method):
   method state and metrics; every epoch logs the evaluation, the step's metrics and
   the method's own epoch metrics as plain floats."""
   config, data = config_of(method), data_of(method)
-  full = train(config, str(tmp_path / "full"), data=data, progress=False)
+  full = train(config, str(tmp_path / "full"), data=data, progress_bar=False)
   t = Trainer(config, data)
   cut_at = t.phase_steps + t.steps_per_epoch + 1  # the second noisy step of epoch 1
   with pytest.raises(KeyboardInterrupt):
-    train(config, str(tmp_path / "cut"), data=data, progress=CtrlC(cut_at))
-  resumed = train(config, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+    train(config, str(tmp_path / "cut"), data=data, progress_bar=CtrlC(cut_at))
+  resumed = train(config, str(tmp_path / "cut"), data=data, progress_bar=False, resume=True)
   for a, b in zip(leaves(full["state"]), leaves(resumed["state"])):
     np.testing.assert_array_equal(a, b)
   rows = full["metrics"]
@@ -214,7 +214,7 @@ def test_a_registered_toy_method_trains_with_nothing_else_touched(tmp_path, toy_
   config = cli.config_from_args(args)
   assert config.hparams == ToyHparams(factor=0.5) and "factor" in config.sweepable()
   data, plain = toy_data(n=256), BASE.replace(weight_decay=0.0)
-  runs = {name: train(c, str(tmp_path / name), data=data, progress=False)
+  runs = {name: train(c, str(tmp_path / name), data=data, progress_bar=False)
           for name, c in [("toy", plain.replace(method="toy")),
                           ("sgd", plain.replace(method="sgd")),
                           ("half", plain.replace(method="toy", factor=0.5)),

@@ -36,11 +36,11 @@ def assert_same_run(replica, single):
 def test_each_seed_replica_is_the_single_run_of_its_seed(tmp_path, num_devices):
   cfg = CFG.replace(seed=3, seeds=2, num_devices=num_devices)
   data = [toy_data(seed=0), toy_data(seed=1)]  # each seed its own noise and data
-  both = train(cfg, str(tmp_path / "both"), data=data, progress=False)
+  both = train(cfg, str(tmp_path / "both"), data=data, progress_bar=False)
   assert [r["label"] for r in both["replicas"]] == ["seed3", "seed4"]
   for k, rep in enumerate(both["replicas"]):
     one = train(cfg.replace(seed=3 + k, seeds=1, num_devices=1), str(tmp_path / f"one{k}"),
-                data=data[k], progress=False)
+                data=data[k], progress_bar=False)
     assert_same_run(rep, one)
   # The two replicas are different runs.
   assert not np.allclose(leaves(both["replicas"][0]["state"])[0],
@@ -50,11 +50,11 @@ def test_each_seed_replica_is_the_single_run_of_its_seed(tmp_path, num_devices):
 def test_sweep_replica_equals_the_single_run_with_that_value(tmp_path):
   cfg = CFG.replace(method="saner", rho=0.05, sweep=("rho", (0.02, 0.2)), num_devices=2)
   data = toy_data()
-  swept = train(cfg, str(tmp_path / "sweep"), data=[data, data], progress=False)
+  swept = train(cfg, str(tmp_path / "sweep"), data=[data, data], progress_bar=False)
   assert [r["label"] for r in swept["replicas"]] == ["rho0.02_seed0", "rho0.2_seed0"]
   for rep, rho in zip(swept["replicas"], (0.02, 0.2)):
     one = train(CFG.replace(method="saner", rho=rho, num_devices=1),
-                str(tmp_path / f"rho{rho}"), data=data, progress=False)
+                str(tmp_path / f"rho{rho}"), data=data, progress_bar=False)
     assert_same_run(rep, one)
 
 
@@ -64,7 +64,7 @@ def test_vmapped_and_looped_replicas_agree(tmp_path):
   cfg = CFG.replace(method="sam", seeds=3, num_devices=2)
   data = [toy_data(seed=s) for s in range(3)]
   runs = [train(cfg.replace(vmap_replicas=v), str(tmp_path / str(v)), data=data,
-                progress=False) for v in (True, False)]
+                progress_bar=False) for v in (True, False)]
   for a, b in zip(*(r["replicas"] for r in runs)):
     for x, y in zip(leaves(a["state"]), leaves(b["state"])):
       np.testing.assert_allclose(x, y, rtol=1e-4, atol=2e-6)
@@ -73,7 +73,7 @@ def test_vmapped_and_looped_replicas_agree(tmp_path):
 def test_summary_reports_mean_and_std_over_the_seeds(tmp_path, capsys):
   out = tmp_path / "run"
   cfg = CFG.replace(method="sgd", seeds=3, num_devices=2)
-  result = train(cfg, str(out), data=[toy_data(seed=s) for s in range(3)], progress=False)
+  result = train(cfg, str(out), data=[toy_data(seed=s) for s in range(3)], progress_bar=False)
   with open(out / "summary.json") as f:
     summary = json.load(f)
   per_seed = []
@@ -95,10 +95,10 @@ def test_resume_of_replicas_is_bit_identical(tmp_path):
   from test_trainer import CtrlC
   cfg = CFG.replace(method="sgd", seeds=2, epochs=2, num_devices=2)
   data = [toy_data(seed=s) for s in range(2)]
-  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  full = train(cfg, str(tmp_path / "full"), data=data, progress_bar=False)
   with pytest.raises(KeyboardInterrupt):
-    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(11))
-  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+    train(cfg, str(tmp_path / "cut"), data=data, progress_bar=CtrlC(11))
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress_bar=False, resume=True)
   for a, b in zip(full["replicas"], resumed["replicas"]):
     for x, y in zip(leaves(a["state"]), leaves(b["state"])):
       np.testing.assert_array_equal(x, y)

@@ -74,11 +74,11 @@ def test_training_streamed_equals_training_from_device_arrays(tmp_path):
   and metrics (2 devices, SAM); the device path on the same lazy images too."""
   data = toy_data()
   lazy = as_streamed(data, write_toy(tmp_path / "p", data))
-  device = train(TOY, str(tmp_path / "device"), data=data, progress=False)
+  device = train(TOY, str(tmp_path / "device"), data=data, progress_bar=False)
   streamed = train(TOY.replace(input_path="stream"), str(tmp_path / "stream"), data=lazy,
-                   progress=False)
+                   progress_bar=False)
   read = train(TOY.replace(input_path="device"), str(tmp_path / "read"), data=lazy,
-               progress=False)
+               progress_bar=False)
   for run in (streamed, read):
     for a, b in zip(final_params(device), final_params(run)):
       np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
@@ -91,10 +91,10 @@ def test_streamed_resume_is_exact(tmp_path):
   data = toy_data()
   lazy = as_streamed(data, write_toy(tmp_path / "p", data))
   config = TOY.replace(input_path="stream")
-  full = train(config, str(tmp_path / "full"), data=lazy, progress=False)
+  full = train(config, str(tmp_path / "full"), data=lazy, progress_bar=False)
   with pytest.raises(KeyboardInterrupt):
-    train(config, str(tmp_path / "cut"), data=lazy, progress=CtrlC(11))
-  resumed = train(config, str(tmp_path / "cut"), data=lazy, progress=False, resume=True)
+    train(config, str(tmp_path / "cut"), data=lazy, progress_bar=CtrlC(11))
+  resumed = train(config, str(tmp_path / "cut"), data=lazy, progress_bar=False, resume=True)
   for a, b in zip(final_params(full), final_params(resumed)):
     np.testing.assert_array_equal(a, b)
 
@@ -183,7 +183,7 @@ def test_clothing1m_trains_streamed_from_its_published_layout(clothing, tmp_path
   np.testing.assert_array_equal(data.clean_labels, expected["clean_val"][2])
   np.testing.assert_array_equal(data.test_labels, expected["clean_test"][2])
   assert Trainer(config, data).streamed
-  result = train(config, str(tmp_path / "run"), data=data, progress=False)
+  result = train(config, str(tmp_path / "run"), data=data, progress_bar=False)
   assert len(result["metrics"]) == 2 and 0 <= result["metrics"][-1]["test_accuracy"] <= 1
   with pytest.raises(ValueError, match="use its own noisy labels: --noise clothing1m:noisy"):
     prepare_data(config.replace(noise="symmetric:0.4"))

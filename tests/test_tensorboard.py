@@ -36,7 +36,7 @@ def read_events(directory) -> dict:
 
 def test_event_files_hold_the_logged_scalars(tmp_path):
   cfg = TOY.replace(method="sgd", log_every=3)
-  result = train(cfg, str(tmp_path / "run"), data=toy_data(), progress=False)
+  result = train(cfg, str(tmp_path / "run"), data=toy_data(), progress_bar=False)
   events = read_events(tmp_path / "run" / "tb")
   with open(tmp_path / "run" / "metrics.jsonl") as f:
     rows = [json.loads(line) for line in f]
@@ -53,8 +53,8 @@ def test_resume_replaces_the_redone_steps_and_replicas_get_a_writer_each(tmp_pat
   cfg = TOY.replace(method="sgd", log_every=1, seeds=2)
   with pytest.raises(KeyboardInterrupt):
     train(cfg, str(tmp_path / "run"), data=[toy_data(), toy_data(seed=1)],
-          progress=CtrlC(12))
-  train(cfg, str(tmp_path / "run"), data=[toy_data(), toy_data(seed=1)], progress=False,
+          progress_bar=CtrlC(12))
+  train(cfg, str(tmp_path / "run"), data=[toy_data(), toy_data(seed=1)], progress_bar=False,
         resume=True)
   for label in ("seed0", "seed1"):
     events = read_events(tmp_path / "run" / "tb" / label)
@@ -67,5 +67,5 @@ def test_resume_replaces_the_redone_steps_and_replicas_get_a_writer_each(tmp_pat
 
 def test_tensorboard_can_be_turned_off(tmp_path):
   train(TOY.replace(method="sgd", epochs=1, tensorboard=False), str(tmp_path / "run"),
-        data=toy_data(), progress=False)
+        data=toy_data(), progress_bar=False)
   assert not (tmp_path / "run" / "tb").exists()

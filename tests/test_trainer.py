@@ -60,18 +60,18 @@ class CtrlC:
 
 def test_resume_is_bit_identical(tmp_path):
   data = toy_data()
-  full = train(TOY, str(tmp_path / "full"), data=data, progress=False)
+  full = train(TOY, str(tmp_path / "full"), data=data, progress_bar=False)
   with pytest.raises(KeyboardInterrupt):  # Ctrl-C in the middle of epoch 1
-    train(TOY, str(tmp_path / "cut"), data=data, progress=CtrlC(11))
+    train(TOY, str(tmp_path / "cut"), data=data, progress_bar=CtrlC(11))
   assert (tmp_path / "cut" / "checkpoints" / "11").is_dir()  # saved at the interrupted step
-  resumed = train(TOY, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  resumed = train(TOY, str(tmp_path / "cut"), data=data, progress_bar=False, resume=True)
   for a, b in zip(final_params(full), final_params(resumed)):
     np.testing.assert_array_equal(a, b)
   assert [r["test_accuracy"] for r in full["metrics"]] == \
          [r["test_accuracy"] for r in resumed["metrics"]]
   # Starting again over a finished run without --resume is refused.
   with pytest.raises(FileExistsError, match="resume"):
-    train(TOY, str(tmp_path / "cut"), data=data, progress=False)
+    train(TOY, str(tmp_path / "cut"), data=data, progress_bar=False)
 
 
 def test_checkpoint_of_another_state_is_refused(tmp_path):
@@ -120,14 +120,14 @@ def test_resume_falls_back_from_a_damaged_checkpoint(tmp_path, capsys):
   sets it aside, restarts from the previous one and ends exactly as an uninterrupted
   run."""
   cfg, data = TOY.replace(epochs=3), toy_data()
-  full = train(cfg, str(tmp_path / "full"), data=data, progress=False)
+  full = train(cfg, str(tmp_path / "full"), data=data, progress_bar=False)
   with pytest.raises(KeyboardInterrupt):  # checkpoints 16 (epoch 1) and 20 (Ctrl-C)
-    train(cfg, str(tmp_path / "cut"), data=data, progress=CtrlC(20))
+    train(cfg, str(tmp_path / "cut"), data=data, progress_bar=CtrlC(20))
   ckpts = tmp_path / "cut" / "checkpoints"
   assert sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) == [16, 20]
   _truncate_arrays(ckpts / "20")
   capsys.readouterr()
-  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress=False, resume=True)
+  resumed = train(cfg, str(tmp_path / "cut"), data=data, progress_bar=False, resume=True)
   err = capsys.readouterr().err
   lines = [line for line in err.splitlines() if "damaged" in line]
   assert len(lines) == 1 and "checkpoint 20" in lines[0] and \
@@ -155,8 +155,8 @@ def test_only_damaged_checkpoints_are_refused_in_one_line(tmp_path):
 def test_sharded_equals_single_device(tmp_path, method):
   data = toy_data(256)
   cfg = TOY.replace(method=method, epochs=1, **({} if method == "sgd" else {"rho": 0.05}))
-  one = train(cfg.replace(num_devices=1), str(tmp_path / "one"), data=data, progress=False)
-  eight = train(cfg.replace(num_devices=8), str(tmp_path / "eight"), data=data, progress=False)
+  one = train(cfg.replace(num_devices=1), str(tmp_path / "one"), data=data, progress_bar=False)
+  eight = train(cfg.replace(num_devices=8), str(tmp_path / "eight"), data=data, progress_bar=False)
   for a, b in zip(final_params(one), final_params(eight)):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
 
@@ -164,20 +164,20 @@ def test_sharded_equals_single_device(tmp_path, method):
 def test_per_device_ascent_differs_from_global(tmp_path):
   data = toy_data(256)
   cfg = TOY.replace(epochs=1, num_devices=8)
-  glob = train(cfg, str(tmp_path / "g"), data=data, progress=False)
+  glob = train(cfg, str(tmp_path / "g"), data=data, progress_bar=False)
   local = train(cfg.replace(per_device_ascent=True), str(tmp_path / "l"), data=data,
-                progress=False)
+                progress_bar=False)
   diffs = [np.abs(a - b).max() for a, b in zip(final_params(glob), final_params(local))]
   assert max(diffs) > 1e-4
 
 
 def test_saner_logs_group_fractions(tmp_path):
   rows = train(TOY.replace(method="saner", epochs=1), str(tmp_path / "s"), data=toy_data(256),
-               progress=False)["metrics"]
+               progress_bar=False)["metrics"]
   fr = [rows[0][f"saner_group_{g}"] for g in "ABC"]
   assert all(0 <= f <= 1 for f in fr) and 0 < sum(fr) <= 1
   untracked = train(TOY.replace(method="saner", epochs=1, track_groups=False),
-                    str(tmp_path / "u"), data=toy_data(256), progress=False)["metrics"]
+                    str(tmp_path / "u"), data=toy_data(256), progress_bar=False)["metrics"]
   assert not any(k.startswith("saner_group") for k in untracked[0])
   # The diagnostic does not touch the update.
   assert untracked[0]["train_loss"] == rows[0]["train_loss"]
@@ -189,9 +189,9 @@ def test_ncsam_warmup_epoch_is_plain_sgd(tmp_path):
   """NCSAM's warm-up epoch reproduces SGD exactly; after it the two part."""
   cfg = TOY.replace(epochs=2)
   sgd = train(cfg.replace(method="sgd"), str(tmp_path / "s"), data=toy_data(256),
-              progress=False)["metrics"]
+              progress_bar=False)["metrics"]
   nc = train(cfg.replace(method="ncsam", warmup_fraction=0.5), str(tmp_path / "n"),
-             data=toy_data(256), progress=False)["metrics"]
+             data=toy_data(256), progress_bar=False)["metrics"]
   assert nc[0]["train_loss"] == sgd[0]["train_loss"]
   assert nc[0]["test_accuracy"] == sgd[0]["test_accuracy"]
   assert nc[1]["train_loss"] != sgd[1]["train_loss"]
@@ -199,7 +199,7 @@ def test_ncsam_warmup_epoch_is_plain_sgd(tmp_path):
 
 def test_metrics_and_summary_files(tmp_path):
   out = tmp_path / "run"
-  train(TOY, str(out), data=toy_data(), progress=False)
+  train(TOY, str(out), data=toy_data(), progress_bar=False)
   rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
   assert [r["epoch"] for r in rows] == [0, 1]
   for key in ("epoch", "train_loss", "test_accuracy", "heldout_accuracy", "memorization"):
@@ -219,7 +219,7 @@ def test_two_epochs_on_real_fashion_mnist_learn(tmp_path):
   data = prepare_data(cfg)
   assert data.train_images.shape == (3000, 28, 28, 1)
   assert abs(data.train_corrupted.mean() - 0.4) < 0.05
-  result = train(cfg, str(tmp_path / "real"), data=data, progress=False)
+  result = train(cfg, str(tmp_path / "real"), data=data, progress_bar=False)
   assert result["summary"]["test_accuracy"] > 0.6  # chance is 0.1
 
 
@@ -274,7 +274,7 @@ def test_cli_compare_table_and_plot(tmp_path, capsys):
   runs = []
   for method in ("sgd", "sam"):
     out = tmp_path / method
-    train(TOY.replace(method=method, epochs=1), str(out), data=toy_data(256), progress=False)
+    train(TOY.replace(method=method, epochs=1), str(out), data=toy_data(256), progress_bar=False)
     runs.append(str(out))
   assert cli.main(["compare", *runs]) == 0
   text = capsys.readouterr().out
@@ -290,7 +290,7 @@ def toy_with_clean(n=384, clean=64):
 @pytest.mark.parametrize("method", ["l2rw", "meta_reweight", "mwnet"])
 def test_reweighting_methods_log_weight_diagnostics(tmp_path, method):
   cfg = TOY.replace(method=method, epochs=1, clean_batch_size=32)
-  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress=False)["metrics"]
+  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress_bar=False)["metrics"]
   for key in ("weight_auc", "weight_recall", "mean_weight_clean", "mean_weight_noisy"):
     assert np.isfinite(rows[0][key]), key
   # Precision is NaN only when no example reaches the 0.5 threshold.
@@ -300,7 +300,7 @@ def test_reweighting_methods_log_weight_diagnostics(tmp_path, method):
 
 def test_meta_method_without_clean_subset_is_refused(tmp_path):
   with pytest.raises(ValueError, match="clean_size"):
-    train(TOY.replace(method="l2rw"), str(tmp_path / "x"), data=toy_data(), progress=False)
+    train(TOY.replace(method="l2rw"), str(tmp_path / "x"), data=toy_data(), progress_bar=False)
 
 
 def test_clean_size_out_of_range_is_refused():
@@ -316,7 +316,7 @@ def test_clean_size_out_of_range_is_refused():
 @pytest.mark.parametrize("method", ["mlc", "bome_mlc", "ebomlc"])
 def test_label_correction_methods_log_corrected_accuracy(tmp_path, method):
   cfg = TOY.replace(method=method, epochs=1, clean_batch_size=32)
-  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress=False)["metrics"]
+  rows = train(cfg, str(tmp_path / method), data=toy_with_clean(), progress_bar=False)["metrics"]
   for key in ("corrected_accuracy_noisy", "corrected_accuracy_clean"):
     assert 0 <= rows[0][key] <= 1
   if method == "ebomlc":

@@ -619,7 +619,7 @@ def steps_done(state) -> int:
   return int(step_lib.to_host(state.step)[0])
 
 
-def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=True,
+def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress_bar=True,
           data=None) -> dict:
   """Trains ``config`` and writes metrics, summary and checkpoints under ``out_dir``.
 
@@ -628,7 +628,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   ``out_dir/<label>/`` (the same files a single run of that seed/value writes) and an
   aggregate ``summary.json`` (mean ± std) in ``out_dir``. ``data``: one
   :class:`NoisyData` per replica (default: prepared from each replica's config).
-  ``progress``: True for a tqdm bar, False for none, or any object with ``update(n)``.
+  ``progress_bar``: True for a tqdm bar, False for none, or any object with ``update(n)``.
 
   A run on a shared cluster:
 
@@ -652,7 +652,7 @@ def train(config: TrainConfig, out_dir: str, *, resume: bool = False, progress=T
   if os.path.exists(out_dir) and not os.path.isdir(out_dir):
     raise ValueError(f"out_dir must be a run directory, but {out_dir} is a file")
   with rundir.hold(out_dir):
-    return _train(config, out_dir, resume, progress, data)
+    return _train(config, out_dir, resume, progress_bar, data)
 
 
 def _run_info(trainer: Trainer, step_seconds: list[float], wall_seconds: float) -> dict:
@@ -667,7 +667,7 @@ def _run_info(trainer: Trainer, step_seconds: list[float], wall_seconds: float) 
   }
 
 
-def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> dict:
+def _train(config: TrainConfig, out_dir: str, resume: bool, progress_bar, data) -> dict:
   replicas = config.replicas()
   if data is None:  # replicas of one seed (a sweep) share its data
     by_seed = {}
@@ -725,14 +725,14 @@ def _train(config: TrainConfig, out_dir: str, resume: bool, progress, data) -> d
       write(p, _metrics_text(r))
 
   bar = None
-  if progress is True:
+  if progress_bar is True:
     from tqdm import tqdm
     bar = tqdm(total=trainer.total_steps + trainer.phase_steps * config.epochs,
                initial=trainer.steps_taken(state), unit="step",
                desc=f"{config.method}" + ("" if single else f" ×{len(replicas)}"),
                dynamic_ncols=True)
-  elif progress:
-    bar = progress
+  elif progress_bar:
+    bar = progress_bar
   tb = None
   if config.tensorboard and primary:
     with rundir.writing("TensorBoard events", os.path.join(out_dir, "tb"),
