@@ -35,7 +35,9 @@ PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
          "fbr_over_saner_to_fbr": ("fbr_over_saner", "fbr"),
          "fbr_over_saner_to_saner": ("fbr_over_saner", "saner"),
          "mlc_over_saner_to_mlc": ("mlc_over_saner", "mlc"),
-         "mlc_over_saner_to_saner": ("mlc_over_saner", "saner")}
+         "mlc_over_saner_to_saner": ("mlc_over_saner", "saner"),
+         # Batch norm at the CNN's cost (cnn_bn) against the CNN.
+         "sgd_bn_to_sgd": ("sgd_bn", "sgd"), "sam_bn_to_sam": ("sam_bn", "sam")}
 # Timed next to their method whenever it runs: (method, config overrides).
 VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # NCSAM's g* from a forward pass over the flipped subset (label smoothing 0.1).
@@ -43,7 +45,9 @@ VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # A method's real step over an ascent at the timed ρ (SANER's default 0.1).
             "l2rw_over_sam": ("l2rw", {"ascent": "sam", "rho": 0.1}),
             "fbr_over_saner": ("fbr", {"ascent": "saner"}),
-            "mlc_over_saner": ("mlc", {"ascent": "saner"})}
+            "mlc_over_saner": ("mlc", {"ascent": "saner"}),
+            # The CNN with batch norm after each convolution (issue 28's cnn_bn).
+            "sgd_bn": ("sgd", {"model": "cnn_bn"}), "sam_bn": ("sam", {"model": "cnn_bn"})}
 # The table protocol's epoch (15,000 noisy examples, 1,000 clean, batch 128): FBR's
 # noisy steps plus its clean passes, over SGD's noisy steps.
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
