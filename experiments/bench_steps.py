@@ -9,7 +9,9 @@ all of them alike) and the median round is reported. Prints one JSON object::
    "ratios": {"saner_to_sam": ..., ...}, ...}
 
 ``ratios`` holds the named pairs of ``PAIRS`` whose two methods were both run;
-``VARIANTS`` (e.g. SANER without its per-step group diagnostic) run next to their method.
+``VARIANTS`` (e.g. SANER without its per-step group diagnostic) run next to their method;
+``--also-model M`` times every step on model M too, beside it (``ratios``:
+``METHOD_on_M_to_METHOD``).
 
 Usage: python experiments/bench_steps.py [--methods sgd,sam,asam] [--rounds 7] [--seeds 3]
 """
@@ -35,9 +37,7 @@ PAIRS = {"saner_to_sam": ("saner", "sam"), "ncsam_to_sam": ("ncsam", "sam"),
          "fbr_over_saner_to_fbr": ("fbr_over_saner", "fbr"),
          "fbr_over_saner_to_saner": ("fbr_over_saner", "saner"),
          "mlc_over_saner_to_mlc": ("mlc_over_saner", "mlc"),
-         "mlc_over_saner_to_saner": ("mlc_over_saner", "saner"),
-         # Batch norm at the CNN's cost (cnn_bn) against the CNN.
-         "sgd_bn_to_sgd": ("sgd_bn", "sgd"), "sam_bn_to_sam": ("sam_bn", "sam")}
+         "mlc_over_saner_to_saner": ("mlc_over_saner", "saner")}
 # Timed next to their method whenever it runs: (method, config overrides).
 VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # NCSAM's g* from a forward pass over the flipped subset (label smoothing 0.1).
@@ -45,9 +45,7 @@ VARIANTS = {"saner_untracked": ("saner", {"track_groups": False}),
             # A method's real step over an ascent at the timed ρ (SANER's default 0.1).
             "l2rw_over_sam": ("l2rw", {"ascent": "sam", "rho": 0.1}),
             "fbr_over_saner": ("fbr", {"ascent": "saner"}),
-            "mlc_over_saner": ("mlc", {"ascent": "saner"}),
-            # The CNN with batch norm after each convolution (issue 28's cnn_bn).
-            "sgd_bn": ("sgd", {"model": "cnn_bn"}), "sam_bn": ("sam", {"model": "cnn_bn"})}
+            "mlc_over_saner": ("mlc", {"ascent": "saner"})}
 # The table protocol's epoch (15,000 noisy examples, 1,000 clean, batch 128): FBR's
 # noisy steps plus its clean passes, over SGD's noisy steps.
 TABLE_EPOCH = {"noisy_steps": 15000 // 128, "clean": 1000}
@@ -88,6 +86,8 @@ def main() -> int:
   parser.add_argument("--methods", default=None, help="comma-separated (default: all)")
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--model", default="cnn")
+  parser.add_argument("--also-model", default=None,
+                      help="time every step on this model too (METHOD_on_MODEL), e.g. cnn_bn")
   parser.add_argument("--rounds", type=int, default=7)
   parser.add_argument("--steps", type=int, default=60, help="steps per timed round")
   parser.add_argument("--devices", type=int, default=None,
@@ -119,6 +119,14 @@ def main() -> int:
   if "sgd" not in names:
     names = ["sgd"] + names
   names += [v for v, (method, _) in VARIANTS.items() if method in names]
+  variants, pairs = dict(VARIANTS), dict(PAIRS)
+  if args.also_model:  # every step above again on a second model, timed beside it
+    for name in list(names):
+      on = f"{name}_on_{args.also_model}"
+      method, overrides = variants.get(name, (name, {}))
+      variants[on] = (method, {**overrides, "model": args.also_model})
+      pairs[f"{on}_to_{name}"] = (on, name)
+      names.append(on)
 
   data = random_data((28, 28, 1), 4096, 256, mean=(0.286,), std=(0.353,))
 
@@ -127,7 +135,7 @@ def main() -> int:
   replicated = [f"{name}x{args.seeds}" for name in names] if args.seeds > 1 else []
   for name in names + replicated:
     base, _, seeds = name.partition("x")
-    method, overrides = VARIANTS.get(base, (base, {}))
+    method, overrides = variants.get(base, (base, {}))
     config = step_config(method, model=args.model, batch_size=args.batch_size,
                          seeds=int(seeds or 1), vmap_replicas=args.vmap_replicas,
                          **clean_batch).replace(**overrides)
@@ -187,7 +195,7 @@ def main() -> int:
       **extra,
       "ratios_to_sgd": {name: round(ms[name] / ms["sgd"], 3) for name in ms
                         if name != "sgd" and name not in replicated},
-      "ratios": {pair: round(ms[a] / ms[b], 3) for pair, (a, b) in PAIRS.items()
+      "ratios": {pair: round(ms[a] / ms[b], 3) for pair, (a, b) in pairs.items()
                  if a in ms and b in ms},
       # One step of N replicas over N separate single-seed steps (< 1: replicas are cheaper).
       "replicas_vs_separate": {

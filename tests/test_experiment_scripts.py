@@ -171,6 +171,16 @@ def test_ascents_report_gives_each_combinations_gain_over_both_parents(tmp_path)
   assert (tmp_path / "results" / "ascents_symmetric_0.4.png").is_file()
 
 
+def test_bench_times_every_step_on_a_second_model_beside_it():
+  out = subprocess.run(
+      [sys.executable, "experiments/bench_steps.py", "--methods", "sgd", "--also-model",
+       "cnn_bn", "--rounds", "1", "--steps", "1", "--devices", "1"],
+      cwd=ROOT, capture_output=True, text=True, check=True, timeout=600)
+  result = json.loads(out.stdout.strip().splitlines()[-1])
+  assert set(result["ms_per_step"]) == {"sgd", "sgd_on_cnn_bn"}
+  assert set(result["ratios"]) == {"sgd_on_cnn_bn_to_sgd"}
+
+
 def test_bench_stream_writes_its_numbers_as_json(tmp_path):
   import math
   out = tmp_path / "bench_stream.json"
