@@ -14,6 +14,7 @@ from jaxnoisy.train import step as step_lib
 from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.methods import METHODS
 from jaxnoisy.train.trainer import Trainer, train
+from cli_errors import one_line_error
 from test_method_contract import BASE, leaves
 from test_trainer import CtrlC, toy_with_clean
 
@@ -193,11 +194,8 @@ def test_undefined_combinations_are_refused_in_one_line(tmp_path, capsys, method
     TrainConfig(method=method).replace(ascent="sam")
   assert needle in str(e.value) and len(str(e.value).splitlines()) == 1
   assert TrainConfig(method=method).replace(ascent="none") == TrainConfig(method=method)
-  with pytest.raises(SystemExit) as exc:  # the CLI: before JAX compiles anything
-    cli.main(["train", "--out", str(tmp_path / "x"), "--method", method, "--ascent", "sam"])
-  assert exc.value.code == 2
-  err = capsys.readouterr().err.strip()
-  assert len(err.splitlines()) == 1 and needle in err
+  # The CLI: before JAX compiles anything.
+  assert needle in one_line_error(tmp_path, capsys, ["--method", method, "--ascent", "sam"])
   assert not (tmp_path / "x").exists()
 
 
@@ -209,11 +207,7 @@ def test_undefined_combinations_are_refused_in_one_line(tmp_path, capsys, method
      "--per-device-ascent applies to the SAM-family methods"),
 ])
 def test_bad_ascent_flags_give_one_line_error(tmp_path, capsys, argv, needle):
-  with pytest.raises(SystemExit) as exc:
-    cli.main(["train", "--out", str(tmp_path / "x"), *argv])
-  assert exc.value.code == 2
-  err = capsys.readouterr().err.strip()
-  assert len(err.splitlines()) == 1 and needle in err
+  assert needle in one_line_error(tmp_path, capsys, argv)
 
 
 def test_every_method_that_changes_the_loss_takes_an_ascent():

@@ -13,6 +13,8 @@ from jaxnoisy.train.config import TrainConfig
 from jaxnoisy.train.trainer import NoisyData, prepare_data, train
 from jaxnoisy.train.sam_methods import SAMHparams
 
+from cli_errors import one_line_error
+
 FMNIST = os.path.join(datasets.SYSTEM_DATA_DIRS["fashion_mnist"][0], "train-images-idx3-ubyte.gz")
 
 
@@ -254,11 +256,7 @@ def test_prepare_data_splits_are_disjoint_and_clean_subset_keeps_true_labels():
     (["--gsam-alpha", "0.2"], "unrecognized arguments: --gsam-alpha"),
 ])
 def test_cli_bad_flags_give_one_line_error(tmp_path, capsys, argv, needle):
-  with pytest.raises(SystemExit) as exc:
-    cli.main(["train", "--out", str(tmp_path / "x"), *argv])
-  assert exc.value.code == 2
-  err = capsys.readouterr().err.strip()
-  assert len(err.splitlines()) == 1 and needle in err
+  assert needle in one_line_error(tmp_path, capsys, argv)
   assert not (tmp_path / "x").exists()  # nothing was started
 
 
