@@ -7,8 +7,9 @@ compensation sized to ρ (``compensation="rho"``, a variant beyond the paper). T
 ``experiments/configs/fashion_mnist.py:ARM`` for every arm, noise setting and seed not
 finished yet (each run resumes from its own checkpoint), then writes
 ``experiments/results/CNN_BN.md``: test accuracy and memorization per arm, NCSAM's
-last-epoch ‖g‖, ‖g*‖, s‖c‖/ρ and cos(ε, ε_SAM), and one plot of the curves per noise
-setting.
+last-epoch ‖g‖, ‖g*‖, s‖c‖/ρ and cos(ε, ε_SAM), what batch norm changed against the
+CNN's own runs in the same store (the table's ``sgd``, ``sam``, ``saner``, ``ncsam``),
+and one plot of the curves per noise setting.
 
 Usage:
   python experiments/cnn_bn.py [--arms bn_sgd,...] [--noise symmetric:0.4,...] \\
@@ -22,7 +23,43 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bn_resnet  # noqa: E402  (NCSAM's norm columns, the arms' look)
 import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries)
 
+BASES = ["sgd", "sam", "saner", "ncsam"]  # the table's CNN arms that bn_<arm> repeats
 ARMS = ["bn_sgd", "bn_sam", "bn_saner", "bn_ncsam", "bn_ncsam_samwarmup", "bn_ncsam_rho"]
+
+
+def mean_last(root, noise, arm, seeds):
+  """(mean last-epoch test accuracy in %, n) over the finished runs of ``arm``, or None."""
+  found = [r for r in (table.load(table.run_dir(root, noise, arm, s)) for s in seeds) if r]
+  finished, _ = table.split_diverged(found)
+  if not finished:
+    return None
+  return sum(s["test_accuracy"] for s, _ in finished) / len(finished) * 100, len(finished)
+
+
+def verdict(root, seeds, means_by_noise) -> list:
+  """What batch norm changed, from the records: per setting each method's last-epoch
+  mean on the CNN → on ``cnn_bn`` (n each; ``means_by_noise`` gives the settings), and whether SANER − SAM and NCSAM − SAM keep
+  their sign (the seed papers' verdicts) with batch norm."""
+  lines = ["## What batch norm changed (from the records)", "",
+           "Mean last-epoch test accuracy in % on the CNN (its own runs in this store, "
+           "n) → on `cnn_bn` (n), and the difference; — where either has no finished run (the "
+           "CNN's rows carried in RESULTS.md are not records).", "",
+           "| setting | " + " | ".join(BASES) + " | SANER − SAM (CNN → BN) | "
+           "NCSAM − SAM (CNN → BN) |", "|---" * (3 + len(BASES)) + "|"]
+  for noise in means_by_noise:
+    cnn = {a: mean_last(root, noise, a, seeds) for a in BASES}
+    bn = {a: mean_last(root, noise, f"bn_{a}", seeds) for a in BASES}
+    cells = [f"{cnn[a][0]:.2f} ({cnn[a][1]}) → {bn[a][0]:.2f} ({bn[a][1]}), "
+             f"{bn[a][0] - cnn[a][0]:+.2f}" if cnn[a] and bn[a] else "—" for a in BASES]
+    for a in ("saner", "ncsam"):
+      if cnn[a] and cnn["sam"] and bn[a] and bn["sam"]:
+        before, after = cnn[a][0] - cnn["sam"][0], bn[a][0] - bn["sam"][0]
+        same = "same sign" if (before > 0) == (after > 0) else "sign flips"
+        cells.append(f"{before:+.2f} → {after:+.2f} ({same})")
+      else:
+        cells.append("—")
+    lines.append(f"| `{noise}` | " + " | ".join(cells) + " |")
+  return lines
 
 
 def report(root, arms, noises, seeds, out_path):
@@ -33,7 +70,8 @@ def report(root, arms, noises, seeds, out_path):
             "RESULTS.md. NCSAM's last-epoch norms: s‖c‖/ρ > 1 leaves ε mostly along the "
             "compensation c; cos(ε, ε_SAM) < 0 means the ascent is undone.",
       columns=bn_resnet.NORM_COLUMNS, cells=lambda arm, runs, means: bn_resnet.norm_cells(runs),
-      prefix="cnn_bn", style=bn_resnet.arm_style)
+      prefix="cnn_bn", style=bn_resnet.arm_style,
+      verdict=lambda means: verdict(root, seeds, means))
 
 
 def main() -> int:

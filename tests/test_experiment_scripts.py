@@ -248,11 +248,20 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
   for seed, acc in enumerate((0.80, 0.82)):
     fake_run(table.run_dir(str(root), "symmetric:0.4", "bn_ncsam_rho", seed), acc, 0.3,
              [{"test_accuracy": acc, "memorization": 0.3, **norms}])
+  # The CNN's own runs beside them: SAM ahead of SANER on the CNN, behind it with BN.
+  for arm, seeds_accs in (("sam", (0.86, 0.88)), ("saner", (0.85,)), ("bn_sam", (0.84,)),
+                          ("bn_saner", (0.85, 0.86))):
+    for seed, acc in enumerate(seeds_accs):
+      fake_run(table.run_dir(str(root), "symmetric:0.4", arm, seed), acc, 0.1, [])
   out = tmp_path / "results" / "CNN_BN.md"
-  cnn_bn.report(str(root), cnn_bn.ARMS, ["symmetric:0.4"], [0, 1], str(out))
+  cnn_bn.report(str(root), cnn_bn.ARMS, ["symmetric:0.4", "none"], [0, 1], str(out))
   text = out.read_text()
   assert "| bn_ncsam_rho | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 2 | 4 | 1.5 | -0.25 |" \
       in text
+  # bn - CNN per method (n each), and SANER - SAM: -2.00 on the CNN, +1.50 with BN.
+  assert ("| `symmetric:0.4` | — | 87.00 (2) → 84.00 (1), -3.00 | 85.00 (1) → 85.50 (2), +0.50 "
+          "| — | -2.00 → +1.50 (sign flips) | — |") in text
+  assert "| `none` | — | — | — | — | — | — |" in text
   assert "| bn_sgd | 0 |" in text and (tmp_path / "results" / "cnn_bn_symmetric_0.4.png").is_file()
 
 
