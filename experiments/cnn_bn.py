@@ -53,8 +53,11 @@ def verdict(root, seeds, means_by_noise) -> list:
              f"{bn[a][0] - cnn[a][0]:+.2f}" if cnn[a] and bn[a] else "—" for a in BASES]
     for a in ("saner", "ncsam"):
       if cnn[a] and cnn["sam"] and bn[a] and bn["sam"]:
-        before, after = cnn[a][0] - cnn["sam"][0], bn[a][0] - bn["sam"][0]
-        same = "same sign" if (before > 0) == (after > 0) else "sign flips"
+        # Signs as printed (2 decimals): a difference shown as +0.00 is level.
+        before, after = (round(cnn[a][0] - cnn["sam"][0], 2),
+                         round(bn[a][0] - bn["sam"][0], 2))
+        same = ("sign flips" if before * after < 0 else "same sign" if before * after > 0
+                else "level")
         cells.append(f"{before:+.2f} → {after:+.2f} ({same})")
       else:
         cells.append("—")

@@ -253,6 +253,9 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
                           ("bn_saner", (0.85, 0.86))):
     for seed, acc in enumerate(seeds_accs):
       fake_run(table.run_dir(str(root), "symmetric:0.4", arm, seed), acc, 0.1, [])
+  # Without label noise, SANER and SAM level on the CNN: neither sign.
+  for arm, acc in (("sam", 0.85), ("saner", 0.85), ("bn_sam", 0.85), ("bn_saner", 0.84)):
+    fake_run(table.run_dir(str(root), "none", arm, 0), acc, float("nan"), [])
   out = tmp_path / "results" / "CNN_BN.md"
   cnn_bn.report(str(root), cnn_bn.ARMS, ["symmetric:0.4", "none"], [0, 1], str(out))
   text = out.read_text()
@@ -261,7 +264,8 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
   # bn - CNN per method (n each), and SANER - SAM: -2.00 on the CNN, +1.50 with BN.
   assert ("| `symmetric:0.4` | — | 87.00 (2) → 84.00 (1), -3.00 | 85.00 (1) → 85.50 (2), +0.50 "
           "| — | -2.00 → +1.50 (sign flips) | — |") in text
-  assert "| `none` | — | — | — | — | — | — |" in text
+  assert ("| `none` | — | 85.00 (1) → 85.00 (1), +0.00 | 85.00 (1) → 84.00 (1), -1.00 | — "
+          "| +0.00 → -1.00 (level) | — |") in text
   assert "| bn_sgd | 0 |" in text and (tmp_path / "results" / "cnn_bn_symmetric_0.4.png").is_file()
 
 
