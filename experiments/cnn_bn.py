@@ -17,6 +17,7 @@ Usage:
 """
 
 import os
+import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -28,39 +29,45 @@ ARMS = ["bn_sgd", "bn_sam", "bn_saner", "bn_ncsam", "bn_ncsam_samwarmup", "bn_nc
 
 
 def mean_last(root, noise, arm, seeds):
-  """(mean last-epoch test accuracy in %, n) over the finished runs of ``arm``, or None."""
+  """(mean, std, n) of the last-epoch test accuracy in % over the finished runs of
+  ``arm`` (std 0 for one run), or None."""
   found = [r for r in (table.load(table.run_dir(root, noise, arm, s)) for s in seeds) if r]
   finished, _ = table.split_diverged(found)
   if not finished:
     return None
-  return sum(s["test_accuracy"] for s, _ in finished) / len(finished) * 100, len(finished)
+  accs = [s["test_accuracy"] * 100 for s, _ in finished]
+  return statistics.mean(accs), statistics.stdev(accs) if len(accs) > 1 else 0.0, len(accs)
+
+
+def standing(arm, base) -> str:
+  """``arm``'s mean against ``base``'s (two ``mean_last``): ahead, behind, or level when
+  the difference as printed (2 decimals) is within the larger of their stds."""
+  diff = round(arm[0] - base[0], 2)
+  word = "level" if abs(diff) <= max(arm[1], base[1]) else "ahead" if diff > 0 else "behind"
+  return f"{diff:+.2f} {word}"
 
 
 def verdict(root, seeds, means_by_noise) -> list:
   """What batch norm changed, from the records: per setting each method's last-epoch
-  mean on the CNN → on ``cnn_bn`` (n each; ``means_by_noise`` gives the settings), and whether SANER − SAM and NCSAM − SAM keep
-  their sign (the seed papers' verdicts) with batch norm."""
+  mean on the CNN → on ``cnn_bn`` (n each; ``means_by_noise`` gives the settings), and
+  where SANER and NCSAM stand against SAM (the seed papers' verdicts) without and with
+  batch norm."""
   lines = ["## What batch norm changed (from the records)", "",
            "Mean last-epoch test accuracy in % on the CNN (its own runs in this store, "
-           "n) → on `cnn_bn` (n), and the difference; — where either has no finished run (the "
-           "CNN's rows carried in RESULTS.md are not records).", "",
-           "| setting | " + " | ".join(BASES) + " | SANER − SAM (CNN → BN) | "
-           "NCSAM − SAM (CNN → BN) |", "|---" * (3 + len(BASES)) + "|"]
+           "n) → on `cnn_bn` (n), and the difference; then SANER's and NCSAM's difference "
+           "from SAM on the CNN → with batch norm, *level* where it is within one std (the "
+           "larger of the two arms'); — where a run is missing (the CNN's rows carried in "
+           "RESULTS.md are not records).", "",
+           "| setting | " + " | ".join(BASES) + " | SANER vs SAM (CNN → BN) | "
+           "NCSAM vs SAM (CNN → BN) |", "|---" * (3 + len(BASES)) + "|"]
   for noise in means_by_noise:
     cnn = {a: mean_last(root, noise, a, seeds) for a in BASES}
     bn = {a: mean_last(root, noise, f"bn_{a}", seeds) for a in BASES}
-    cells = [f"{cnn[a][0]:.2f} ({cnn[a][1]}) → {bn[a][0]:.2f} ({bn[a][1]}), "
+    cells = [f"{cnn[a][0]:.2f} ({cnn[a][2]}) → {bn[a][0]:.2f} ({bn[a][2]}), "
              f"{bn[a][0] - cnn[a][0]:+.2f}" if cnn[a] and bn[a] else "—" for a in BASES]
-    for a in ("saner", "ncsam"):
-      if cnn[a] and cnn["sam"] and bn[a] and bn["sam"]:
-        # Signs as printed (2 decimals): a difference shown as +0.00 is level.
-        before, after = (round(cnn[a][0] - cnn["sam"][0], 2),
-                         round(bn[a][0] - bn["sam"][0], 2))
-        same = ("sign flips" if before * after < 0 else "same sign" if before * after > 0
-                else "level")
-        cells.append(f"{before:+.2f} → {after:+.2f} ({same})")
-      else:
-        cells.append("—")
+    cells += [f"{standing(cnn[a], cnn['sam'])} → {standing(bn[a], bn['sam'])}"
+              if cnn[a] and cnn["sam"] and bn[a] and bn["sam"] else "—"
+              for a in ("saner", "ncsam")]
     lines.append(f"| `{noise}` | " + " | ".join(cells) + " |")
   return lines
 

@@ -250,9 +250,10 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
              [{"test_accuracy": acc, "memorization": 0.3, **norms}])
   # The CNN's own runs beside them: SAM ahead of SANER on the CNN, behind it with BN.
   for arm, seeds_accs in (("sam", (0.86, 0.88)), ("saner", (0.85,)), ("bn_sam", (0.84,)),
-                          ("bn_saner", (0.85, 0.86))):
+                          ("bn_saner", (0.85, 0.86)), ("ncsam", (0.86,)), ("bn_ncsam", (0.80,))):
     for seed, acc in enumerate(seeds_accs):
-      fake_run(table.run_dir(str(root), "symmetric:0.4", arm, seed), acc, 0.1, [])
+      fake_run(table.run_dir(str(root), "symmetric:0.4", arm, seed), acc, 0.1,
+               [{"test_accuracy": acc, "memorization": 0.1, **norms}])
   # Without label noise, SANER and SAM level on the CNN: neither sign.
   for arm, acc in (("sam", 0.85), ("saner", 0.85), ("bn_sam", 0.85), ("bn_saner", 0.84)):
     fake_run(table.run_dir(str(root), "none", arm, 0), acc, float("nan"), [])
@@ -261,11 +262,13 @@ def test_cnn_bn_report_gives_the_cosine_and_its_arms_are_the_configs(tmp_path):
   text = out.read_text()
   assert "| bn_ncsam_rho | 2 | 81.00 ± 1.41 | 81.00 ± 1.41 | 30.0 ± 0.0 | 2 | 4 | 1.5 | -0.25 |" \
       in text
-  # bn - CNN per method (n each), and SANER - SAM: -2.00 on the CNN, +1.50 with BN.
+  # bn - CNN per method (n each), and SANER - SAM: -2.00 on the CNN (beyond SAM's std
+  # 1.41), +1.50 with BN (beyond bn_saner's 0.71); NCSAM - SAM -1.00 (within 1.41), -4.00.
   assert ("| `symmetric:0.4` | — | 87.00 (2) → 84.00 (1), -3.00 | 85.00 (1) → 85.50 (2), +0.50 "
-          "| — | -2.00 → +1.50 (sign flips) | — |") in text
+          "| 86.00 (1) → 80.00 (1), -6.00 | -2.00 behind → +1.50 ahead "
+          "| -1.00 level → -4.00 behind |") in text
   assert ("| `none` | — | 85.00 (1) → 85.00 (1), +0.00 | 85.00 (1) → 84.00 (1), -1.00 | — "
-          "| +0.00 → -1.00 (level) | — |") in text
+          "| +0.00 level → -1.00 behind | — |") in text
   assert "| bn_sgd | 0 |" in text and (tmp_path / "results" / "cnn_bn_symmetric_0.4.png").is_file()
 
 
