@@ -25,14 +25,13 @@ import bn_resnet  # noqa: E402  (NCSAM's norm columns, the arms' look)
 import fashion_mnist_table as table  # noqa: E402  (its run layout and summaries)
 
 BASES = ["sgd", "sam", "saner", "ncsam"]  # the table's CNN arms that bn_<arm> repeats
-ARMS = ["bn_sgd", "bn_sam", "bn_saner", "bn_ncsam", "bn_ncsam_samwarmup", "bn_ncsam_rho"]
+ARMS = [f"bn_{arm}" for arm in BASES + ["ncsam_samwarmup", "ncsam_rho"]]
 
 
 def mean_last(root, noise, arm, seeds):
   """(mean, std, n) of the last-epoch test accuracy in % over the finished runs of
   ``arm`` (std 0 for one run), or None."""
-  found = [r for r in (table.load(table.run_dir(root, noise, arm, s)) for s in seeds) if r]
-  finished, _ = table.split_diverged(found)
+  finished, _ = table.seed_runs(root, noise, arm, seeds)
   if not finished:
     return None
   accs = [s["test_accuracy"] * 100 for s, _ in finished]

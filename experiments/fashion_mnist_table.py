@@ -70,6 +70,11 @@ def split_diverged(found):
   return [r for r in found if r[0].get("status") != "diverged"], diverged
 
 
+def seed_runs(root, noise, arm, seeds):
+  """(finished, diverged) of ``arm``'s runs under ``root`` that have a summary."""
+  return split_diverged([r for r in (load(run_dir(root, noise, arm, s)) for s in seeds) if r])
+
+
 def count_cell(finished, diverged) -> str:
   """The n column: the runs that finished, and those that diverged with their epoch
   (1-based): ``2 of 3 finished, 1 diverged at epoch 10``."""
@@ -172,16 +177,15 @@ def report(root, seeds, out_path):
               "| method | n | test acc. (last) | test acc. (chosen) | memorization | s/epoch |",
               "|---|---|---|---|---|---|"]
     for method in METHODS:
-      found = [r for r in (load(run_dir(root, noise, method, s)) for s in seeds) if r]
+      finished, diverged = seed_runs(root, noise, method, seeds)
       row = carried_from.get((noise, method))
       carry = row is not None and not row.startswith(f"| {method} | 0 |")
-      if not found:
+      if not finished and not diverged:
         lines.append(row.replace(f"| {method} |", f"| {method}† |", 1) if carry
                      else f"| {method} | 0 | — | — | — | — |")
         carried += carry
         continue
-      finished, diverged = split_diverged(found)
-      wall += sum(s["wall_seconds"] for s, _ in found)
+      wall += sum(s["wall_seconds"] for s, _ in finished + diverged)
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, method, s)))
       secs = [statistics.mean(r["epoch_seconds"] for r in rows) for _, rows in finished]
@@ -191,7 +195,7 @@ def report(root, seeds, out_path):
           f"| {f'{statistics.mean(secs):.1f}' if secs else '—'} |")
       if finished:
         curves.setdefault(noise, {})[method] = [rows for _, rows in finished]
-      if carry and int(row.split("|")[2].split()[0]) > len(found):
+      if carry and int(row.split("|")[2].split()[0]) > len(finished) + len(diverged):
         lines.append(row.replace(f"| {method} |", f"| {method}† |", 1))
         carried += 1
     lines.append("")
@@ -271,10 +275,9 @@ def arm_report(root, arms, noises, seeds, out_path, *, script, title, about, col
               + " | ".join(columns) + " |", "|---" * (5 + len(columns)) + "|"]
     means = all_means[noise] = {}
     for arm in arms:
-      found = [r for r in (load(run_dir(root, noise, arm, s)) for s in seeds) if r]
+      finished, diverged = seed_runs(root, noise, arm, seeds)
       for s in seeds:
         commits.update(run_commits(run_dir(root, noise, arm, s)))
-      finished, diverged = split_diverged(found)
       if not finished:
         lines.append(f"| {arm} | {count_cell(finished, diverged)} | {blank} |")
         continue
